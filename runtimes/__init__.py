@@ -1,0 +1,11 @@
+"""Runtimes layer: turning a request into an isolated container and talking to it.
+
+Must not import the server (`sandbox_service.server`) or FastAPI. The server reaches a
+runtime only through the `Runtime` interface.
+"""
+
+from ._agent_client import AgentError, AgentUnavailable
+from ._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, ExitFrame, Runtime
+
+__all__ = ["AgentError", "AgentUnavailable", "ContainerSpec", "ContainerStatus", "ExecSpec",
+           "ExecStream", "ExitFrame", "Runtime"]

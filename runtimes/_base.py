@@ -1,0 +1,121 @@
+"""The one interface the server uses to reach a runtime (runtimes layer).
+
+A runtime turns a ContainerSpec into an isolated, running container whose PID 1 is the
+in-sandbox agent, and gives back streams and file operations through it. This module
+must not import the server, FastAPI or any backend; backends import it.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import AsyncIterator
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerSpec:
+    """What to boot. Limits are already validated by the caller."""
+
+    container_id: str
+    rootfs: str
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    memory_mib: int = 1024
+    cpu: float | None = None
+    nproc: int = 512
+    nofile: int = 4096
+
+
+@dataclasses.dataclass
+class ExecSpec:
+    argv: list[str]
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    timeout_s: float | None = None
+    pty: bool = False
+    rows: int = 24
+    cols: int = 80
+    uid: int | None = None
+    gid: int | None = None
+
+
+@dataclasses.dataclass
+class ContainerStatus:
+    running: bool
+    oom_killed: bool = False
+
+
+@dataclasses.dataclass
+class ExitFrame:
+    exit_code: int
+    timed_out: bool = False
+    signal: int | None = None
+
+
+class ExecStream(abc.ABC):
+    """A running command. Output comes from `events()`; input goes the other way."""
+
+    pid: int | None = None
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[tuple[str, bytes] | ExitFrame]:
+        """Yields ("stdout"|"stderr", bytes) in arrival order, then one ExitFrame."""
+
+    @abc.abstractmethod
+    async def write_stdin(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def close_stdin(self) -> None: ...
+
+    @abc.abstractmethod
+    async def send_signal(self, signum: int) -> None: ...
+
+    @abc.abstractmethod
+    async def resize(self, rows: int, cols: int) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Drop the stream; a command still running is killed with its process group."""
+
+
+class Runtime(abc.ABC):
+    """A container backend. Every method takes fixed-length container ids."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def create(self, spec: ContainerSpec) -> None:
+        """Boot the container and return once its agent answers."""
+
+    @abc.abstractmethod
+    async def exec(self, container_id: str, spec: ExecSpec) -> ExecStream: ...
+
+    @abc.abstractmethod
+    async def read_file(self, container_id: str, path: str) -> AsyncIterator[bytes]: ...
+
+    @abc.abstractmethod
+    async def write_file(self, container_id: str, path: str, chunks: AsyncIterator[bytes],
+                         *, mode: int | None = None, parents: bool = True) -> int: ...
+
+    @abc.abstractmethod
+    async def file_op(self, container_id: str, op: str, path: str, **kwargs) -> dict: ...
+
+    @abc.abstractmethod
+    async def status(self, container_id: str) -> ContainerStatus: ...
+
+    @abc.abstractmethod
+    async def destroy(self, container_id: str) -> ContainerStatus:
+        """Kill and remove everything the container owns. Idempotent."""
+
+    @abc.abstractmethod
+    async def reattach(self, container_id: str) -> bool:
+        """After a server restart: True if the container is alive and its agent answers."""
+
+    @abc.abstractmethod
+    async def collect(self, known: set[str]) -> list[str]:
+        """Reap containers, cgroups and state this runtime owns that `known` lacks."""
+
+    async def stats(self, container_id: str) -> dict:
+        return {}
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,538 @@
+#!/usr/bin/env python3
+"""The in-sandbox agent: PID 1 of every sandbox (runtimes layer, runs INSIDE gVisor).
+
+Stdlib only, Python 3.9+. It must not import anything from the project: this file is
+bind-mounted read-only into the sandbox and run by the image's own python3. The host
+side imports it too, for the frame constants and helpers, so both ends share one
+definition of the wire format.
+
+Duties: reap zombies; run each command in its own session (process group) with the
+requested user, workdir and env; stream stdout/stderr separately; take stdin and EOF;
+deliver signals to the whole process group; enforce per-exec timeouts; do file
+operations from inside the sandbox (the host never resolves sandbox-controlled paths).
+
+Control channel: a Unix socket in a per-sandbox directory bind-mounted from the host
+(runsc --host-uds=create), so a restarted server reconnects to running sandboxes.
+One connection per request. Frames: 1 byte type, 4 bytes big-endian length, payload.
+"""
+
+import errno
+import json
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+
+HEADER = struct.Struct(">BI")
+MAX_FRAME = 16 * 1024 * 1024
+
+REQ = ord("R")  # host -> agent: JSON request, first frame of a connection
+RESP = ord("P")  # agent -> host: JSON response
+STARTED = ord("T")  # agent -> host: JSON {"pid"}
+OUT = ord("O")  # stdout bytes
+ERR = ord("E")  # stderr bytes
+IN = ord("I")  # stdin bytes
+EOF = ord("C")  # stdin end (host -> agent), or end of a data stream (agent -> host)
+SIG = ord("S")  # JSON {"signal": n}
+RESIZE = ord("Z")  # JSON {"rows", "cols"}
+EXIT = ord("X")  # JSON {"exit_code", "timed_out", "signal"}
+DATA = ord("D")  # file bytes, either way
+
+EXIT_TIMEOUT = 124
+READ_CHUNK = 64 * 1024
+DRAIN_GRACE_S = 0.25
+
+
+def encode(ftype, payload=b""):
+    return HEADER.pack(ftype, len(payload)) + payload
+
+
+def encode_json(ftype, obj):
+    return encode(ftype, json.dumps(obj, separators=(",", ":")).encode())
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(sock):
+    head = recv_exact(sock, HEADER.size)
+    if head is None:
+        return None, None
+    ftype, length = HEADER.unpack(head)
+    if length > MAX_FRAME:
+        raise ValueError("frame too large")
+    payload = recv_exact(sock, length) if length else b""
+    if payload is None:
+        return None, None
+    return ftype, payload
+
+
+class Conn:
+    """A socket with a write lock so several pump threads can send frames."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.alive = True
+
+    def send(self, ftype, payload=b""):
+        if not self.alive:
+            return False
+        try:
+            with self.lock:
+                self.sock.sendall(encode(ftype, payload))
+            return True
+        except OSError:
+            self.alive = False
+            return False
+
+    def send_json(self, ftype, obj):
+        return self.send(ftype, json.dumps(obj, separators=(",", ":")).encode())
+
+
+class Reaper:
+    """PID 1 duty: wait for every child; hand exit statuses to whoever spawned them."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.waiters = {}  # pid -> [event, status]
+        self.early = {}  # statuses reaped before the spawner registered
+        self.children = threading.Event()
+
+    def spawn(self, fn):
+        """Run fn() -> pid under the lock so the pid is registered before any dispatch."""
+        with self.lock:
+            pid = fn()
+            slot = [threading.Event(), None]
+            if pid in self.early:
+                slot[1] = self.early.pop(pid)
+                slot[0].set()
+            self.waiters[pid] = slot
+        self.children.set()
+        return slot
+
+    def run(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                self.children.clear()
+                self.children.wait(1.0)
+                continue
+            except InterruptedError:
+                continue
+            with self.lock:
+                slot = self.waiters.pop(pid, None)
+                if slot is None:
+                    self.early[pid] = status
+                    if len(self.early) > 4096:
+                        self.early.clear()
+                else:
+                    slot[1] = status
+                    slot[0].set()
+
+
+REAPER = Reaper()
+
+
+def exit_code_of(status):
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status), os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), None
+
+
+def _set_ctty(fd):
+    """preexec hook for pty mode: make the pty the session's controlling terminal."""
+
+    def setup():
+        import fcntl
+        import termios
+
+        fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+
+    return setup
+
+
+class Process:
+    """One command in its own session, with pumps from its pipes to a connection."""
+
+    def __init__(self, req):
+        self.argv = req["argv"]
+        self.env = req.get("env")
+        self.cwd = req.get("cwd") or None
+        self.uid = req.get("uid")
+        self.gid = req.get("gid")
+        self.timeout_s = req.get("timeout_s")
+        self.pty = bool(req.get("pty"))
+        self.rows = req.get("rows") or 24
+        self.cols = req.get("cols") or 80
+        self.timed_out = False
+        self.pid = None
+        self.slot = None
+        self.stdin_fd = None
+        self.out_fds = []  # [(fd, frame type)]
+
+    def start(self):
+        import subprocess
+
+        env = dict(self.env) if self.env is not None else dict(os.environ)
+        if self.pty:
+            import fcntl
+            import termios
+
+            master, slave = os.openpty()
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", self.rows, self.cols, 0, 0))
+            env.setdefault("TERM", "xterm-256color")
+            try:
+                popen = self._spawn(subprocess, env, slave, slave, slave, slave)
+            finally:
+                os.close(slave)
+            self.stdin_fd = master
+            self.out_fds = [(os.dup(master), OUT)]
+            return popen
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            popen = self._spawn(subprocess, env, in_r, out_w, err_w, None)
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+            os.close(err_w)
+        self.stdin_fd = in_w
+        self.out_fds = [(out_r, OUT), (err_r, ERR)]
+        return popen
+
+    def _spawn(self, subprocess, env, stdin, stdout, stderr, pty_slave):
+        cwd = self.cwd
+        if cwd and not os.path.isdir(cwd):
+            raise FileNotFoundError(errno.ENOENT, "workdir does not exist", cwd)
+
+        def fn():
+            p = subprocess.Popen(
+                self.argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+                cwd=cwd, close_fds=True, start_new_session=True,
+                user=self.uid, group=self.gid,
+                extra_groups=[] if self.gid is not None else None,
+                preexec_fn=_set_ctty(pty_slave) if pty_slave is not None else None,
+            )
+            self.popen = p
+            return p.pid
+
+        self.slot = REAPER.spawn(fn)
+        self.pid = self.popen.pid
+        return self.popen
+
+    def signal(self, signum):
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(self.pid, signum)
+            except OSError:
+                pass
+
+    def wait(self):
+        """Wait for the leader (with the timeout); return (exit_code, signal)."""
+        deadline = None if not self.timeout_s else time.monotonic() + float(self.timeout_s)
+        while not self.slot[0].is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self.timed_out = True
+                self.signal(signal.SIGKILL)
+                self.slot[0].wait()
+                break
+            self.slot[0].wait(left if left is not None else 3600)
+        self.popen.returncode = self.slot[1]
+        code, sig = exit_code_of(self.slot[1])
+        if self.timed_out:
+            code = EXIT_TIMEOUT
+        return code, sig
+
+
+def pump(fd, ftype, conn, done):
+    """Copy fd to the connection as frames; after the exit frame keep draining quietly."""
+    try:
+        while True:
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except OSError as e:
+                if e.errno == errno.EINTR:
+                    continue
+                break  # EIO on a pty whose slave closed
+            if not data:
+                break
+            if not done.is_set():
+                conn.send(ftype, data)
+    finally:
+        os.close(fd)
+
+
+def handle_exec(conn, req):
+    proc = Process(req)
+    try:
+        proc.start()
+    except (OSError, ValueError, TypeError) as e:
+        conn.send_json(RESP, {"error": "exec_failed", "message": _describe(e, proc.argv)})
+        return
+    conn.send_json(STARTED, {"pid": proc.pid})
+    exited = threading.Event()
+    pumps = []
+    for fd, ftype in proc.out_fds:
+        t = threading.Thread(target=pump, args=(fd, ftype, conn, exited), daemon=True)
+        t.start()
+        pumps.append(t)
+    reader = threading.Thread(target=_control_reader, args=(conn, proc), daemon=True)
+    reader.start()
+    code, sig = proc.wait()
+    deadline = time.monotonic() + DRAIN_GRACE_S
+    for t in pumps:
+        t.join(max(0.0, deadline - time.monotonic()))
+    exited.set()
+    if proc.pty:
+        # the pty master stays open for the pump; the process is gone so close it
+        _close_quiet(proc.stdin_fd)
+    conn.send_json(EXIT, {"exit_code": code, "timed_out": proc.timed_out, "signal": sig})
+
+
+def _close_quiet(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _control_reader(conn, proc):
+    """Frames from the host during an exec: stdin, EOF, signals, resize."""
+    stdin_open = True
+    try:
+        while True:
+            ftype, payload = recv_frame(conn.sock)
+            if ftype is None:
+                break
+            if ftype == IN and stdin_open:
+                try:
+                    _write_all(proc.stdin_fd, payload)
+                except OSError:
+                    pass
+            elif ftype == EOF and stdin_open:
+                if proc.pty:
+                    _write_all(proc.stdin_fd, b"\x04")
+                else:
+                    stdin_open = False
+                    _close_quiet(proc.stdin_fd)
+            elif ftype == SIG:
+                proc.signal(int(json.loads(payload)["signal"]))
+            elif ftype == RESIZE and proc.pty:
+                import fcntl
+                import termios
+
+                size = json.loads(payload)
+                fcntl.ioctl(proc.stdin_fd, termios.TIOCSWINSZ,
+                            struct.pack("HHHH", size["rows"], size["cols"], 0, 0))
+    except (OSError, ValueError):
+        pass
+    # The host went away. A command nobody can see any more is killed with its group.
+    if not proc.slot[0].is_set():
+        proc.signal(signal.SIGKILL)
+    if stdin_open and not proc.pty:
+        _close_quiet(proc.stdin_fd)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _describe(e, argv=None):
+    if isinstance(e, FileNotFoundError) and argv and e.filename in (argv[0], None):
+        return "command not found: %s" % (argv[0],)
+    if isinstance(e, OSError):
+        name = e.filename if e.filename is not None else ""
+        return "%s%s" % (os.strerror(e.errno) if e.errno else str(e), (": %s" % name) if name else "")
+    return str(e)
+
+
+def _errno_code(e):
+    return {
+        errno.ENOENT: "not_found", errno.EISDIR: "is_a_directory", errno.ENOTDIR: "not_a_directory",
+        errno.EEXIST: "already_exists", errno.EACCES: "permission_denied",
+        errno.EPERM: "permission_denied", errno.ENOTEMPTY: "not_empty", errno.ENOSPC: "no_space",
+        errno.EROFS: "read_only", errno.ENAMETOOLONG: "invalid_path",
+    }.get(e.errno, "file_error")
+
+
+def _stat_entry(path, name=None):
+    st = os.lstat(path)
+    kind = "directory" if stat.S_ISDIR(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) else (
+        "file" if stat.S_ISREG(st.st_mode) else "other")
+    return {"name": name if name is not None else os.path.basename(path) or path, "path": path,
+            "type": kind, "size": st.st_size, "mode": stat.S_IMODE(st.st_mode), "mtime": st.st_mtime}
+
+
+def handle_file(conn, req):
+    op = req["op"]
+    path = req.get("path", "")
+    try:
+        if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
+            raise ValueError("path must be absolute")
+        if op == "read":
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if stat.S_ISDIR(st.st_mode):
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+                conn.send_json(RESP, {"ok": True, "size": st.st_size})
+                while True:
+                    chunk = f.read(READ_CHUNK * 4)
+                    if not chunk:
+                        break
+                    if not conn.send(DATA, chunk):
+                        return
+            conn.send(EOF)
+            return
+        if op == "write":
+            if req.get("parents"):
+                os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+            tmp = "%s.sbx-%d-%d.tmp" % (path, os.getpid(), threading.get_ident())
+            mode = req.get("mode")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            total = 0
+            try:
+                conn.send_json(RESP, {"ok": True})
+                while True:
+                    ftype, payload = recv_frame(conn.sock)
+                    if ftype is None:
+                        raise ConnectionError("host went away")
+                    if ftype == EOF:
+                        break
+                    _write_all(fd, payload)
+                    total += len(payload)
+                if mode is not None:
+                    os.fchmod(fd, int(mode))
+                os.close(fd)
+                fd = None
+                os.replace(tmp, path)
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+            conn.send_json(RESP, {"ok": True, "size": total})
+            return
+        if op == "list":
+            st = os.stat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                entries = [_stat_entry(path)]
+            else:
+                entries = []
+                with os.scandir(path) as it:
+                    for i, de in enumerate(it):
+                        if i >= int(req.get("limit", 10000)):
+                            break
+                        try:
+                            entries.append(_stat_entry(os.path.join(path, de.name), de.name))
+                        except OSError:
+                            pass
+                entries.sort(key=lambda e: e["name"])
+            result = {"ok": True, "entries": entries}
+        elif op == "stat":
+            result = {"ok": True, "entry": _stat_entry(path)}
+        elif op == "mkdir":
+            if req.get("parents"):
+                os.makedirs(path, exist_ok=True)
+            else:
+                os.mkdir(path)
+            result = {"ok": True}
+        elif op == "remove":
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                if req.get("recursive"):
+                    import shutil
+
+                    shutil.rmtree(path)
+                else:
+                    os.rmdir(path)
+            else:
+                os.unlink(path)
+            result = {"ok": True}
+        else:
+            result = {"error": "bad_request", "message": "unknown file op %r" % (op,)}
+    except OSError as e:
+        result = {"error": _errno_code(e), "message": _describe(e)}
+    except (ValueError, TypeError, ConnectionError) as e:
+        result = {"error": "invalid_path" if isinstance(e, ValueError) else "bad_request",
+                  "message": str(e)}
+    conn.send_json(RESP, result)
+
+
+def handle(sock):
+    conn = Conn(sock)
+    try:
+        ftype, payload = recv_frame(sock)
+        if ftype != REQ:
+            return
+        req = json.loads(payload)
+        op = req.get("op")
+        if op == "ping":
+            conn.send_json(RESP, {"ok": True, "pid": os.getpid(), "agent": 1})
+        elif op == "exec":
+            handle_exec(conn, req)
+        else:
+            handle_file(conn, req)
+    except Exception as e:  # never let one bad request take PID 1 down
+        try:
+            conn.send_json(RESP, {"error": "agent_error", "message": "%s: %s" % (type(e).__name__, e)})
+        except Exception:
+            pass
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def serve(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(128)
+    while True:
+        try:
+            sock, _ = srv.accept()
+        except InterruptedError:
+            continue
+        except OSError:
+            time.sleep(0.01)
+            continue
+        threading.Thread(target=handle, args=(sock,), daemon=True).start()
+
+
+def main():
+    path = sys.argv[1] if len(sys.argv) > 1 else "/.sbx/run/agent.sock"
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    threading.Thread(target=REAPER.run, daemon=True).start()
+    serve(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Host cgroups for gVisor sandboxes (runtimes layer). Must not import the server.
+
+Every sandbox's cgroupsPath lives under one parent per SBX_HOME. On cgroup v1 the parent's
+devices controller denies every device except /dev/null and read-only /dev/urandom, so a
+device node smuggled into a bind mount cannot reach a host device through the gofer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+log = logging.getLogger("sbx.runtime.cgroups")
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "devices", "freezer", "cpuset", "blkio")
+DEVICE_ALLOW = ("c 1:3 rwm", "c 1:9 r")
+
+
+def version() -> int:
+    if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
+        return 2
+    return 1
+
+
+def _controller_dirs(rel: str) -> list[str]:
+    rel = rel.strip("/")
+    if version() == 2:
+        return [os.path.join(CGROUP_ROOT, rel)]
+    return [os.path.join(CGROUP_ROOT, c, rel) for c in CONTROLLERS
+            if os.path.isdir(os.path.join(CGROUP_ROOT, c))]
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def ensure_parent(parent: str) -> bool:
+    """Create the parent cgroups; return True when the device lockdown is in force."""
+    for d in _controller_dirs(parent):
+        os.makedirs(d, exist_ok=True)
+    if version() == 2:
+        log.warning("cgroup v2: device lockdown relies on runsc; devices cgroup not set")
+        return False
+    dev = os.path.join(CGROUP_ROOT, "devices", parent.strip("/"))
+    try:
+        with open(os.path.join(dev, "devices.list")) as f:
+            current = f.read().split()
+        if current != " ".join(DEVICE_ALLOW).split():
+            _write(os.path.join(dev, "devices.deny"), "a")
+            for rule in DEVICE_ALLOW:
+                _write(os.path.join(dev, "devices.allow"), rule)
+        with open(os.path.join(dev, "devices.list")) as f:
+            return "a *:* rwm" not in f.read()
+    except OSError as e:
+        log.warning("could not lock down devices cgroup %s: %s", dev, e)
+        return False
+
+
+def oom_killed(rel: str) -> bool:
+    """True if the memory cgroup's OOM killer fired (v1 oom_control / v2 memory.events)."""
+    if version() == 2:
+        path, key = os.path.join(CGROUP_ROOT, rel.strip("/"), "memory.events"), "oom_kill"
+    else:
+        path, key = os.path.join(CGROUP_ROOT, "memory", rel.strip("/"), "memory.oom_control"), "oom_kill"
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == key and int(value) > 0:
+                    return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def pids(rel: str) -> set[int]:
+    out: set[int] = set()
+    for d in _controller_dirs(rel):
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                out.update(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def remove(rel: str) -> bool:
+    """Kill what is left in the cgroup and remove it everywhere. True if all gone."""
+    for pid in pids(rel):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    ok = True
+    for d in _controller_dirs(rel):
+        if not os.path.isdir(d):
+            continue
+        # children first (runsc may create sub-cgroups)
+        for root, dirs, _ in os.walk(d, topdown=False):
+            for name in dirs:
+                try:
+                    os.rmdir(os.path.join(root, name))
+                except OSError:
+                    pass
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.debug("rmdir %s: %s", d, e)
+            ok = False
+    return ok
+
+
+def children(parent: str) -> set[str]:
+    names: set[str] = set()
+    for d in _controller_dirs(parent):
+        try:
+            names.update(e.name for e in os.scandir(d) if e.is_dir())
+        except OSError:
+            pass
+    return names

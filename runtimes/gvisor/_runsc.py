@@ -1,0 +1,148 @@
+"""The runsc command-line driver (runtimes layer). Must not import the server.
+
+Every call is an argument list run with asyncio (never blocking the loop), logged, with a
+timeout. All containers live under one dedicated `--root`. Feature flags are detected from
+the installed runsc, never assumed from a version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import time
+
+log = logging.getLogger("sbx.runtime.runsc")
+
+
+class RunscError(Exception):
+    def __init__(self, args: list[str], rc: int | None, stderr: str):
+        tail = stderr.strip().splitlines()[-3:]
+        super().__init__(f"runsc {' '.join(args[:3])} failed (rc={rc}): {' | '.join(tail)}")
+        self.rc = rc
+        self.stderr = stderr
+
+
+@dataclasses.dataclass
+class Features:
+    version: str
+    flags: frozenset[str]
+
+    @property
+    def host_uds_create(self) -> bool:
+        return "host-uds" in self.flags
+
+    @property
+    def nvproxy(self) -> bool:
+        return "nvproxy" in self.flags
+
+    @property
+    def directfs(self) -> bool:
+        return "directfs" in self.flags
+
+
+def find_runsc() -> str | None:
+    return shutil.which("runsc") or next(
+        (p for p in ("/usr/bin/runsc", "/usr/local/bin/runsc", "/usr/sbin/runsc") if os.path.exists(p)),
+        None)
+
+
+async def detect_features(binary: str) -> Features:
+    async def out(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            binary, *args, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        o, e = await proc.communicate()
+        return (o + e).decode(errors="replace")  # `runsc flags` prints to stderr
+
+    version = (await out("--version")).splitlines()[0].strip() if binary else ""
+    flags = frozenset(re.findall(r"^\s+-([a-z0-9-]+)", await out("flags"), re.M))
+    return Features(version=version, flags=flags)
+
+
+class Runsc:
+    """Thin async wrapper over the runsc binary, bound to one --root."""
+
+    def __init__(self, binary: str, root: str, global_flags: list[str]):
+        self.binary = binary
+        self.root = root
+        self.global_flags = global_flags
+        self.running: set[int] = set()  # pids of runsc CLI processes we are waiting on
+        os.makedirs(root, mode=0o700, exist_ok=True)
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.binary, "--root", self.root, *self.global_flags, *args]
+
+    async def call(self, *args: str, timeout: float = 30.0, check: bool = True,
+                   log_path: str | None = None) -> tuple[int | None, str, str]:
+        """Run one runsc command. With `log_path`, stdout is /dev/null and stderr goes to
+        that file (O_APPEND): a detached sandbox inherits them, and a pipe would never
+        close (RUNSC.md)."""
+        argv = self.argv(*args)
+        t0 = time.monotonic()
+        err_f = open(log_path, "ab") if log_path else None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL if err_f else asyncio.subprocess.PIPE,
+                stderr=err_f if err_f else asyncio.subprocess.PIPE, start_new_session=True)
+        finally:
+            if err_f:
+                err_f.close()
+        self.running.add(proc.pid)
+        try:
+            o, e = await asyncio.wait_for(proc.communicate(), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            o, e = await proc.communicate()
+            log.warning("runsc %s timed out after %.1fs", args[0], timeout)
+            rc: int | None = None
+        else:
+            rc = proc.returncode
+        finally:
+            self.running.discard(proc.pid)
+        out, err = (o or b"").decode(errors="replace"), (e or b"").decode(errors="replace")
+        if log_path and rc != 0:
+            with open(log_path, "rb") as f:
+                err = f.read()[-4096:].decode(errors="replace")
+        log.debug("runsc %s -> rc=%s in %.0f ms", " ".join(args[:4]), rc,
+                  (time.monotonic() - t0) * 1000)
+        if check and rc != 0:
+            raise RunscError(list(args), rc, err)
+        return rc, out, err
+
+    def state_file(self, cid: str) -> str:
+        return os.path.join(self.root, f"{cid}_sandbox:{cid}.state")
+
+    def read_state(self, cid: str) -> dict | None:
+        try:
+            with open(self.state_file(cid)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def pids_of(self, cid: str) -> list[int]:
+        st = self.read_state(cid) or {}
+        pids = [st.get("goferPid"), (st.get("sandbox") or {}).get("pid")]
+        return [p for p in pids if isinstance(p, int) and p > 0]
+
+    def known_ids(self) -> set[str]:
+        ids = set()
+        try:
+            for name in os.listdir(self.root):
+                if name.endswith(".state") and "_sandbox:" in name:
+                    ids.add(name.split("_sandbox:", 1)[0])
+        except OSError:
+            pass
+        return ids
+
+    def remove_state(self, cid: str) -> None:
+        for suffix in (".state", ".lock"):
+            try:
+                os.unlink(os.path.join(self.root, f"{cid}_sandbox:{cid}{suffix}"))
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,236 @@
+"""gVisor backend: boots sandboxes with runsc and talks to their agents (runtimes layer).
+
+Must not import the server. Layout under `state_dir` (SBX_HOME/runtime):
+  runsc/                     runsc --root (state files)
+  sandboxes/<id>/bundle/     config.json
+  sandboxes/<id>/run/        bind-mounted rw at /.sbx/run: holds only the agent socket
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+
+from .._agent_client import AgentClient, AgentError, AgentUnavailable
+from .._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, Runtime
+from ..agent import sbx_agent
+from . import _cgroups, _procs
+from ._fallback import RunscExec
+from ._runsc import Features, Runsc, RunscError, detect_features, find_runsc
+from ._spec import build_spec
+
+log = logging.getLogger("sbx.runtime.gvisor")
+
+AGENT_DIR = os.path.dirname(os.path.abspath(sbx_agent.__file__))
+BOOT_TIMEOUT_S = 20.0
+PYTHON_CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
+
+
+class RuntimeUnavailable(Exception):
+    """runsc is missing or unusable; the message says how to fix it."""
+
+
+class BootError(Exception):
+    """The sandbox did not come up."""
+
+
+class GVisorRuntime(Runtime):
+    name = "gvisor"
+
+    def __init__(self, state_dir: str, *, runsc_binary: str | None = None,
+                 platform: str = "ptrace", extra_flags: list[str] | None = None):
+        self.state_dir = os.path.abspath(state_dir)
+        self.binary = runsc_binary or find_runsc()
+        if not self.binary:
+            raise RuntimeUnavailable(
+                "runsc (gVisor) is not installed: run `apt-get install runsc` (Debian/Ubuntu) "
+                "or install a release from gvisor.dev, then start again")
+        self.platform = platform
+        self.extra_flags = list(extra_flags or [])
+        self.cgroup_parent = "sbx-" + hashlib.sha256(self.state_dir.encode()).hexdigest()[:10]
+        self.features: Features | None = None
+        self.devices_locked = False
+        self.runsc: Runsc | None = None
+        self._python: dict[str, str | None] = {}
+
+    async def start(self) -> None:
+        """Detect features and prepare host state; call once before use."""
+        self.features = await detect_features(self.binary)
+        if not self.features.host_uds_create:
+            raise RuntimeUnavailable(
+                f"{self.features.version or 'this runsc'} lacks --host-uds; install a runsc "
+                "from 2022 or later")
+        flags = [f"--platform={self.platform}", "--network=none", "--overlay2=root:memory",
+                 "--host-uds=create", *self.extra_flags]
+        self.runsc = Runsc(self.binary, os.path.join(self.state_dir, "runsc"), flags)
+        os.makedirs(os.path.join(self.state_dir, "sandboxes"), mode=0o700, exist_ok=True)
+        self.devices_locked = _cgroups.ensure_parent(self.cgroup_parent)
+        if not _procs.become_subreaper():
+            log.warning("could not become a child subreaper; sandbox teardown may be slow")
+
+    # ---- paths -------------------------------------------------------------------------
+    def _dir(self, cid: str) -> str:
+        return os.path.join(self.state_dir, "sandboxes", cid)
+
+    def _socket(self, cid: str) -> str:
+        return os.path.join(self._dir(cid), "run", "agent.sock")
+
+    def _cgroup(self, cid: str) -> str:
+        return f"/{self.cgroup_parent}/{cid}"
+
+    def _agent(self, cid: str) -> AgentClient:
+        return AgentClient(self._socket(cid))
+
+    def _python_in(self, rootfs: str) -> str | None:
+        if rootfs not in self._python:
+            self._python[rootfs] = next(
+                (p for p in PYTHON_CANDIDATES if os.path.lexists(rootfs + p)), None)
+        return self._python[rootfs]
+
+    def _has_agent(self, cid: str) -> bool:
+        try:
+            with open(os.path.join(self._dir(cid), "meta.json")) as f:
+                return bool(json.load(f).get("agent"))
+        except (OSError, ValueError):
+            return os.path.exists(self._socket(cid))
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def create(self, spec: ContainerSpec) -> None:
+        assert self.runsc, "call start() first"
+        cid = spec.container_id
+        base = self._dir(cid)
+        os.makedirs(os.path.join(base, "bundle"), mode=0o700)
+        os.makedirs(os.path.join(base, "run"), mode=0o700)
+        python = self._python_in(spec.rootfs)
+        config = build_spec(spec, rootfs=spec.rootfs, agent_dir=AGENT_DIR,
+                            run_dir=os.path.join(base, "run"),
+                            cgroups_path=self._cgroup(cid), python=python)
+        with open(os.path.join(base, "bundle", "config.json"), "w") as f:
+            json.dump(config, f)
+        with open(os.path.join(base, "meta.json"), "w") as f:
+            json.dump({"agent": bool(python), "created": time.time()}, f)
+        try:
+            await self.runsc.call("run", "--detach", "--bundle", os.path.join(base, "bundle"),
+                                  cid, timeout=BOOT_TIMEOUT_S,
+                                  log_path=os.path.join(base, "runsc.log"))
+            if python:
+                await self._wait_agent(cid)
+        except BaseException as e:
+            await self.destroy(cid)
+            if isinstance(e, (RunscError, AgentUnavailable, asyncio.TimeoutError)):
+                raise BootError(f"sandbox {cid} failed to boot: {e}") from e
+            raise
+
+    async def _wait_agent(self, cid: str) -> None:
+        agent = self._agent(cid)
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        delay = 0.002
+        while True:
+            try:
+                await agent.ping()
+                return
+            except (AgentUnavailable, OSError):
+                if time.monotonic() > deadline:
+                    raise AgentUnavailable("the in-sandbox agent did not answer within "
+                                           f"{BOOT_TIMEOUT_S:.0f}s")
+                if not any(_procs.alive(p) for p in self.runsc.pids_of(cid)):
+                    raise AgentUnavailable("the sandbox exited during boot")
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.05)
+
+    async def status(self, cid: str) -> ContainerStatus:
+        assert self.runsc
+        pids = self.runsc.pids_of(cid)
+        sandbox_pid = pids[-1] if pids else None
+        running = bool(sandbox_pid) and _procs.alive(sandbox_pid)
+        return ContainerStatus(running=running,
+                               oom_killed=_cgroups.oom_killed(self._cgroup(cid)))
+
+    async def destroy(self, cid: str) -> ContainerStatus:
+        """kill -> delete --force -> kill leftover pids -> cgroups -> state -> files."""
+        assert self.runsc
+        oom = _cgroups.oom_killed(self._cgroup(cid))
+        pids = self.runsc.pids_of(cid)
+        if cid in self.runsc.known_ids():
+            await self.runsc.call("kill", cid, "KILL", timeout=10, check=False)
+            # reap the sandbox and gofer so delete finds them gone (no 1-2 s zombie wait)
+            await _procs.kill_and_reap(pids)
+            await self.runsc.call("delete", "--force", cid, timeout=15, check=False)
+        await _procs.kill_and_reap(pids)
+        _cgroups.remove(self._cgroup(cid))
+        self.runsc.remove_state(cid)
+        self._reap()
+        shutil.rmtree(self._dir(cid), ignore_errors=True)
+        return ContainerStatus(running=False, oom_killed=oom)
+
+    def _reap(self) -> None:
+        if self.runsc:
+            _procs.reap_orphans(self.runsc.running)
+
+    async def reattach(self, cid: str) -> bool:
+        assert self.runsc
+        if not (await self.status(cid)).running:
+            return False
+        if not self._has_agent(cid):
+            return True
+        try:
+            await self._agent(cid).ping()
+            return True
+        except (AgentUnavailable, AgentError, OSError):
+            return False
+
+    async def collect(self, known: set[str]) -> list[str]:
+        """Reap containers, cgroups and directories of this runtime that `known` lacks."""
+        assert self.runsc
+        self._reap()
+        seen = self.runsc.known_ids() | _cgroups.children(self.cgroup_parent)
+        try:
+            seen |= set(os.listdir(os.path.join(self.state_dir, "sandboxes")))
+        except OSError:
+            pass
+        stray = sorted(seen - known)
+        for cid in stray:
+            log.warning("collector: reaping unknown sandbox %s", cid)
+            await self.destroy(cid)
+        return stray
+
+    # ---- exec and files ----------------------------------------------------------------
+    async def exec(self, cid: str, spec: ExecSpec) -> ExecStream:
+        assert self.runsc
+        if self._has_agent(cid):
+            return await self._agent(cid).exec(spec)
+        return await RunscExec.start(self.runsc, cid, spec)
+
+    def _require_agent(self, cid: str) -> AgentClient:
+        if not self._has_agent(cid):
+            raise AgentError("unsupported", "file operations need python3 in the image "
+                             "(the in-sandbox agent); use exec with cat/tee instead")
+        return self._agent(cid)
+
+    async def read_file(self, cid: str, path: str):
+        async for chunk in self._require_agent(cid).read_file(path):
+            yield chunk
+
+    async def write_file(self, cid, path, chunks, *, mode=None, parents=True) -> int:
+        return await self._require_agent(cid).write_file(path, chunks, mode=mode, parents=parents)
+
+    async def file_op(self, cid: str, op: str, path: str, **kwargs) -> dict:
+        return await self._require_agent(cid).call({"op": op, "path": path, **kwargs})
+
+    async def stats(self, cid: str) -> dict:
+        assert self.runsc
+        rc, out, _ = await self.runsc.call("events", "--stats", cid, timeout=10, check=False)
+        if rc != 0:
+            return {}
+        try:
+            data = json.loads(out).get("data", {})
+        except ValueError:
+            return {}
+        return {"cpu_ns": data.get("cpu", {}).get("usage", {}).get("total"),
+                "memory_bytes": data.get("memory", {}).get("usage", {}).get("usage"),
+                "pids": data.get("pids", {}).get("current")}
