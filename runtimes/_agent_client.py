@@ -65,6 +65,12 @@ def _raise_if_error(obj: dict) -> dict:
     return obj
 
 
+def _exec_fields(spec: ExecSpec) -> dict:
+    return {"argv": spec.argv, "env": spec.env, "cwd": spec.cwd, "timeout_s": spec.timeout_s,
+            "pty": spec.pty, "rows": spec.rows, "cols": spec.cols, "uid": spec.uid,
+            "gid": spec.gid}
+
+
 class AgentClient:
     def __init__(self, socket_path: str):
         self.socket_path = socket_path
@@ -89,9 +95,15 @@ class AgentClient:
         return await self.call({"op": "ping"})
 
     async def exec(self, spec: ExecSpec) -> "AgentExec":
-        req = {"op": "exec", "argv": spec.argv, "env": spec.env, "cwd": spec.cwd,
-               "timeout_s": spec.timeout_s, "pty": spec.pty, "rows": spec.rows,
-               "cols": spec.cols, "uid": spec.uid, "gid": spec.gid}
+        return await self._stream({"op": "exec", **_exec_fields(spec)})
+
+    async def main_start(self, spec: ExecSpec) -> int:
+        return (await self.call({"op": "main_start", **_exec_fields(spec)}))["pid"]
+
+    async def main_attach(self, offsets: dict[str, int]) -> "AgentExec":
+        return await self._stream({"op": "main_attach", "offsets": offsets})
+
+    async def _stream(self, req: dict) -> "AgentExec":
         reader, writer = await self._request(req)
         ftype, payload = await read_frame(reader)
         if ftype == proto.STARTED:

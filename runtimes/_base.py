@@ -90,6 +90,15 @@ class Runtime(abc.ABC):
     async def exec(self, container_id: str, spec: ExecSpec) -> ExecStream: ...
 
     @abc.abstractmethod
+    async def start_main(self, container_id: str, spec: ExecSpec) -> None:
+        """Start the container's main command; it survives a restart of the server."""
+
+    @abc.abstractmethod
+    async def attach_main(self, container_id: str, offsets: dict[str, int]) -> ExecStream:
+        """Stream the main command's output from byte offsets {"stdout", "stderr"}, then
+        its exit frame (at once if it already exited)."""
+
+    @abc.abstractmethod
     async def read_file(self, container_id: str, path: str) -> AsyncIterator[bytes]: ...
 
     @abc.abstractmethod

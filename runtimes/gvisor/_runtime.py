@@ -206,10 +206,16 @@ class GVisorRuntime(Runtime):
             return await self._agent(cid).exec(spec)
         return await RunscExec.start(self.runsc, cid, spec)
 
-    def _require_agent(self, cid: str) -> AgentClient:
+    async def start_main(self, cid: str, spec: ExecSpec) -> None:
+        await self._require_agent(cid, "a main command").main_start(spec)
+
+    async def attach_main(self, cid: str, offsets: dict[str, int]) -> ExecStream:
+        return await self._require_agent(cid, "a main command").main_attach(offsets)
+
+    def _require_agent(self, cid: str, what: str = "file operations") -> AgentClient:
         if not self._has_agent(cid):
-            raise AgentError("unsupported", "file operations need python3 in the image "
-                             "(the in-sandbox agent); use exec with cat/tee instead")
+            raise AgentError("unsupported", f"{what} needs python3 in the image (the "
+                             "in-sandbox agent runs on it); use exec, or an image with python3")
         return self._agent(cid)
 
     async def read_file(self, cid: str, path: str):

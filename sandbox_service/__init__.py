@@ -1,0 +1,34 @@
+"""sandbox-service: gVisor sandboxes for LLM agents, with Modal's vocabulary.
+
+    import sandbox_service as modal
+    sb = modal.Sandbox.create()
+    p = sb.exec("python3", "-c", "print(1)")
+    print(p.stdout.read())
+
+The package namespace is the public API (pinned by a test); every module is private. This
+package never imports the server or FastAPI: it reaches the service over HTTP/WebSocket.
+"""
+
+from ._app import App
+from ._errors import (AuthenticationError, ConflictError, ExecTimeoutError, ImageBuildError,
+                      InvalidRequestError, NotFoundError, PayloadTooLargeError,
+                      PermissionDeniedError, QuotaExceededError, RuntimeUnavailableError,
+                      SandboxError, SandboxFileError, SandboxFileNotFoundError, SandboxOOMError,
+                      SandboxTerminatedError, SandboxTimeoutError, ServerUnreachableError)
+from ._filesystem import Filesystem
+from ._image import Image
+from ._process import ContainerProcess
+from ._sandbox import Sandbox
+from ._secret import Secret
+from ._streams import StreamReader, StreamWriter
+from ._version import __version__
+
+__all__ = [
+    "App", "AuthenticationError", "ConflictError", "ContainerProcess", "ExecTimeoutError",
+    "Filesystem", "Image", "ImageBuildError", "InvalidRequestError", "NotFoundError",
+    "PayloadTooLargeError", "PermissionDeniedError", "QuotaExceededError",
+    "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
+    "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
+    "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
+    "__version__",
+]

@@ -1,0 +1,55 @@
+"""The `sbx` command (public layer). Server imports happen inside `serve` only, so client
+commands start fast and never need FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from ._config import DEFAULT_PORT
+from ._version import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sbx")
+def main() -> None:
+    """sandbox-service: gVisor sandboxes for agents (server and client)."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(host: str, port: int, log_level: str) -> None:
+    """Run the whole service on this machine (state in $SBX_HOME, default ~/.sbx)."""
+    import uvicorn
+
+    from .server import Settings, create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env(host=host, port=port)
+    try:
+        app = create_app(settings)
+    except Exception as e:
+        click.echo(f"sbx serve: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"sbx {__version__}: serving on http://{host}:{port} (token in {settings.home}/token)",
+               err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, ws="websockets-sansio"
+                if _has_sansio() else "websockets", lifespan="on")
+
+
+def _has_sansio() -> bool:
+    try:
+        import uvicorn.protocols.websockets.websockets_sansio_impl  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

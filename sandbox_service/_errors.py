@@ -1,0 +1,147 @@
+"""Typed errors shared by the SDK and the server (public layer, imported by both sides).
+
+One root, `SandboxError`; every leaf also subclasses the builtin a Python user would catch
+(`TimeoutError`, `FileNotFoundError`, ...), carries a stable `code`, and maps to exactly one
+HTTP status. The client maps a wire `code` back to a class through `ERROR_CODES`, never by
+importing a class path sent over the wire. Must not import anything else of the project.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SandboxError(Exception):
+    """Root of every error this package raises."""
+
+    code = "internal"
+    http_status = 500
+
+    def __init__(self, message: str = "", *, details: dict[str, Any] | None = None):
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.details = details or {}
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class InvalidRequestError(SandboxError, ValueError):
+    """The request is malformed or out of bounds."""
+
+    code, http_status = "invalid_request", 400
+
+
+class AuthenticationError(SandboxError, PermissionError):
+    """No valid token was given."""
+
+    code, http_status = "unauthorized", 401
+
+
+class PermissionDeniedError(SandboxError, PermissionError):
+    """The token is valid but may not do this."""
+
+    code, http_status = "forbidden", 403
+
+
+class NotFoundError(SandboxError, LookupError):
+    """No such object."""
+
+    code, http_status = "not_found", 404
+
+
+class SandboxFileNotFoundError(NotFoundError, FileNotFoundError):
+    """No such file or directory inside the sandbox."""
+
+    code, http_status = "file_not_found", 404
+
+
+class SandboxFileError(SandboxError, OSError):
+    """A file operation inside the sandbox failed (is a directory, not empty, ...)."""
+
+    code, http_status = "file_error", 400
+
+
+class ConflictError(SandboxError):
+    """The object is not in a state that allows this."""
+
+    code, http_status = "conflict", 409
+
+
+class SandboxTerminatedError(ConflictError):
+    """The sandbox has already finished; create a new one."""
+
+    code, http_status = "sandbox_terminated", 409
+
+
+class SandboxTimeoutError(SandboxError, TimeoutError):
+    """An operation ran out of time."""
+
+    code, http_status = "timeout", 408
+
+
+class ExecTimeoutError(SandboxTimeoutError):
+    """The command ran past its `timeout` and was killed (exit code 124)."""
+
+    code, http_status = "exec_timeout", 408
+
+
+class SandboxOOMError(SandboxError, MemoryError):
+    """The sandbox ran out of memory and was killed; raise `memory=` and retry."""
+
+    code, http_status = "sandbox_oom", 409
+
+
+class QuotaExceededError(SandboxError):
+    """A limit on concurrent sandboxes or request rate was reached."""
+
+    code, http_status = "quota_exceeded", 429
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """The request body is larger than the server accepts."""
+
+    code, http_status = "payload_too_large", 413
+
+
+class RuntimeUnavailableError(SandboxError):
+    """The sandbox runtime cannot start containers right now."""
+
+    code, http_status = "runtime_unavailable", 503
+
+
+class ImageBuildError(SandboxError):
+    """An image could not be built."""
+
+    code, http_status = "image_build_failed", 503
+
+
+class ServerUnreachableError(SandboxError, ConnectionError):
+    """The client could not reach the server; check SBX_URL and that `sbx serve` runs."""
+
+    code, http_status = "server_unreachable", 503
+
+
+def _leaves(cls: type[SandboxError]) -> list[type[SandboxError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_leaves(sub))
+    return out
+
+
+ERROR_CODES: dict[str, type[SandboxError]] = {c.code: c for c in _leaves(SandboxError)}
+
+
+def error_from_wire(status: int, body: Any) -> SandboxError:
+    """Build the typed exception for an error response body `{"error": {...}}`."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return SandboxError(f"server answered HTTP {status} without an error body")
+    cls = ERROR_CODES.get(str(err.get("code")), SandboxError)
+    exc = cls(str(err.get("message", "")), details=err.get("details") or None)
+    if cls is SandboxError:
+        exc.code = str(err.get("code", "internal"))
+    return exc

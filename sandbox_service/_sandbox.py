@@ -1,0 +1,213 @@
+"""Sandbox: create, exec, wait, terminate, list (public layer, async implementation + sync
+wrapper). Modal's names and signatures, so `import sandbox_service as modal` works.
+Reaches the server only through `_client`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from . import _errors as E
+from ._app import _AsyncApp
+from ._client import _Client, default_client
+from ._filesystem import _AsyncFilesystem
+from ._image import Image
+from ._process import _AsyncContainerProcess
+from ._secret import Secret, merge_env
+from ._streams import _AsyncStreamReader
+from ._sync import Wrapped, classmethod_both
+from ._wire import SandboxInfo
+
+FINISHED_WAIT_S = 30.0
+
+
+def _check_args(args: Sequence[Any], what: str) -> list[str]:
+    bad = [a for a in args if not isinstance(a, str)]
+    if bad:
+        raise E.InvalidRequestError(
+            f"{what} arguments must be strings, got {type(bad[0]).__name__} {bad[0]!r}: "
+            "pass each argument as its own str, e.g. exec('python', '-c', 'print(1)')")
+    return list(args)
+
+
+class _AsyncSandbox:
+    def __init__(self, client: _Client, info: SandboxInfo):
+        self._client = client
+        self._info = info
+        self._stdout: _AsyncStreamReader | None = None
+        self._stderr: _AsyncStreamReader | None = None
+        self.filesystem = _AsyncFilesystem(client, info.sandbox_id)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    async def create(cls, *args: str, app: Any = None, image: Image | None = None,
+                     timeout: float = 300, idle_timeout: float | None = None,
+                     workdir: str | None = None, env: dict[str, str | None] | None = None,
+                     secrets: Sequence[Secret] | None = None, volumes: dict | None = None,
+                     cpu: float | None = None, memory: int | None = None, gpu: Any = None,
+                     block_network: bool = True, cidr_allowlist: Sequence[str] | None = None,
+                     tags: dict[str, str] | None = None, name: str | None = None,
+                     client: _Client | None = None, **unsupported: Any) -> "_AsyncSandbox":
+        """Boot a new gVisor sandbox. With `args`, they are its main command and the sandbox
+        ends when that command exits; without, it runs until `terminate()` or `timeout`."""
+        if unsupported:
+            raise E.InvalidRequestError(
+                f"Sandbox.create() does not support {', '.join(sorted(unsupported))} yet")
+        if gpu is not None:
+            raise E.InvalidRequestError("gpu= is not available yet on this server: leave it unset")
+        if volumes:
+            raise E.InvalidRequestError("volumes= is not available yet: copy files in with "
+                                        "sb.filesystem.copy_from_local instead")
+        if isinstance(memory, tuple):
+            memory = memory[1]  # Modal's (request, limit): the limit is what we enforce
+        if isinstance(cpu, tuple):
+            cpu = cpu[1]
+        client = client or default_client()
+        app_id = await _AsyncApp._resolve_id(app, client)
+        body: dict[str, Any] = {
+            "image": (image or Image.debian_slim())._ref(),
+            "command": _check_args(args, "Sandbox.create") or None,
+            "timeout_s": timeout, "idle_timeout_s": idle_timeout, "workdir": workdir,
+            "env": merge_env(env, secrets), "cpu": cpu, "memory_mib": memory,
+            "tags": dict(tags or {}), "name": name, "app_id": app_id,
+            "block_network": block_network,
+            "cidr_allowlist": list(cidr_allowlist) if cidr_allowlist is not None else None,
+        }
+        data = await client.request("POST", "/v1/sandboxes", json_body=body, timeout=600)
+        return cls(client, SandboxInfo(**data))
+
+    @classmethod
+    async def from_id(cls, sandbox_id: str, *, client: _Client | None = None) -> "_AsyncSandbox":
+        client = client or default_client()
+        return cls(client, SandboxInfo(**await client.request("GET", f"/v1/sandboxes/{sandbox_id}")))
+
+    @classmethod
+    async def list(cls, *, app_id: str | None = None, tags: dict[str, str] | None = None,
+                   include_finished: bool = False, client: _Client | None = None) -> list["_AsyncSandbox"]:
+        """Running sandboxes (all with include_finished), filtered by app and tags."""
+        client = client or default_client()
+        params: list[tuple[str, str]] = [("tag", f"{k}:{v}") for k, v in (tags or {}).items()]
+        if app_id:
+            params.append(("app_id", app_id))
+        if include_finished:
+            params.append(("all", "true"))
+        data = await client.request("GET", "/v1/sandboxes", params=params)
+        return [cls(client, SandboxInfo(**d)) for d in data["sandboxes"]]
+
+    # ---- properties ---------------------------------------------------------------------
+    @property
+    def object_id(self) -> str:
+        return self._info.sandbox_id
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the sandbox has finished, else None."""
+        return self._info.exit_code if self._info.state not in ("creating", "running") else None
+
+    @property
+    def info(self) -> SandboxInfo:
+        return self._info
+
+    @property
+    def stdout(self) -> _AsyncStreamReader:
+        """Output of the main command (the `args` given to create)."""
+        if self._stdout is None:
+            self._stdout = self._log_reader("stdout")
+        return self._stdout
+
+    @property
+    def stderr(self) -> _AsyncStreamReader:
+        if self._stderr is None:
+            self._stderr = self._log_reader("stderr")
+        return self._stderr
+
+    def _log_reader(self, stream: str) -> _AsyncStreamReader:
+        async def source(reader: _AsyncStreamReader) -> None:
+            try:
+                async for chunk in self._client.stream(
+                        "GET", f"/v1/sandboxes/{self.object_id}/logs",
+                        params={"stream": stream, "follow": "true"}):
+                    reader._feed(chunk)
+                reader._close()
+            except BaseException as e:
+                reader._close(e if isinstance(e, Exception) else None)
+
+        return _AsyncStreamReader(text=True, source=source)
+
+    # ---- operations ---------------------------------------------------------------------
+    async def refresh(self) -> SandboxInfo:
+        self._info = SandboxInfo(**await self._client.request("GET", f"/v1/sandboxes/{self.object_id}"))
+        return self._info
+
+    async def exec(self, *args: str, timeout: float | None = None, workdir: str | None = None,
+                   env: dict[str, str | None] | None = None, secrets: Sequence[Secret] | None = None,
+                   text: bool = True, bufsize: int = -1, pty: bool = False,
+                   pty_info: Any = None, stdout: Any = None, stderr: Any = None) -> _AsyncContainerProcess:
+        """Run a command in the sandbox; returns at once with a process to read, write,
+        signal and wait on."""
+        argv = _check_args(args, "exec")
+        if not argv:
+            raise E.InvalidRequestError("exec() needs a command, e.g. sb.exec('ls', '-l')")
+        if bufsize not in (-1, 1):
+            raise E.InvalidRequestError("bufsize must be -1 (chunks) or 1 (lines)")
+        req: dict[str, Any] = {"type": "start", "argv": argv, "workdir": workdir,
+                               "env": merge_env(env, secrets) or None, "timeout_s": timeout,
+                               "pty": bool(pty)}
+        return await _AsyncContainerProcess._start(self._client, self.object_id, req,
+                                                   text=text, bufsize=bufsize)
+
+    async def terminate(self) -> None:
+        """Stop the sandbox now and destroy everything it had (single use)."""
+        data = await self._client.request("DELETE", f"/v1/sandboxes/{self.object_id}")
+        self._info = SandboxInfo(**data)
+
+    async def wait(self, raise_on_termination: bool = True) -> int | None:
+        """Wait until the sandbox finishes; returns its exit code."""
+        while True:
+            data = await self._client.request("POST", f"/v1/sandboxes/{self.object_id}/wait",
+                                              params={"timeout_s": FINISHED_WAIT_S},
+                                              timeout=FINISHED_WAIT_S + 30)
+            self._info = SandboxInfo(**data)
+            if self._info.state not in ("creating", "running"):
+                if self._info.state == "oom" and raise_on_termination:
+                    raise E.SandboxOOMError(f"sandbox {self.object_id}: {self._info.reason}",
+                                            details={"exit_code": self._info.exit_code})
+                return self._info.exit_code
+
+    async def poll(self) -> int | None:
+        """The exit code if the sandbox has finished, else None."""
+        await self.refresh()
+        return self.returncode
+
+    async def exec_output(self, *args: str, timeout: float | None = None,
+                          stdin: str | None = None) -> dict:
+        """Run a command to completion in one HTTP request; returns the ExecResult dict."""
+        req = {"argv": _check_args(args, "exec"), "timeout_s": timeout, "stdin": stdin}
+        return await self._client.request("POST", f"/v1/sandboxes/{self.object_id}/exec",
+                                          json_body=req)
+
+    def __repr__(self) -> str:
+        return f"_AsyncSandbox({self.object_id!r}, state={self._info.state!r})"
+
+
+class Sandbox(Wrapped, impl=_AsyncSandbox):
+    """A gVisor sandbox. `Sandbox.create(...)`, `sb.exec(...)`, `sb.filesystem`,
+    `sb.terminate()`, `sb.wait()`, `Sandbox.from_id(id)`, `Sandbox.list(tags=...)`.
+    Every method has an async twin: `await Sandbox.create.aio(...)`."""
+
+    create = classmethod_both("create")
+    from_id = classmethod_both("from_id")
+    list = classmethod_both("list")
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.terminate()
+
+    async def __aenter__(self) -> "Sandbox":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.terminate.aio()
+

@@ -1,0 +1,205 @@
+"""Wire models shared by the SDK and the server (public layer).
+
+Pydantic, `extra="forbid"`, units in field names. Both ends import these; the module must
+not import the server, FastAPI or any runtime.
+
+WebSocket exec protocol (/v1/sandboxes/{id}/exec/stream):
+  client -> server  text   ExecRequest JSON (first frame), then {"type": "eof"},
+                           {"type": "signal", "signal": N}, {"type": "resize", "rows", "cols"}
+                    binary b"\\x00" + stdin bytes
+  server -> client  text   {"type": "started", "exec_id", "pid"}, {"type": "exit", ...ExitStatus},
+                           {"type": "error", "code", "message"}
+                    binary b"\\x01" + stdout bytes | b"\\x02" + stderr bytes
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_ARGV_BYTES = 256 * 1024
+MAX_ENV_BYTES = 256 * 1024
+MAX_TIMEOUT_S = 24 * 3600
+STREAM_STDIN, STREAM_STDOUT, STREAM_STDERR = 0, 1, 2
+SANDBOX_STATES = ("creating", "running", "exited", "terminated", "timeout", "idle_timeout",
+                  "oom", "failed", "lost")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TAG = re.compile(r"^[A-Za-z0-9_.:/=-]{1,128}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_env(env: dict[str, str] | None) -> dict[str, str] | None:
+    if env is None:
+        return env
+    total = 0
+    for k, v in env.items():
+        if not _ENV_NAME.match(k):
+            raise ValueError(f"invalid environment variable name {k!r}")
+        if "\x00" in v:
+            raise ValueError(f"environment variable {k} contains a NUL byte")
+        total += len(k) + len(v) + 2
+    if total > MAX_ENV_BYTES:
+        raise ValueError(f"environment is {total} bytes; the limit is {MAX_ENV_BYTES}")
+    return env
+
+
+def _check_argv(argv: list[str] | None) -> list[str] | None:
+    if argv is None:
+        return argv
+    if any("\x00" in a for a in argv):
+        raise ValueError("arguments may not contain NUL bytes")
+    size = sum(len(a.encode()) + 1 for a in argv)
+    if size > MAX_ARGV_BYTES:
+        raise ValueError(f"arguments total {size} bytes; the limit is {MAX_ARGV_BYTES}")
+    return argv
+
+
+def _check_abs_path(p: str | None) -> str | None:
+    if p is not None and (not p.startswith("/") or "\x00" in p or len(p) > 4096):
+        raise ValueError("must be an absolute path (starting with /) without NUL bytes")
+    return p
+
+
+class SandboxCreate(_Model):
+    image: str = Field("debian_slim", description="image id (im-...) or name", max_length=256)
+    command: list[str] | None = Field(None, description="main command; the sandbox ends when it exits",
+                                      max_length=4096)
+    timeout_s: float = Field(300, gt=0, le=MAX_TIMEOUT_S, description="maximum lifetime")
+    idle_timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)
+    workdir: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cpu: float | None = Field(None, gt=0, le=64, description="CPU cores (quota)")
+    memory_mib: int | None = Field(None, ge=32, le=256 * 1024)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=64)
+    name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    app_id: str | None = Field(None, max_length=64)
+    block_network: bool = True
+    cidr_allowlist: list[str] | None = None
+
+    _v_env = field_validator("env")(lambda cls, v: _check_env(v))
+    _v_argv = field_validator("command")(lambda cls, v: _check_argv(v))
+    _v_workdir = field_validator("workdir")(lambda cls, v: _check_abs_path(v))
+
+    @field_validator("tags")
+    @classmethod
+    def _v_tags(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, val in v.items():
+            if not _TAG.match(k) or len(val) > 256:
+                raise ValueError(f"tag {k!r}: keys are 1-128 of [A-Za-z0-9_.:/=-], values at most 256 chars")
+        return v
+
+
+class SandboxInfo(_Model):
+    sandbox_id: str
+    name: str | None = None
+    state: str
+    image: str
+    image_id: str | None = None
+    app_id: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    timeout_s: float
+    idle_timeout_s: float | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    cpu: float | None = None
+    memory_mib: int
+    has_command: bool = False
+
+
+class SandboxList(_Model):
+    sandboxes: list[SandboxInfo]
+
+
+class ExecRequest(_Model):
+    type: Literal["start"] = "start"
+    argv: list[str] = Field(..., min_length=1, max_length=65536)
+    workdir: str | None = None
+    env: dict[str, str] | None = None
+    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)
+    pty: bool = False
+    rows: int = Field(24, ge=1, le=1000)
+    cols: int = Field(80, ge=1, le=1000)
+    stdin: str | None = Field(None, description="non-streaming exec only: text fed to stdin",
+                              max_length=16 * 1024 * 1024)
+    max_output_bytes: int = Field(8 * 1024 * 1024, ge=0, le=64 * 1024 * 1024,
+                                  description="non-streaming exec only: cap per stream")
+
+    _v_env = field_validator("env")(lambda cls, v: _check_env(v))
+    _v_argv = field_validator("argv")(lambda cls, v: _check_argv(v))
+    _v_workdir = field_validator("workdir")(lambda cls, v: _check_abs_path(v))
+
+
+class ExitStatus(_Model):
+    exit_code: int
+    timed_out: bool = False
+    signal: int | None = None
+    oom: bool = False
+
+
+class ExecResult(_Model):
+    exit_code: int
+    timed_out: bool = False
+    signal: int | None = None
+    stdout: str
+    stderr: str
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    duration_ms: float
+
+
+class FileEntry(_Model):
+    name: str
+    path: str
+    type: Literal["file", "directory", "symlink", "other"]
+    size: int
+    mode: int
+    mtime: float
+
+
+class FileList(_Model):
+    entries: list[FileEntry]
+
+
+class MkdirRequest(_Model):
+    path: str
+    parents: bool = True
+    _v_path = field_validator("path")(lambda cls, v: _check_abs_path(v))
+
+
+class AppLookup(_Model):
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    create_if_missing: bool = False
+
+
+class AppInfo(_Model):
+    app_id: str
+    name: str
+    created_at: float
+
+
+class ImageInfo(_Model):
+    image_id: str
+    name: str | None = None
+    digest: str
+    size_bytes: int
+    python: str | None = None
+
+
+class ImageList(_Model):
+    images: list[ImageInfo]
+
+
+class ServerInfo(_Model):
+    version: str
+    runtime: str
+    runsc_version: str | None = None
+    devices_locked: bool | None = None
+    sandboxes_running: int

@@ -1,0 +1,122 @@
+"""FastAPI application factory (server layer).
+
+`create_app(settings, runtime=..., store=..., images=...)` wires everything; nothing is a
+module global, so tests build as many apps as they like. Errors become
+`{"error": {"code", "message"}}` with the status their class names; validation errors are
+400s, never FastAPI's default 422, and nothing reaches the client as a bare 500.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from security import ensure_admin_token, token_matches
+
+from .. import _errors as E
+from .._version import __version__
+from ._manager import SandboxManager
+from ._settings import Settings
+from ._store import SQLiteStore, Store
+
+log = logging.getLogger("sbx.server")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path"))
+        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def bearer_token(headers: Any) -> str | None:
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def create_app(settings: Settings | None = None, *, runtime=None, store: Store | None = None,
+               images=None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    os.makedirs(settings.home, mode=0o700, exist_ok=True)
+    token = settings.token or ensure_admin_token(settings.home)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        nonlocal runtime, store, images
+        if runtime is None:
+            from runtimes.gvisor import GVisorRuntime
+
+            runtime = GVisorRuntime(settings.path("runtime"), runsc_binary=settings.runsc_binary,
+                                    platform=settings.platform)
+        if hasattr(runtime, "start"):
+            await runtime.start()
+        if images is None:
+            from images import ImageStore
+
+            images = ImageStore(settings.path("images"))
+        store = store or SQLiteStore(settings.path("state.db"))
+        manager = SandboxManager(runtime=runtime, store=store, images=images,
+                                 home=settings.home, policy=settings.policy,
+                                 monitor_interval_s=settings.monitor_interval_s,
+                                 collector_interval_s=settings.collector_interval_s)
+        await manager.start()
+        app.state.manager = manager
+        app.state.runtime = runtime
+        app.state.images = images
+        log.info("sbx %s serving with runtime %s; home %s", __version__, runtime.name, settings.home)
+        try:
+            yield
+        finally:
+            await manager.stop()
+            await store.close()
+
+    app = FastAPI(title="sandbox-service", version=__version__, lifespan=lifespan,
+                  description="gVisor sandboxes for agents and the functions they call.")
+    app.state.settings = settings
+    app.state.token = token
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next):
+        path = request.url.path
+        if path.startswith("/v1/") and not token_matches(token, bearer_token(request.headers)):
+            err = E.AuthenticationError("missing or wrong bearer token: send 'Authorization: "
+                                        "Bearer <token>' (the token is in $SBX_HOME/token)")
+            return JSONResponse(err.to_wire(), status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.exception_handler(E.SandboxError)
+    async def sandbox_error(_: Request, exc: E.SandboxError):
+        return JSONResponse(exc.to_wire(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError):
+        return JSONResponse(E.InvalidRequestError(_validation_message(exc)).to_wire(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
+                            status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception):
+        log.exception("unhandled error")
+        return JSONResponse(E.SandboxError(f"internal error: {type(exc).__name__}: {exc}").to_wire(),
+                            status_code=500)
+
+    from ._routes import router
+    from ._ws import ws_router
+
+    app.include_router(router)
+    app.include_router(ws_router)
+    return app

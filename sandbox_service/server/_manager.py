@@ -1,0 +1,371 @@
+"""Sandbox lifecycle: create, exec, files, timeouts, monitor, restart recovery (server layer).
+
+Reaches containers only through `runtimes.Runtime`; persists through `Store`. Must not
+import FastAPI (routers translate HTTP to calls here) or a concrete runtime backend.
+
+Exit codes: main command exit -> its code ("exited"); terminate -> 137 ("terminated");
+lifetime timeout -> 124 ("timeout"); idle timeout -> 124 ("idle_timeout"); memory limit ->
+137 ("oom"); the sandbox died on its own (e.g. `kill -9 1`) -> 137 ("failed").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any, AsyncIterator
+
+from runtimes import AgentError, AgentUnavailable, ContainerSpec, ExecSpec, ExitFrame, Runtime
+from security import ResourcePolicy
+
+from .. import _errors as E
+from .._ids import is_id, new_id
+from .._wire import ExecRequest, SandboxCreate
+from ._agent_errors import map_agent_error
+from ._store import Store
+
+log = logging.getLogger("sbx.server.sandboxes")
+
+LIVE_STATES = ("creating", "running")
+MAIN_LOG_CAP = 64 * 1024 * 1024
+
+
+class _Live:
+    """In-memory companion of a sandbox that is creating or running."""
+
+    def __init__(self, rec: dict[str, Any]):
+        self.rec = rec
+        self.done = asyncio.Event()
+        self.active_execs = 0
+        self.last_activity = time.monotonic()
+        self.lock = asyncio.Lock()
+        self.main_task: asyncio.Task | None = None
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+
+class SandboxManager:
+    def __init__(self, *, runtime: Runtime, store: Store, images: Any, home: str,
+                 policy: ResourcePolicy | None = None, monitor_interval_s: float = 0.5,
+                 collector_interval_s: float = 30.0):
+        self.runtime = runtime
+        self.store = store
+        self.images = images
+        self.policy = policy or ResourcePolicy()
+        self.logs_dir = os.path.join(home, "logs")
+        os.makedirs(self.logs_dir, mode=0o700, exist_ok=True)
+        self.monitor_interval_s = monitor_interval_s
+        self.collector_interval_s = collector_interval_s
+        self._live: dict[str, _Live] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- service lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        await self._recover()
+        self._tasks = [asyncio.create_task(self._monitor_loop(), name="sbx-monitor"),
+                       asyncio.create_task(self._collector_loop(), name="sbx-collector")]
+
+    async def stop(self) -> None:
+        """Stop background work. Running sandboxes keep running for the next server."""
+        for t in self._tasks + [lv.main_task for lv in self._live.values() if lv.main_task]:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+
+    async def _recover(self) -> None:
+        for rec in await self.store.list_sandboxes(states=LIVE_STATES, limit=100_000):
+            cid = rec["sandbox_id"]
+            if rec["state"] == "running" and await self.runtime.reattach(cid):
+                live = self._live[cid] = _Live(rec)
+                if rec.get("has_command"):
+                    live.main_task = asyncio.create_task(self._watch_main(live))
+                log.info("re-attached sandbox %s", cid)
+                continue
+            st = await self.runtime.destroy(cid)
+            reason = ("the server restarted while it was booting" if rec["state"] == "creating"
+                      else "it stopped while the server was down")
+            self._mark_finished(rec, "oom" if st.oom_killed else "lost", 137, reason)
+            await self.store.put_sandbox(rec)
+        await self.runtime.collect(set(self._live))
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.monitor_interval_s)
+            for live in list(self._live.values()):
+                try:
+                    await self._check(live)
+                except Exception:  # one bad sandbox must not stop the monitor
+                    log.exception("monitor: checking %s failed", live.rec["sandbox_id"])
+
+    async def _check(self, live: _Live) -> None:
+        rec = live.rec
+        if rec["state"] != "running":
+            return
+        if time.time() >= rec["created_at"] + rec["timeout_s"]:
+            await self._finish(live, "timeout", 124, f"it reached its timeout of {rec['timeout_s']:g}s")
+        elif (rec.get("idle_timeout_s") and live.active_execs == 0
+              and time.monotonic() - live.last_activity >= rec["idle_timeout_s"]):
+            await self._finish(live, "idle_timeout", 124,
+                               f"it was idle for {rec['idle_timeout_s']:g}s")
+        elif not (await self.runtime.status(rec["sandbox_id"])).running:
+            await self._finish(live, "failed", 137, "the sandbox stopped on its own "
+                               "(its init process was killed or it crashed)")
+
+    async def _collector_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.collector_interval_s)
+            try:
+                await self.runtime.collect(set(self._live))
+            except Exception:
+                log.exception("collector failed")
+
+    # ---- create / get / list / terminate / wait ----------------------------------------
+    async def create(self, req: SandboxCreate) -> dict[str, Any]:
+        if not req.block_network or req.cidr_allowlist is not None:
+            raise E.InvalidRequestError(
+                "network egress is not available yet: sandboxes run with block_network=True "
+                "(no network). Remove block_network=False / cidr_allowlist")
+        try:
+            memory = self.policy.memory(req.memory_mib)
+            cpu = self.policy.cpu(req.cpu)
+        except ValueError as e:
+            raise E.InvalidRequestError(str(e)) from None
+        if len(self._live) >= self.policy.max_sandboxes:
+            raise E.QuotaExceededError(
+                f"{len(self._live)} sandboxes are running, the limit is "
+                f"{self.policy.max_sandboxes}: terminate some and retry")
+        if req.app_id is not None and await self.store.get_app(req.app_id) is None:
+            raise E.NotFoundError(f"app {req.app_id} does not exist: use App.lookup(name, "
+                                  "create_if_missing=True)")
+        if req.name is not None and any(lv.rec.get("name") == req.name for lv in self._live.values()):
+            raise E.ConflictError(f"a running sandbox is already named {req.name!r}: pick "
+                                  "another name or terminate it first")
+        image = await self._resolve_image(req.image)
+        cid = new_id("sandbox")
+        now = time.time()
+        rec: dict[str, Any] = {
+            "sandbox_id": cid, "name": req.name, "state": "creating", "image": req.image,
+            "image_id": image.image_id, "app_id": req.app_id, "tags": dict(req.tags),
+            "created_at": now, "started_at": None, "finished_at": None,
+            "timeout_s": req.timeout_s, "idle_timeout_s": req.idle_timeout_s,
+            "exit_code": None, "reason": None, "cpu": cpu, "memory_mib": memory,
+            "has_command": bool(req.command), "workdir": req.workdir,
+        }
+        live = self._live[cid] = _Live(rec)
+        await self.store.put_sandbox(rec)
+        try:
+            await self.runtime.create(ContainerSpec(
+                container_id=cid, rootfs=image.rootfs, env=dict(req.env), memory_mib=memory,
+                cpu=cpu, nproc=self.policy.nproc, nofile=self.policy.nofile))
+            if req.workdir:
+                await self.runtime.file_op(cid, "mkdir", req.workdir, parents=True)
+            if req.command:
+                await self.runtime.start_main(cid, ExecSpec(argv=list(req.command), cwd=req.workdir))
+        except BaseException as e:
+            self._live.pop(cid, None)
+            await self.runtime.destroy(cid)
+            self._mark_finished(rec, "failed", None, f"boot failed: {e}")
+            await self.store.put_sandbox(rec)
+            if isinstance(e, AgentError):
+                raise E.InvalidRequestError(f"could not start the sandbox's command: {e.message}") from None
+            if isinstance(e, Exception):
+                raise E.RuntimeUnavailableError(
+                    f"the sandbox failed to boot: {e}. Run `sbx doctor` to check the host") from None
+            raise
+        rec["state"], rec["started_at"] = "running", time.time()
+        live.touch()
+        await self.store.put_sandbox(rec)
+        if req.command:
+            live.main_task = asyncio.create_task(self._watch_main(live))
+        return rec
+
+    async def _resolve_image(self, ref: str):
+        if ref in ("debian_slim", "debian-slim", "base"):
+            try:
+                return await self.images.ensure_base(progress=lambda line: log.info("image: %s", line))
+            except Exception as e:
+                raise E.ImageBuildError(f"building the base image failed: {e}") from None
+        image = self.images.get(ref) if is_id("image", ref) else None
+        if image is None:
+            raise E.NotFoundError(f"unknown image {ref!r}: use 'debian_slim' or an image id "
+                                  "from `sbx image ls`")
+        return image
+
+    async def get(self, sandbox_id: str) -> dict[str, Any]:
+        live = self._live.get(sandbox_id)
+        if live is not None:
+            return live.rec
+        rec = await self.store.get_sandbox(sandbox_id) if is_id("sandbox", sandbox_id) else None
+        if rec is None:
+            raise E.NotFoundError(f"no sandbox {sandbox_id!r}")
+        return rec
+
+    async def list(self, *, tags: dict[str, str] | None = None, app_id: str | None = None,
+                   include_finished: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
+        if include_finished:
+            recs = await self.store.list_sandboxes(limit=limit)
+        else:
+            recs = sorted((lv.rec for lv in self._live.values()), key=lambda r: -r["created_at"])
+        return [r for r in recs
+                if (app_id is None or r.get("app_id") == app_id)
+                and all(r.get("tags", {}).get(k) == v for k, v in (tags or {}).items())][:limit]
+
+    async def terminate(self, sandbox_id: str) -> dict[str, Any]:
+        rec = await self.get(sandbox_id)
+        live = self._live.get(sandbox_id)
+        if live is not None:
+            await self._finish(live, "terminated", 137, "terminated by request")
+        return rec
+
+    async def wait(self, sandbox_id: str, timeout_s: float) -> dict[str, Any]:
+        rec = await self.get(sandbox_id)
+        live = self._live.get(sandbox_id)
+        if live is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(live.done.wait(), timeout_s)
+        return rec
+
+    def _mark_finished(self, rec, state, exit_code, reason) -> None:
+        rec.update(state=state, exit_code=exit_code, reason=reason, finished_at=time.time())
+
+    async def _finish(self, live: _Live, state: str, exit_code: int | None, reason: str) -> None:
+        async with live.lock:
+            rec = live.rec
+            if rec["state"] not in LIVE_STATES:
+                return
+            cid = rec["sandbox_id"]
+            status = await self.runtime.destroy(cid)
+            if status.oom_killed and state in ("failed", "exited", "terminated"):
+                state, exit_code = "oom", 137
+                reason = (f"it ran out of memory (limit {rec['memory_mib']} MiB) and was "
+                          "killed: create it with more memory")
+            self._mark_finished(rec, state, exit_code, reason)
+            await self.store.put_sandbox(rec)
+            self._live.pop(cid, None)
+            live.done.set()
+            task = live.main_task
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+            log.info("sandbox %s finished: %s (%s)", cid, state, reason)
+
+    # ---- main command ------------------------------------------------------------------
+    def log_path(self, sandbox_id: str, stream: str) -> str:
+        return os.path.join(self.logs_dir, f"{sandbox_id}.{stream}")
+
+    async def _watch_main(self, live: _Live) -> None:
+        """Copy the main command's output to log files; finish the sandbox when it exits."""
+        cid = live.rec["sandbox_id"]
+        paths = {s: self.log_path(cid, s) for s in ("stdout", "stderr")}
+        files = {s: open(p, "ab") for s, p in paths.items()}
+        try:
+            offsets = {s: f.tell() for s, f in files.items()}
+            while True:
+                try:
+                    stream = await self.runtime.attach_main(cid, offsets)
+                    async for ev in stream.events():
+                        if isinstance(ev, ExitFrame):
+                            await stream.close()
+                            await self._finish(live, "exited", ev.exit_code,
+                                               f"its command exited with code {ev.exit_code}")
+                            return
+                        name, data = ev
+                        offsets[name] += len(data)
+                        if files[name].tell() < MAIN_LOG_CAP:
+                            files[name].write(data)
+                            files[name].flush()
+                except (AgentUnavailable, OSError):
+                    return  # the sandbox is gone; the monitor records why
+        finally:
+            for f in files.values():
+                f.close()
+
+    def is_live(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._live
+
+    # ---- exec and files ----------------------------------------------------------------
+    async def _running(self, sandbox_id: str) -> _Live:
+        live = self._live.get(sandbox_id)
+        if live is None:
+            rec = await self.get(sandbox_id)
+            raise E.SandboxTerminatedError(
+                f"sandbox {sandbox_id} is {rec['state']} ({rec.get('reason')}): create a new one")
+        if live.rec["state"] != "running":
+            raise E.ConflictError(f"sandbox {sandbox_id} is still {live.rec['state']}")
+        live.touch()
+        return live
+
+    async def interrupted(self, sandbox_id: str) -> E.SandboxError:
+        """The error for a stream cut because its sandbox stopped."""
+        live = self._live.get(sandbox_id)
+        if live is not None:
+            await asyncio.wait({asyncio.ensure_future(live.done.wait())}, timeout=2.0)
+        rec = await self.get(sandbox_id)
+        if rec["state"] == "oom":
+            return E.SandboxOOMError(f"sandbox {sandbox_id} {rec['reason']}")
+        return E.SandboxTerminatedError(
+            f"sandbox {sandbox_id} stopped while the command ran: {rec.get('reason')}")
+
+    @contextlib.asynccontextmanager
+    async def exec_stream(self, sandbox_id: str, req: ExecRequest) -> AsyncIterator[Any]:
+        live = await self._running(sandbox_id)
+        spec = ExecSpec(argv=list(req.argv), env=req.env, cwd=req.workdir or live.rec.get("workdir"),
+                        timeout_s=req.timeout_s, pty=req.pty, rows=req.rows, cols=req.cols)
+        live.active_execs += 1
+        try:
+            try:
+                stream = await self.runtime.exec(sandbox_id, spec)
+            except AgentUnavailable:
+                raise await self.interrupted(sandbox_id) from None
+            except AgentError as e:
+                raise map_agent_error(e) from None
+            try:
+                yield stream
+            finally:
+                await stream.close()
+        finally:
+            live.active_execs -= 1
+            live.touch()
+
+    async def file_call(self, sandbox_id: str, op: str, path: str, **kwargs) -> dict:
+        await self._running(sandbox_id)
+        try:
+            return await self.runtime.file_op(sandbox_id, op, path, **kwargs)
+        except AgentError as e:
+            raise map_agent_error(e, path) from None
+        except AgentUnavailable:
+            raise await self.interrupted(sandbox_id) from None
+
+    async def read_file(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
+        """Returns an iterator whose first chunk has already been fetched (so errors such as
+        a missing file surface before the HTTP response starts)."""
+        await self._running(sandbox_id)
+        it = self.runtime.read_file(sandbox_id, path).__aiter__()
+        try:
+            first = await it.__anext__()
+        except StopAsyncIteration:
+            first = b""
+        except AgentError as e:
+            raise map_agent_error(e, path) from None
+        except AgentUnavailable:
+            raise await self.interrupted(sandbox_id) from None
+
+        async def chunks():
+            if first:
+                yield first
+            async for chunk in it:
+                yield chunk
+        return chunks()
+
+    async def write_file(self, sandbox_id: str, path: str, chunks, *, mode=None) -> int:
+        await self._running(sandbox_id)
+        try:
+            return await self.runtime.write_file(sandbox_id, path, chunks, mode=mode)
+        except AgentError as e:
+            raise map_agent_error(e, path) from None
+        except AgentUnavailable:
+            raise await self.interrupted(sandbox_id) from None

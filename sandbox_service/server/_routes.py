@@ -1,0 +1,228 @@
+"""REST routes: sandboxes, non-streaming exec, files, apps, images (server layer).
+
+Handlers translate HTTP to SandboxManager calls and nothing more. Auth is enforced by the
+app's middleware for every /v1 path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from runtimes import AgentUnavailable, ExitFrame
+
+from .. import _errors as E
+from .._ids import new_id
+from .._version import __version__
+from .._wire import (AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList, ImageInfo,
+                     ImageList, MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, ServerInfo)
+from ._manager import SandboxManager
+
+router = APIRouter()
+
+
+def _mgr(request: Request) -> SandboxManager:
+    return request.app.state.manager
+
+
+def _info(rec: dict) -> SandboxInfo:
+    return SandboxInfo(**{k: v for k, v in rec.items() if k in SandboxInfo.model_fields})
+
+
+def _abs_path(path: str) -> str:
+    if not path.startswith("/") or "\x00" in path or len(path) > 4096:
+        raise E.InvalidRequestError(f"path {path!r} must be absolute (start with /)")
+    return path
+
+
+@router.get("/health", include_in_schema=False)
+async def health() -> dict:
+    return {"ok": True}
+
+
+@router.get("/v1/info", response_model=ServerInfo)
+async def info(request: Request) -> ServerInfo:
+    rt = request.app.state.runtime
+    feats = getattr(rt, "features", None)
+    return ServerInfo(version=__version__, runtime=rt.name,
+                      runsc_version=getattr(feats, "version", None),
+                      devices_locked=getattr(rt, "devices_locked", None),
+                      sandboxes_running=len(await _mgr(request).list()))
+
+
+# ---- sandboxes ---------------------------------------------------------------------------
+@router.post("/v1/sandboxes", response_model=SandboxInfo, status_code=201)
+async def create_sandbox(body: SandboxCreate, request: Request) -> SandboxInfo:
+    return _info(await _mgr(request).create(body))
+
+
+@router.get("/v1/sandboxes", response_model=SandboxList)
+async def list_sandboxes(request: Request, tag: list[str] = Query(default=[]),
+                         app_id: str | None = None, all: bool = False,
+                         limit: int = Query(1000, ge=1, le=10000)) -> SandboxList:
+    tags = {}
+    for t in tag:
+        k, sep, v = t.partition(":")
+        if not sep:
+            raise E.InvalidRequestError(f"tag filter {t!r} must look like key:value")
+        tags[k] = v
+    recs = await _mgr(request).list(tags=tags, app_id=app_id, include_finished=all, limit=limit)
+    return SandboxList(sandboxes=[_info(r) for r in recs])
+
+
+@router.get("/v1/sandboxes/{sandbox_id}", response_model=SandboxInfo)
+async def get_sandbox(sandbox_id: str, request: Request) -> SandboxInfo:
+    return _info(await _mgr(request).get(sandbox_id))
+
+
+@router.delete("/v1/sandboxes/{sandbox_id}", response_model=SandboxInfo)
+async def terminate_sandbox(sandbox_id: str, request: Request) -> SandboxInfo:
+    return _info(await _mgr(request).terminate(sandbox_id))
+
+
+@router.post("/v1/sandboxes/{sandbox_id}/wait", response_model=SandboxInfo)
+async def wait_sandbox(sandbox_id: str, request: Request,
+                       timeout_s: float = Query(30.0, ge=0, le=300)) -> SandboxInfo:
+    return _info(await _mgr(request).wait(sandbox_id, timeout_s))
+
+
+@router.get("/v1/sandboxes/{sandbox_id}/logs")
+async def sandbox_logs(sandbox_id: str, request: Request,
+                       stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
+                       follow: bool = True, offset: int = Query(0, ge=0)):
+    """The main command's output; with follow, streams until the sandbox finishes."""
+    mgr = _mgr(request)
+    await mgr.get(sandbox_id)
+    path = mgr.log_path(sandbox_id, stream)
+
+    async def body():
+        pos = offset
+        while True:
+            finished = not mgr.is_live(sandbox_id)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    while chunk := f.read(256 * 1024):
+                        pos += len(chunk)
+                        yield chunk
+            except FileNotFoundError:
+                pass
+            if finished or not follow:
+                return
+            await asyncio.sleep(0.02)
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
+
+
+# ---- exec (non-streaming) ------------------------------------------------------------------
+@router.post("/v1/sandboxes/{sandbox_id}/exec", response_model=ExecResult)
+async def exec_once(sandbox_id: str, body: ExecRequest, request: Request) -> ExecResult:
+    """Run a command to completion and return its output (capped; see `*_truncated`).
+    Use the WebSocket route for streaming, stdin after start, or signals."""
+    mgr = _mgr(request)
+    if body.pty:
+        raise E.InvalidRequestError("pty needs the streaming route /exec/stream")
+    start = time.monotonic()
+    bufs = {"stdout": bytearray(), "stderr": bytearray()}
+    truncated = {"stdout": False, "stderr": False}
+    cap = body.max_output_bytes
+    async with mgr.exec_stream(sandbox_id, body) as stream:
+        if body.stdin:
+            await stream.write_stdin(body.stdin.encode())
+        await stream.close_stdin()
+        try:
+            async for ev in stream.events():
+                if isinstance(ev, ExitFrame):
+                    exit_ = ev
+                    break
+                name, data = ev
+                room = cap - len(bufs[name])
+                if room > 0:
+                    bufs[name] += data[:room]
+                if len(data) > max(room, 0):
+                    truncated[name] = True
+        except AgentUnavailable:
+            raise await mgr.interrupted(sandbox_id) from None
+    return ExecResult(exit_code=exit_.exit_code, timed_out=exit_.timed_out, signal=exit_.signal,
+                      stdout=bufs["stdout"].decode(errors="replace"),
+                      stderr=bufs["stderr"].decode(errors="replace"),
+                      stdout_truncated=truncated["stdout"], stderr_truncated=truncated["stderr"],
+                      duration_ms=round((time.monotonic() - start) * 1000, 3))
+
+
+# ---- files --------------------------------------------------------------------------------
+@router.get("/v1/sandboxes/{sandbox_id}/files")
+async def read_file(sandbox_id: str, request: Request, path: str = Query(...)):
+    chunks = await _mgr(request).read_file(sandbox_id, _abs_path(path))
+    return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+@router.put("/v1/sandboxes/{sandbox_id}/files")
+async def write_file(sandbox_id: str, request: Request, path: str = Query(...),
+                     mode: int | None = Query(None, ge=0, le=0o7777)) -> dict:
+    limit = request.app.state.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise E.PayloadTooLargeError(f"file is {declared} bytes; the limit is {limit}")
+
+    async def body():
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise E.PayloadTooLargeError(f"file is over the limit of {limit} bytes")
+            if chunk:
+                yield chunk
+
+    size = await _mgr(request).write_file(sandbox_id, _abs_path(path), body(), mode=mode)
+    return {"path": path, "size": size}
+
+
+@router.get("/v1/sandboxes/{sandbox_id}/files/list", response_model=FileList)
+async def list_files(sandbox_id: str, request: Request, path: str = Query(...)) -> FileList:
+    res = await _mgr(request).file_call(sandbox_id, "list", _abs_path(path))
+    return FileList(entries=[FileEntry(**e) for e in res["entries"]])
+
+
+@router.get("/v1/sandboxes/{sandbox_id}/files/stat", response_model=FileEntry)
+async def stat_file(sandbox_id: str, request: Request, path: str = Query(...)) -> FileEntry:
+    res = await _mgr(request).file_call(sandbox_id, "stat", _abs_path(path))
+    return FileEntry(**res["entry"])
+
+
+@router.post("/v1/sandboxes/{sandbox_id}/files/mkdir")
+async def make_directory(sandbox_id: str, body: MkdirRequest, request: Request) -> dict:
+    await _mgr(request).file_call(sandbox_id, "mkdir", body.path, parents=body.parents)
+    return {"path": body.path}
+
+
+@router.delete("/v1/sandboxes/{sandbox_id}/files")
+async def remove_file(sandbox_id: str, request: Request, path: str = Query(...),
+                      recursive: bool = False) -> dict:
+    if _abs_path(path).rstrip("/") == "":
+        raise E.InvalidRequestError("refusing to remove / ; terminate the sandbox instead")
+    await _mgr(request).file_call(sandbox_id, "remove", path, recursive=recursive)
+    return {"path": path}
+
+
+# ---- apps and images ----------------------------------------------------------------------
+@router.post("/v1/apps/lookup", response_model=AppInfo)
+async def lookup_app(body: AppLookup, request: Request) -> AppInfo:
+    store = _mgr(request).store
+    rec = await store.get_app_by_name(body.name)
+    if rec is None:
+        if not body.create_if_missing:
+            raise E.NotFoundError(f"no app named {body.name!r}: pass create_if_missing=True")
+        rec = {"app_id": new_id("app"), "name": body.name, "created_at": time.time()}
+        await store.put_app(rec)
+    return AppInfo(**rec)
+
+
+@router.get("/v1/images", response_model=ImageList)
+async def list_images(request: Request) -> ImageList:
+    imgs = request.app.state.images.list()
+    return ImageList(images=[ImageInfo(image_id=i.image_id, digest=i.digest, size_bytes=i.size_bytes,
+                                       python=i.python) for i in imgs])

@@ -1,0 +1,114 @@
+"""State store interface and its embedded SQLite implementation (server layer).
+
+Records are plain JSON-able dicts keyed by id; the store knows nothing about runtimes.
+SQLite calls run on one dedicated thread so the event loop never blocks on disk. Must not
+import FastAPI or any runtime.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import json
+import os
+import sqlite3
+from typing import Any
+
+
+class Store(abc.ABC):
+    """What the server persists: sandboxes and apps (more kinds come with their issues)."""
+
+    @abc.abstractmethod
+    async def put_sandbox(self, rec: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def get_sandbox(self, sandbox_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def list_sandboxes(self, *, states: tuple[str, ...] | None = None,
+                             limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def put_app(self, rec: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def get_app(self, app_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def get_app_by_name(self, name: str) -> dict[str, Any] | None: ...
+
+    async def close(self) -> None:
+        return None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
+CREATE TABLE IF NOT EXISTS apps (
+    id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, data TEXT NOT NULL);
+"""
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sbx-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._pool.submit(self._open).result()
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        os.chmod(self.path, 0o600)
+        self._db = db
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _exec(self, sql: str, params: tuple = ()) -> list[tuple]:
+        assert self._db is not None
+        return self._db.execute(sql, params).fetchall()
+
+    async def put_sandbox(self, rec: dict[str, Any]) -> None:
+        await self._run(self._exec,
+                        "INSERT OR REPLACE INTO sandboxes(id, state, created_at, data) VALUES (?,?,?,?)",
+                        (rec["sandbox_id"], rec["state"], rec["created_at"], json.dumps(rec)))
+
+    async def get_sandbox(self, sandbox_id: str) -> dict[str, Any] | None:
+        rows = await self._run(self._exec, "SELECT data FROM sandboxes WHERE id=?", (sandbox_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def list_sandboxes(self, *, states=None, limit=1000):
+        if states:
+            marks = ",".join("?" * len(states))
+            sql = (f"SELECT data FROM sandboxes WHERE state IN ({marks}) "
+                   "ORDER BY created_at DESC LIMIT ?")
+            params: tuple = (*states, limit)
+        else:
+            sql, params = "SELECT data FROM sandboxes ORDER BY created_at DESC LIMIT ?", (limit,)
+        return [json.loads(r[0]) for r in await self._run(self._exec, sql, params)]
+
+    async def put_app(self, rec: dict[str, Any]) -> None:
+        await self._run(self._exec, "INSERT OR REPLACE INTO apps(id, name, data) VALUES (?,?,?)",
+                        (rec["app_id"], rec["name"], json.dumps(rec)))
+
+    async def get_app(self, app_id: str) -> dict[str, Any] | None:
+        rows = await self._run(self._exec, "SELECT data FROM apps WHERE id=?", (app_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def get_app_by_name(self, name: str) -> dict[str, Any] | None:
+        rows = await self._run(self._exec, "SELECT data FROM apps WHERE name=?", (name,))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def close(self) -> None:
+        def _close():
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        await self._run(_close)
+        self._pool.shutdown(wait=True)
