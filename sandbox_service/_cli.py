@@ -1,5 +1,12 @@
-"""The `sbx` command (public layer). Server imports happen inside `serve` only, so client
-commands start fast and never need FastAPI.
+"""The `sbx` command (public layer; must not import the server). Server imports happen
+inside `serve` only, so client commands start fast and never need FastAPI.
+
+    sbx serve                      run the service on this machine
+    sbx doctor [--json]            check runsc, cgroups, root, disk and the server
+    sbx sandbox create|ls|get|exec|rm
+    sbx shell [SANDBOX_ID] [-- CMD]
+
+Client commands use the SDK; its errors print `sbx: <message>` and exit 1 (usage errors 2).
 """
 
 from __future__ import annotations
@@ -9,11 +16,15 @@ import sys
 
 import click
 
+from ._cli_common import SbxGroup
+from ._cli_doctor import doctor
+from ._cli_sandbox import sandbox
+from ._cli_shell import shell
 from ._config import DEFAULT_PORT
 from ._version import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SbxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sbx")
 def main() -> None:
     """sandbox-service: gVisor sandboxes for agents (server and client)."""
@@ -41,6 +52,11 @@ def serve(host: str, port: int, log_level: str) -> None:
                err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, ws="websockets-sansio"
                 if _has_sansio() else "websockets", lifespan="on")
+
+
+main.add_command(doctor)
+main.add_command(sandbox)
+main.add_command(shell)
 
 
 def _has_sansio() -> bool:

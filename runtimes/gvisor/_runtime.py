@@ -31,6 +31,34 @@ BOOT_TIMEOUT_S = 20.0
 PYTHON_CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
 
 
+def _install_agent(target: str) -> str:
+    """Copy the agent into a directory of its own (the only thing the sandbox sees there)
+    with a precompiled .pyc: compiling it at every boot costs ~20 ms under gVisor. The
+    .pyc is used when the image's Python has the host's minor version; otherwise the
+    image's python3 compiles the source itself."""
+    import py_compile
+
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    src = os.path.join(AGENT_DIR, "sbx_agent.py")
+    dst = os.path.join(target, "sbx_agent.py")
+    with open(src, "rb") as f:
+        code = f.read()
+    try:
+        with open(dst, "rb") as f:
+            same = f.read() == code
+    except OSError:
+        same = False
+    if not same:
+        tmp = dst + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(code)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+        py_compile.compile(dst, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    return target
+
+
 class RuntimeUnavailable(Exception):
     """runsc is missing or unusable; the message says how to fix it."""
 
@@ -56,6 +84,7 @@ class GVisorRuntime(Runtime):
         self.features: Features | None = None
         self.devices_locked = False
         self.runsc: Runsc | None = None
+        self.agent_dir = AGENT_DIR
         self._python: dict[str, str | None] = {}
 
     async def start(self) -> None:
@@ -68,6 +97,7 @@ class GVisorRuntime(Runtime):
         flags = [f"--platform={self.platform}", "--network=none", "--overlay2=root:memory",
                  "--host-uds=create", *self.extra_flags]
         self.runsc = Runsc(self.binary, os.path.join(self.state_dir, "runsc"), flags)
+        self.agent_dir = _install_agent(os.path.join(self.state_dir, "agent"))
         os.makedirs(os.path.join(self.state_dir, "sandboxes"), mode=0o700, exist_ok=True)
         self.devices_locked = _cgroups.ensure_parent(self.cgroup_parent)
         if not _procs.become_subreaper():
@@ -107,7 +137,7 @@ class GVisorRuntime(Runtime):
         os.makedirs(os.path.join(base, "bundle"), mode=0o700)
         os.makedirs(os.path.join(base, "run"), mode=0o700)
         python = self._python_in(spec.rootfs)
-        config = build_spec(spec, rootfs=spec.rootfs, agent_dir=AGENT_DIR,
+        config = build_spec(spec, rootfs=spec.rootfs, agent_dir=self.agent_dir,
                             run_dir=os.path.join(base, "run"),
                             cgroups_path=self._cgroup(cid), python=python)
         with open(os.path.join(base, "bundle", "config.json"), "w") as f:
@@ -129,7 +159,6 @@ class GVisorRuntime(Runtime):
     async def _wait_agent(self, cid: str) -> None:
         agent = self._agent(cid)
         deadline = time.monotonic() + BOOT_TIMEOUT_S
-        delay = 0.002
         while True:
             try:
                 await agent.ping()
@@ -140,8 +169,7 @@ class GVisorRuntime(Runtime):
                                            f"{BOOT_TIMEOUT_S:.0f}s")
                 if not any(_procs.alive(p) for p in self.runsc.pids_of(cid)):
                     raise AgentUnavailable("the sandbox exited during boot")
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 0.05)
+                await asyncio.sleep(0.003)  # connect attempts are cheap; ready matters
 
     async def status(self, cid: str) -> ContainerStatus:
         assert self.runsc

@@ -21,6 +21,7 @@ from .._base import ContainerSpec
 AGENT_MOUNT = "/.sbx/agent"
 RUN_MOUNT = "/.sbx/run"
 AGENT_SOCKET = RUN_MOUNT + "/agent.sock"
+AGENT_BOOT = f"import sys; sys.path.insert(0, {AGENT_MOUNT!r}); import sbx_agent; sbx_agent.main()"
 
 # Docker's default set minus what a sandbox never needs. Root inside gVisor is not host
 # root; these only matter against the gVisor kernel itself.
@@ -45,7 +46,8 @@ def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
     env.update(spec.env)
     if python:
-        args = [python, "-I", "-S", AGENT_MOUNT + "/sbx_agent.py", AGENT_SOCKET]
+        # imported (not run as a script) so the precompiled .pyc next to it is used
+        args = [python, "-I", "-S", "-c", AGENT_BOOT, AGENT_SOCKET]
     else:  # no python3 in the image: a do-nothing PID 1, exec falls back to runsc exec
         args = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"]
     caps = list(CAPABILITIES)
@@ -70,7 +72,9 @@ def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str
             ],
             "noNewPrivileges": True,
         },
-        "root": {"path": rootfs, "readonly": True},
+        # writable root: writes land in runsc's per-sandbox memory overlay (--overlay2=root:memory),
+        # never in the shared image directory (the gofer serves the lower layer read-only)
+        "root": {"path": rootfs, "readonly": False},
         "hostname": "sandbox",
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},

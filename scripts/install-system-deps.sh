@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian/Ubuntu packages the service needs: runsc (gVisor), debootstrap (base image),
+# iproute2 and procps. Installs only what is missing; needs root.
+set -euo pipefail
+pkgs=(runsc debootstrap iproute2 procps ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+runsc --version | head -n 1

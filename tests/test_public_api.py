@@ -1,0 +1,72 @@
+"""The package namespace is the API: pin it, and keep the SDK free of server imports."""
+
+import subprocess
+import sys
+
+import sandbox_service
+from sandbox_service import _errors as E
+
+EXPECTED = {
+    "App", "AuthenticationError", "ConflictError", "ContainerProcess", "ExecTimeoutError",
+    "Filesystem", "Image", "ImageBuildError", "InvalidRequestError", "NotFoundError",
+    "PayloadTooLargeError", "PermissionDeniedError", "QuotaExceededError",
+    "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
+    "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
+    "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
+    "__version__",
+}
+
+
+def test_all_is_pinned():
+    assert set(sandbox_service.__all__) == EXPECTED
+    for name in sandbox_service.__all__:
+        assert hasattr(sandbox_service, name), name
+
+
+def test_import_does_not_load_server_or_fastapi():
+    code = ("import sys, sandbox_service; bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('fastapi', 'starlette', 'uvicorn', 'runtimes', 'images') or "
+            "m.startswith('sandbox_service.server')]; print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_error_codes_are_unique_and_map_back():
+    seen = {}
+    for code, cls in E.ERROR_CODES.items():
+        assert cls.code == code
+        assert code not in seen
+        seen[code] = cls
+        exc = E.error_from_wire(cls.http_status, cls("boom").to_wire())
+        assert type(exc) is cls and exc.message == "boom"
+    assert issubclass(E.ExecTimeoutError, TimeoutError)
+    assert issubclass(E.SandboxFileNotFoundError, FileNotFoundError)
+    assert issubclass(E.SandboxOOMError, MemoryError)
+    unknown = E.error_from_wire(418, {"error": {"code": "teapot", "message": "short and stout"}})
+    assert type(unknown) is E.SandboxError and unknown.code == "teapot"
+
+
+def test_modal_style_import_alias():
+    import sandbox_service as modal
+
+    for name in ("App", "Sandbox", "Image", "Secret"):
+        assert getattr(modal, name)
+    assert callable(modal.Sandbox.create) and callable(modal.Sandbox.create.aio)
+    assert callable(modal.App.lookup.aio)
+
+
+def test_stream_reader_decodes_split_utf8_and_binary():
+    import asyncio
+
+    from sandbox_service._streams import _AsyncStreamReader
+
+    async def run():
+        r = _AsyncStreamReader(text=True)
+        data = "héllo €\n".encode()
+        for i in range(len(data)):
+            r._feed(data[i:i + 1])  # every multi-byte char split across chunks
+        r._feed(b"\xff\xfe\n")
+        r._close()
+        return await r.read()
+
+    assert asyncio.run(run()) == "héllo €\n\ufffd\ufffd\n"
