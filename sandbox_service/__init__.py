@@ -15,7 +15,7 @@ from ._errors import (AuthenticationError, ConflictError, ExecTimeoutError, Imag
                       PermissionDeniedError, QuotaExceededError, RuntimeUnavailableError,
                       SandboxError, SandboxFileError, SandboxFileNotFoundError, SandboxOOMError,
                       SandboxTerminatedError, SandboxTimeoutError, ServerUnreachableError)
-from ._filesystem import Filesystem
+from ._filesystem import Filesystem, SandboxFile
 from ._image import Image
 from ._process import ContainerProcess
 from ._sandbox import Sandbox
@@ -28,7 +28,7 @@ __all__ = [
     "Filesystem", "Image", "ImageBuildError", "InvalidRequestError", "NotFoundError",
     "PayloadTooLargeError", "PermissionDeniedError", "QuotaExceededError",
     "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
-    "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
+    "SandboxFile", "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
     "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
     "__version__",
 ]

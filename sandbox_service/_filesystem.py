@@ -107,3 +107,95 @@ class _AsyncFilesystem:
 class Filesystem(Wrapped, impl=_AsyncFilesystem):
     """Files in a sandbox: read_text/bytes, write_text/bytes(data, path), list_files,
     make_directory, remove, stat, exists, copy_from_local, copy_to_local."""
+
+
+class _AsyncSandboxFile:
+    """Modal's `sb.open(path, mode)`: whole-file semantics. Reads fetch the file on first
+    read; writes are buffered and uploaded atomically on flush()/close()."""
+
+    def __init__(self, fs: _AsyncFilesystem, path: str, mode: str):
+        if mode not in ("r", "rb", "w", "wb", "a", "ab", "r+", "rb+", "r+b"):
+            raise E.InvalidRequestError(f"unsupported mode {mode!r}: use r, rb, w, wb, a or ab")
+        self._fs, self.path, self.mode = fs, _remote(path), mode
+        self._binary = "b" in mode
+        self._data: bytearray | None = None
+        self._pos = 0
+        self._dirty = False
+        self.closed = False
+
+    async def _load(self) -> None:
+        if self._data is None:
+            if self.mode.startswith("w"):
+                self._data = bytearray()
+                self._dirty = True
+            elif self.mode.startswith("a"):
+                try:
+                    self._data = bytearray(await self._fs.read_bytes(self.path))
+                except E.NotFoundError:
+                    self._data = bytearray()
+                self._pos = len(self._data)
+                self._dirty = True
+            else:
+                self._data = bytearray(await self._fs.read_bytes(self.path))
+
+    def _check(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    async def read(self, n: int = -1):
+        self._check()
+        if self.mode[0] in "wa":
+            raise E.InvalidRequestError(f"file opened with mode {self.mode!r} is not readable")
+        await self._load()
+        assert self._data is not None
+        end = len(self._data) if n is None or n < 0 else min(len(self._data), self._pos + n)
+        chunk = bytes(self._data[self._pos:end])
+        self._pos = end
+        return chunk if self._binary else chunk.decode(errors="replace")
+
+    async def write(self, data) -> int:
+        self._check()
+        if self.mode in ("r", "rb"):
+            raise E.InvalidRequestError("file opened for reading: use mode 'w' or 'a' to write")
+        raw = data if isinstance(data, (bytes, bytearray)) else str(data).encode()
+        await self._load()
+        assert self._data is not None
+        self._data[self._pos:self._pos + len(raw)] = raw
+        self._pos += len(raw)
+        self._dirty = True
+        return len(data)
+
+    async def seek(self, offset: int, whence: int = 0) -> int:
+        self._check()
+        await self._load()
+        assert self._data is not None
+        base = {0: 0, 1: self._pos, 2: len(self._data)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    async def flush(self) -> None:
+        self._check()
+        if self._dirty and self._data is not None:
+            await self._fs.write_bytes(bytes(self._data), self.path)
+            self._dirty = False
+
+    async def close(self) -> None:
+        if not self.closed:
+            await self.flush()
+            self.closed = True
+
+
+class SandboxFile(Wrapped, impl=_AsyncSandboxFile):
+    """A file in a sandbox from `sb.open(path, mode)`; use as a context manager."""
+
+    def __enter__(self) -> "SandboxFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "SandboxFile":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close.aio()

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from . import _errors as E
 from ._app import _AsyncApp
 from ._client import _Client, default_client
-from ._filesystem import _AsyncFilesystem
+from ._filesystem import _AsyncFilesystem, _AsyncSandboxFile
 from ._image import Image
 from ._process import _AsyncContainerProcess
 from ._secret import Secret, merge_env
@@ -155,6 +155,19 @@ class _AsyncSandbox:
                                "pty": bool(pty)}
         return await _AsyncContainerProcess._start(self._client, self.object_id, req,
                                                    text=text, bufsize=bufsize)
+
+    # Modal's file shortcuts
+    async def open(self, path: str, mode: str = "r") -> _AsyncSandboxFile:
+        return _AsyncSandboxFile(self.filesystem, path, mode)
+
+    async def ls(self, path: str = "/") -> list[str]:
+        return [e.name for e in await self.filesystem.list_files(path)]
+
+    async def mkdir(self, path: str, parents: bool = False) -> None:
+        await self.filesystem.make_directory(path, parents=parents)
+
+    async def rm(self, path: str, recursive: bool = False) -> None:
+        await self.filesystem.remove(path, recursive=recursive)
 
     async def terminate(self) -> None:
         """Stop the sandbox now and destroy everything it had (single use)."""

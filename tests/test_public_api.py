@@ -11,7 +11,7 @@ EXPECTED = {
     "Filesystem", "Image", "ImageBuildError", "InvalidRequestError", "NotFoundError",
     "PayloadTooLargeError", "PermissionDeniedError", "QuotaExceededError",
     "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
-    "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
+    "SandboxFile", "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
     "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
     "__version__",
 }
