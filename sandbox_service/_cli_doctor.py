@@ -175,7 +175,8 @@ def _home_checks() -> list[Check]:
     else:
         token = "no token yet (written by the first `sbx serve`)"
     if not out:
-        out.append(Check("SBX_HOME", OK, f"{home}{'' if os.path.isdir(home) else ' (not created yet)'}; {token}"))
+        where = home if os.path.isdir(home) else f"{home} (not created yet)"
+        out.append(Check("SBX_HOME", OK, f"{where}; {token}"))
     probe = home
     while not os.path.exists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)

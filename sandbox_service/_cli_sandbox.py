@@ -18,12 +18,13 @@ from typing import Any
 import click
 
 from . import _errors as E
-from ._cli_common import (SbxGroup, fail, format_age, image_for, parse_pairs, print_json,
+from ._cli_common import (SbxGroup, format_age, image_for, parse_pairs, print_json,
                           stdin_is_tty, table)
 
 EXIT_TIMEOUT = 124
 EXIT_OOM = 137
 EXIT_BROKEN_PIPE = 141
+GRACE_S = 3.0
 
 
 def _sdk() -> Any:
@@ -114,7 +115,8 @@ def rm(sandbox_ids: tuple[str, ...]) -> None:
 
 
 @sandbox.command("exec")
-@click.option("--timeout", type=float, default=None, help="kill the command after this many seconds (exit 124)")
+@click.option("--timeout", type=float, default=None,
+              help="kill the command after this many seconds (exit 124)")
 @click.option("--workdir", "-w", default=None, help="working directory inside the sandbox")
 @click.option("--env", "-e", "env", multiple=True, callback=parse_pairs, metavar="KEY=VALUE",
               help="environment variable (repeatable)")
@@ -136,15 +138,22 @@ async def _exec(sandbox_id: str, argv: list[str], *, timeout: float | None,
     p = await sb.exec.aio(*argv, timeout=timeout, workdir=workdir, env=env, text=False)
     loop = asyncio.get_running_loop()
     _start_stdin_feeder(p)
-
-    interrupts = 0
+    task = asyncio.current_task()
+    stop: list[int] = []
 
     def on_signal(signum: int) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        # first Ctrl-C goes to the command; a second one kills it
-        sig = signum if interrupts == 1 else signal.SIGKILL
-        asyncio.ensure_future(p.send_signal.aio(int(sig)))
+        # Ctrl-C once: the command gets SIGINT. Ctrl-C again, SIGTERM or SIGHUP: this CLI is
+        # asked to stop, so the command gets the signal, SIGKILL after a grace period, and
+        # if even that does not end it, we leave anyway (the server kills a command whose
+        # client went away).
+        first = not stop
+        stop.append(signum)
+        if first and signum == signal.SIGINT:
+            asyncio.ensure_future(p.send_signal.aio(int(signum)))
+            return
+        asyncio.ensure_future(p.send_signal.aio(int(signum) if first else int(signal.SIGKILL)))
+        loop.call_later(GRACE_S, lambda: asyncio.ensure_future(p.kill.aio()))
+        loop.call_later(GRACE_S + 5, lambda: task.cancel() if task else None)
 
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for s in handled:
@@ -167,11 +176,16 @@ async def _exec(sandbox_id: str, argv: list[str], *, timeout: float | None,
         try:
             code = await p.wait.aio()
         except E.ExecTimeoutError as e:
-            click.echo(f"sbx: {e.message}", err=True)
+            click.echo(f"sbx: {e.message.replace('timeout=', '--timeout')}", err=True)
             return EXIT_TIMEOUT
         except E.SandboxOOMError as e:
             click.echo(f"sbx: {e.message}", err=True)
             return EXIT_OOM
+    except asyncio.CancelledError:
+        if not stop:
+            raise
+        click.echo("sbx: the command did not stop; left it to the server", err=True)
+        return 128 + stop[0]
     finally:
         for s in handled:
             loop.remove_signal_handler(s)

@@ -95,9 +95,11 @@ async def _shell(sandbox_id: str | None, argv: list[str], *, image: str, cpu: fl
 def _term_size(fd: int) -> tuple[int, int]:
     try:
         size = os.get_terminal_size(fd)
-        return max(1, size.lines), max(1, size.columns)
     except OSError:
         return 24, 80
+    if size.lines <= 0 or size.columns <= 0:  # a pty nobody sized
+        return 24, 80
+    return size.lines, size.columns
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -163,7 +165,8 @@ async def _attach(sb: Any, argv: list[str], *, workdir: str | None, env: dict[st
         loop.remove_signal_handler(signal.SIGWINCH)
         if forwarder is not None:
             forwarder.cancel()
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error, OSError):  # the terminal may be gone (SIGHUP)
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         if p.poll() is None:  # we are leaving early (signal, error): do not leave it running
             with contextlib.suppress(Exception):
                 await p.kill.aio()

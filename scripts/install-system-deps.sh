@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the service needs: runsc (gVisor), debootstrap (base image),
-# iproute2 and procps. Installs only what is missing; needs root.
+# iproute2, procps, and gcc (builds a 1 KB compatibility shim for old runsc). Installs only
+# what is missing; needs root.
 set -euo pipefail
-pkgs=(runsc debootstrap iproute2 procps ca-certificates)
+pkgs=(runsc debootstrap iproute2 procps ca-certificates gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,6 +28,7 @@ async def runtime(tmp_path_factory):
     await rt.start()
     yield rt
     await rt.collect(set())
+    await rt.close()
 
 
 async def run(rt, cid, argv, **kw):

@@ -192,10 +192,10 @@ def test_idle_timeout(server):
 
 
 def test_idle_timeout_not_triggered_by_running_exec(server):
-    sb = sbx.Sandbox.create(idle_timeout=1, timeout=60)
+    sb = sbx.Sandbox.create(idle_timeout=2, timeout=60)
     try:
-        p = sb.exec("sleep", "3")
-        assert p.wait() == 0  # a 3 s command outlives a 1 s idle timeout
+        p = sb.exec("sleep", "4")
+        assert p.wait() == 0  # a 4 s command outlives a 2 s idle timeout
         info = sb.refresh()
         assert info.state == "running"
         # then, idle, it ends

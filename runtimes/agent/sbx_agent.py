@@ -690,10 +690,24 @@ def handle(sock):
         except Exception:
             pass
     finally:
-        try:
-            sock.close()
-        except OSError:
+        _linger_close(sock)
+
+
+def _linger_close(sock):
+    """Close without resetting the connection: the host may still be writing (stdin EOF
+    after a command that failed to start). Closing with unread data would send RST, and
+    the host would lose the frames already sent. Stop writing, drain briefly, close."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(2.0)
+        while sock.recv(65536):
             pass
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 class Workers:
@@ -752,10 +766,16 @@ def serve(path):
         workers.submit(sock)
 
 
+def _ignore_signal(signum, frame):
+    pass
+
+
 def main():
     path = sys.argv[1] if len(sys.argv) > 1 else "/.sbx/run/agent.sock"
+    # PID 1 must not die of these, but must not *ignore* them either: an ignored signal
+    # stays ignored across exec, and every command would inherit that. A handler resets.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, _ignore_signal)
     serve(path)
 
 

@@ -123,3 +123,12 @@ def children(parent: str) -> set[str]:
         except OSError:
             pass
     return names
+
+
+def remove_parent(parent: str) -> None:
+    """Remove the parent cgroups if no sandbox cgroup is left under them."""
+    for d in _controller_dirs(parent):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass  # still has children, or already gone

@@ -8,6 +8,7 @@ and stdin work. Signals go through `runsc kill --pid` using the in-sandbox pid t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import tempfile
@@ -67,7 +68,8 @@ class RunscExec(ExecStream):
                 except asyncio.TimeoutError:
                     timed_out = True
                     await self.send_signal(signal.SIGKILL)
-                    self._proc.kill()
+                    with contextlib.suppress(ProcessLookupError):
+                        self._proc.kill()
                     break
                 if item is None:
                     open_streams -= 1
@@ -116,5 +118,6 @@ class RunscExec(ExecStream):
     async def close(self) -> None:
         if self._proc.returncode is None:
             await self.send_signal(signal.SIGKILL)
-            self._proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
             await self._proc.wait()

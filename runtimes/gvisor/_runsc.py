@@ -37,6 +37,18 @@ class Features:
         return "host-uds" in self.flags
 
     @property
+    def release_date(self) -> int | None:
+        """YYYYMMDD from versions like `0.0~20221219.0` or `release-20240807.0`."""
+        m = re.search(r"(20\d{6})", self.version)
+        return int(m.group(1)) if m else None
+
+    @property
+    def statx_bug(self) -> bool:
+        """statx with AT_NO_AUTOMOUNT fails with EINVAL (fixed upstream in 2023)."""
+        date = self.release_date
+        return date is not None and date < 20230601
+
+    @property
     def nvproxy(self) -> bool:
         return "nvproxy" in self.flags
 

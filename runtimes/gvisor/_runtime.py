@@ -22,7 +22,8 @@ from ..agent import sbx_agent
 from . import _cgroups, _procs
 from ._fallback import RunscExec
 from ._runsc import Features, Runsc, RunscError, detect_features, find_runsc
-from ._spec import build_spec
+from ._compat import build_statx_shim, is_glibc
+from ._spec import AGENT_MOUNT, build_spec
 
 log = logging.getLogger("sbx.runtime.gvisor")
 
@@ -85,6 +86,7 @@ class GVisorRuntime(Runtime):
         self.devices_locked = False
         self.runsc: Runsc | None = None
         self.agent_dir = AGENT_DIR
+        self.statx_shim: str | None = None
         self._python: dict[str, str | None] = {}
 
     async def start(self) -> None:
@@ -98,6 +100,8 @@ class GVisorRuntime(Runtime):
                  "--host-uds=create", *self.extra_flags]
         self.runsc = Runsc(self.binary, os.path.join(self.state_dir, "runsc"), flags)
         self.agent_dir = _install_agent(os.path.join(self.state_dir, "agent"))
+        if self.features.statx_bug:
+            self.statx_shim = await asyncio.to_thread(build_statx_shim, self.agent_dir)
         os.makedirs(os.path.join(self.state_dir, "sandboxes"), mode=0o700, exist_ok=True)
         self.devices_locked = _cgroups.ensure_parent(self.cgroup_parent)
         if not _procs.become_subreaper():
@@ -122,6 +126,11 @@ class GVisorRuntime(Runtime):
                 (p for p in PYTHON_CANDIDATES if os.path.lexists(rootfs + p)), None)
         return self._python[rootfs]
 
+    def _preload(self, rootfs: str) -> str | None:
+        if self.statx_shim and is_glibc(rootfs):
+            return f"{AGENT_MOUNT}/{self.statx_shim}"
+        return None
+
     def _has_agent(self, cid: str) -> bool:
         try:
             with open(os.path.join(self._dir(cid), "meta.json")) as f:
@@ -139,7 +148,8 @@ class GVisorRuntime(Runtime):
         python = self._python_in(spec.rootfs)
         config = build_spec(spec, rootfs=spec.rootfs, agent_dir=self.agent_dir,
                             run_dir=os.path.join(base, "run"),
-                            cgroups_path=self._cgroup(cid), python=python)
+                            cgroups_path=self._cgroup(cid), python=python,
+                            preload=self._preload(spec.rootfs))
         with open(os.path.join(base, "bundle", "config.json"), "w") as f:
             json.dump(config, f)
         with open(os.path.join(base, "meta.json"), "w") as f:
@@ -255,6 +265,11 @@ class GVisorRuntime(Runtime):
 
     async def file_op(self, cid: str, op: str, path: str, **kwargs) -> dict:
         return await self._require_agent(cid).call({"op": op, "path": path, **kwargs})
+
+    async def close(self) -> None:
+        """Server shutdown: sandboxes keep running; only an empty cgroup parent goes."""
+        self._reap()
+        _cgroups.remove_parent(self.cgroup_parent)
 
     async def stats(self, cid: str) -> dict:
         assert self.runsc

@@ -42,8 +42,11 @@ def pids_limit(nproc: int) -> int:
 
 
 def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str,
-               cgroups_path: str, python: str | None) -> dict[str, Any]:
+               cgroups_path: str, python: str | None,
+               preload: str | None = None) -> dict[str, Any]:
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+    if preload:  # compatibility shim for this runsc (see _compat.py), from the agent dir
+        env["LD_PRELOAD"] = preload
     env.update(spec.env)
     if python:
         # imported (not run as a script) so the precompiled .pyc next to it is used
@@ -57,6 +60,13 @@ def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str
     }
     if spec.cpu:
         resources["cpu"] = {"quota": int(spec.cpu * CPU_PERIOD_US), "period": CPU_PERIOD_US}
+    linux: dict[str, Any] = {
+        "cgroupsPath": cgroups_path,
+        "resources": resources,
+        "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")],
+        "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    }
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -93,11 +103,5 @@ def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str
             {"destination": RUN_MOUNT, "type": "bind", "source": run_dir,
              "options": ["rbind", "rw"]},
         ],
-        "linux": {
-            "cgroupsPath": cgroups_path,
-            "resources": resources,
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-        },
+        "linux": linux,
     }

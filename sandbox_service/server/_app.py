@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         finally:
             await manager.stop()
             await store.close()
+            await runtime.close()
 
     app = FastAPI(title="sandbox-service", version=__version__, lifespan=lifespan,
                   description="gVisor sandboxes for agents and the functions they call.")

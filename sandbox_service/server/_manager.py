@@ -66,7 +66,16 @@ class SandboxManager:
     async def start(self) -> None:
         await self._recover()
         self._tasks = [asyncio.create_task(self._monitor_loop(), name="sbx-monitor"),
-                       asyncio.create_task(self._collector_loop(), name="sbx-collector")]
+                       asyncio.create_task(self._collector_loop(), name="sbx-collector"),
+                       asyncio.create_task(self.prebuild(), name="sbx-prebuild")]
+
+    async def prebuild(self) -> None:
+        """Build (or unpack) the base image at startup, with progress in the server log, so
+        the first `create` does not pay for it."""
+        try:
+            await self._resolve_image("debian_slim")
+        except E.SandboxError as e:
+            log.error("%s", e.message)
 
     async def stop(self) -> None:
         """Stop background work. Running sandboxes keep running for the next server."""
@@ -163,7 +172,10 @@ class SandboxManager:
                 container_id=cid, rootfs=image.rootfs, env=dict(req.env), memory_mib=memory,
                 cpu=cpu, nproc=self.policy.nproc, nofile=self.policy.nofile))
             if req.workdir:
-                await self.runtime.file_op(cid, "mkdir", req.workdir, parents=True)
+                try:
+                    await self.runtime.file_op(cid, "mkdir", req.workdir, parents=True)
+                except AgentError as e:
+                    raise AgentError(e.code, f"could not create workdir {req.workdir}: {e.message}") from None
             if req.command:
                 await self.runtime.start_main(cid, ExecSpec(argv=list(req.command), cwd=req.workdir))
         except BaseException as e:
@@ -172,7 +184,8 @@ class SandboxManager:
             self._mark_finished(rec, "failed", None, f"boot failed: {e}")
             await self.store.put_sandbox(rec)
             if isinstance(e, AgentError):
-                raise E.InvalidRequestError(f"could not start the sandbox's command: {e.message}") from None
+                what = "" if "workdir" in e.message else "could not start the sandbox's command: "
+                raise E.InvalidRequestError(f"{what}{e.message}") from None
             if isinstance(e, Exception):
                 raise E.RuntimeUnavailableError(
                     f"the sandbox failed to boot: {e}. Run `sbx doctor` to check the host") from None

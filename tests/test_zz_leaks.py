@@ -1,0 +1,147 @@
+"""Runs last (by file name): after every sandbox of this session is terminated through the
+API, nothing of them may remain on the host: runsc state, bundle directories, cgroups,
+runsc processes, zombies of the server, open file descriptors."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import time
+
+import pytest
+
+import sandbox_service as sbx
+
+pytestmark = pytest.mark.timeout(180)
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def _cgroup_parent(server) -> str:
+    state_dir = os.path.abspath(os.path.join(server.home, "runtime"))
+    return "sbx-" + hashlib.sha256(state_dir.encode()).hexdigest()[:10]
+
+
+def _session_ids(api) -> set[str]:
+    r = api.get("/v1/sandboxes", params={"all": "true", "limit": 10000})
+    assert r.status_code == 200
+    return {s["sandbox_id"] for s in r.json()["sandboxes"]}
+
+
+def _proc_stat(pid: str) -> tuple[str, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(")") + 2:].split()
+    return rest[0], int(rest[1])
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _leftovers(server, ids: set[str]) -> dict[str, list[str]]:
+    runtime = os.path.join(server.home, "runtime")
+    found: dict[str, list[str]] = {}
+    state = [n for n in os.listdir(os.path.join(runtime, "runsc"))
+             if n.startswith("sb-")] if os.path.isdir(os.path.join(runtime, "runsc")) else []
+    if state:
+        found["runsc state files"] = state
+    sb_dirs = os.path.join(runtime, "sandboxes")
+    if os.path.isdir(sb_dirs) and os.listdir(sb_dirs):
+        found["sandbox dirs"] = os.listdir(sb_dirs)
+    parent = _cgroup_parent(server)
+    cg = []
+    for d in glob.glob(f"{CGROUP_ROOT}/*/{parent}") + glob.glob(f"{CGROUP_ROOT}/{parent}"):
+        cg += [os.path.join(d, c) for c in os.listdir(d) if os.path.isdir(os.path.join(d, c))]
+    # and under any other server's parent: none of this session's ids
+    for d in glob.glob(f"{CGROUP_ROOT}/*/sbx-*") + glob.glob(f"{CGROUP_ROOT}/sbx-*"):
+        if os.path.isdir(d):
+            cg += [os.path.join(d, c) for c in os.listdir(d) if c in ids]
+    if cg:
+        found["cgroups"] = sorted(set(cg))
+    procs = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        cmd = _cmdline(pid)
+        if "runsc" in cmd and (server.home in cmd or any(i in cmd for i in ids)):
+            procs.append(f"{pid}: {cmd[:200]}")
+    if procs:
+        found["runsc processes"] = procs
+    zombies = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            st = _proc_stat(pid)
+            if st and st[1] == server.proc.pid and st[0] == "Z":
+                zombies.append(pid)
+    if zombies:
+        found["zombie children of the server"] = zombies
+    return found
+
+
+def test_terminate_everything_leaves_nothing(server, api):
+    # some fresh activity of every kind, so this test means something on its own too
+    idle = sbx.Sandbox.create(timeout=120)
+    busy = sbx.Sandbox.create(timeout=120)
+    busy_exec = busy.exec("sh", "-c", "sleep 100 & sleep 100 & wait")
+    main = sbx.Sandbox.create("sleep", "100", timeout=120)
+    done = sbx.Sandbox.create("true", timeout=120)
+    assert done.wait() == 0
+    oom = sbx.Sandbox.create(memory=128, timeout=120)
+    try:
+        oom.exec("python3", "-c", "x=[]\nwhile True: x.append(bytearray(8 << 20))").wait()
+    except sbx.SandboxError:
+        pass
+    assert oom.wait(raise_on_termination=False) == 137
+
+    running = api.get("/v1/sandboxes", params={"limit": 10000}).json()["sandboxes"]
+    assert {idle.object_id, busy.object_id, main.object_id} <= {s["sandbox_id"] for s in running}
+    for s in running:
+        r = api.delete(f"/v1/sandboxes/{s['sandbox_id']}")
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] not in ("creating", "running")
+    assert busy_exec.wait() == 137
+    assert api.get("/v1/sandboxes").json()["sandboxes"] == []
+
+    ids = _session_ids(api)
+    assert {idle.object_id, busy.object_id, main.object_id, done.object_id, oom.object_id} <= ids
+    for info in api.get("/v1/sandboxes", params={"all": "true", "limit": 10000}).json()["sandboxes"]:
+        assert info["state"] not in ("creating", "running"), info
+
+    deadline = time.monotonic() + 10
+    found = _leftovers(server, ids)
+    while found and time.monotonic() < deadline:
+        time.sleep(0.25)
+        found = _leftovers(server, ids)
+    assert found == {}, found
+
+
+def test_server_fds_do_not_leak(server, api):
+    """After everything is terminated the server holds few file descriptors: sockets to
+    agents, pipes of runsc calls and log files were all closed."""
+    assert api.get("/v1/sandboxes").json()["sandboxes"] == []
+    fds = os.listdir(f"/proc/{server.proc.pid}/fd")
+    assert len(fds) < 100, len(fds)
+    targets = []
+    for fd in fds:
+        try:
+            targets.append(os.readlink(f"/proc/{server.proc.pid}/fd/{fd}"))
+        except OSError:
+            pass
+    logs = [t for t in targets if t.startswith(os.path.join(server.home, "logs"))]
+    assert logs == [], logs
+
+
+def test_server_log_clean(server):
+    log = server.tail(5_000_000)
+    assert "unhandled error" not in log
+    assert "monitor: checking" not in log
+    assert "collector failed" not in log
