@@ -152,7 +152,11 @@ class _AsyncSandbox:
             raise E.InvalidRequestError("bufsize must be -1 (chunks) or 1 (lines)")
         req: dict[str, Any] = {"type": "start", "argv": argv, "workdir": workdir,
                                "env": merge_env(env, secrets) or None, "timeout_s": timeout,
-                               "pty": bool(pty)}
+                               "pty": bool(pty or pty_info)}
+        if pty_info is not None:  # Modal's PTYInfo (winsz_rows/cols), or a dict rows/cols
+            get = pty_info.get if isinstance(pty_info, dict) else (lambda k: getattr(pty_info, k, None))
+            req["rows"] = get("rows") or get("winsz_rows") or 24
+            req["cols"] = get("cols") or get("winsz_cols") or 80
         return await _AsyncContainerProcess._start(self._client, self.object_id, req,
                                                    text=text, bufsize=bufsize)
 

@@ -205,6 +205,16 @@ def test_exec_sigterm_stops_command(env, sid):
     assert b"Traceback" not in err
 
 
+def test_exec_ctrl_c_interrupts_command(env, sid):
+    p = _popen(env, "sandbox", "exec", sid, "--", "sh", "-c", "echo ready; sleep 120")
+    assert p.stdout.readline() == b"ready\n"
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)  # forwarded to the command as SIGINT
+    _, err = p.communicate(timeout=30)
+    assert time.monotonic() - t0 < 2.5, "a single Ctrl-C must reach the command (no SIGKILL grace)"
+    assert p.returncode == 130, err
+
+
 def test_exec_broken_pipe(env, sid):
     p = _popen(env, "sandbox", "exec", sid, "--", "yes")
     assert p.stdout.read(100) == b"y\n" * 50

@@ -342,7 +342,7 @@ def _exec_loop(conn, proc):
                         sel.unregister(conn.sock)
                         proc.signal(signal.SIGKILL)
                     elif ftype == IN and stdin_state == "open":
-                        pending += payload
+                        pending += _tty_signals(proc, payload) if proc.pty else payload
                     elif ftype == EOF and stdin_state == "open":
                         if proc.pty:
                             pending += b"\x04"
@@ -383,6 +383,57 @@ def _exec_loop(conn, proc):
             threading.Thread(target=_drain, args=(list(outs),), daemon=True).start()
         if stdin_state != "closed":
             _close_quiet(proc.stdin_fd)
+
+
+def _tty_signals(proc, data):
+    """This runsc's pty never turns ^C/^\\/^Z into signals: do what the line discipline
+    would, sending them to the terminal's foreground process group."""
+    import termios
+
+    try:
+        attrs = termios.tcgetattr(proc.stdin_fd)
+    except (OSError, termios.error):
+        return data
+    if not attrs[3] & termios.ISIG:
+        return data
+    cc = attrs[6]
+    keys = {}
+    for idx, signum in ((termios.VINTR, signal.SIGINT), (termios.VQUIT, signal.SIGQUIT),
+                        (termios.VSUSP, signal.SIGTSTP)):
+        key = cc[idx]
+        key = key if isinstance(key, bytes) else bytes([key])
+        if key != b"\x00":
+            keys[key[0]] = signum
+    if not any(b in keys for b in data):
+        return data
+    out = bytearray()
+    for b in data:
+        if b in keys:
+            _signal_session(proc.pid, keys[b])
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+def _signal_session(sid, signum):
+    """Signal every process group of a session. (tcgetpgrp is wrong under this gVisor, so
+    the foreground group is unknown; interactive shells ignore SIGINT, so signalling every
+    group reaches the foreground job the way a terminal would.)"""
+    groups = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if len(fields) > 3 and fields[3] == str(sid):
+                groups.add(int(fields[2]))
+    for pgid in groups or (sid,):
+        try:
+            os.killpg(pgid, signum)
+        except OSError:
+            pass
 
 
 def _recv_ctl(sock):
