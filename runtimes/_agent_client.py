@@ -1,7 +1,7 @@
 """Host side of the in-sandbox agent's control channel (runtimes layer).
 
-One Unix-socket connection per request, frames as defined in agent/sbx_agent.py (which is
-stdlib-only, so importing its constants here keeps one definition of the wire format).
+One Unix-socket connection per request, frames as defined in agent/sbxagent/proto.py (which
+is stdlib-only, so importing it here keeps one definition of the wire format).
 Must not import the server.
 """
 
@@ -14,7 +14,7 @@ import os
 from typing import AsyncIterator
 
 from ._base import ExecSpec, ExecStream, ExitFrame
-from .agent import sbx_agent as proto
+from .agent.sbxagent import proto
 
 log = logging.getLogger("sbx.runtime.agent")
 

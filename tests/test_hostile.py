@@ -207,7 +207,7 @@ def test_proc_shows_sandbox_not_host(sandbox):
     lines = out.splitlines()
     init_cmd, nprocs, hostname = lines[0], int(lines[1]), lines[2]
     mounts = "\n".join(lines[3:])
-    assert "sbx_agent" in init_cmd
+    assert "sbxagent" in init_cmd
     assert "/.sbx/" in init_cmd
     with open("/proc/1/cmdline", "rb") as f:
         host_init = f.read().split(b"\0")[0].decode()
@@ -296,13 +296,12 @@ print("\n".join(res))
 
 
 def test_agent_code_is_read_only(server, sandbox):
-    p = sandbox.exec("sh", "-c", "echo 'import os' >> /.sbx/agent/sbx_agent.py")
+    p = sandbox.exec("sh", "-c", "echo 'import os' >> /.sbx/agent/sbxagent/proto.py")
     p.stderr.read()
     assert p.wait() != 0
-    import runtimes.agent.sbx_agent as agent_mod
-
-    with open(agent_mod.__file__) as f:
-        assert "echo" not in f.read()[-200:]
+    installed = os.path.join(server.home, "runtime", "agent", "sbxagent", "proto.py")
+    with open(installed) as f:
+        assert "import os\n" not in f.read()[-50:]
 
 
 def test_agent_socket_is_not_hijackable_by_replacing(server):

@@ -21,7 +21,7 @@ from .._base import ContainerSpec
 AGENT_MOUNT = "/.sbx/agent"
 RUN_MOUNT = "/.sbx/run"
 AGENT_SOCKET = RUN_MOUNT + "/agent.sock"
-AGENT_BOOT = f"import sys; sys.path.insert(0, {AGENT_MOUNT!r}); import sbx_agent; sbx_agent.main()"
+AGENT_BOOT = f"import sys; sys.path.insert(0, {AGENT_MOUNT!r}); import sbxagent; sbxagent.main()"
 
 # Docker's default set minus what a sandbox never needs. Root inside gVisor is not host
 # root; these only matter against the gVisor kernel itself.
