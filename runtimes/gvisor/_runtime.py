@@ -93,6 +93,7 @@ class GVisorRuntime(Runtime):
         self.runsc: Runsc | None = None
         self.agent_dir = AGENT_DIR
         self.statx_shim: str | None = None
+        self._agent_known: dict[str, bool] = {}
         self._python: dict[str, str | None] = {}
 
     async def start(self) -> None:
@@ -138,11 +139,16 @@ class GVisorRuntime(Runtime):
         return None
 
     def _has_agent(self, cid: str) -> bool:
-        try:
-            with open(os.path.join(self._dir(cid), "meta.json")) as f:
-                return bool(json.load(f).get("agent"))
-        except (OSError, ValueError):
-            return os.path.exists(self._socket(cid))
+        """Whether PID 1 is the agent (read once from meta.json, which survives restarts)."""
+        known = self._agent_known.get(cid)
+        if known is None:
+            try:
+                with open(os.path.join(self._dir(cid), "meta.json")) as f:
+                    known = bool(json.load(f).get("agent"))
+            except (OSError, ValueError):
+                return os.path.exists(self._socket(cid))
+            self._agent_known[cid] = known
+        return known
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def create(self, spec: ContainerSpec) -> None:
@@ -160,6 +166,7 @@ class GVisorRuntime(Runtime):
             json.dump(config, f)
         with open(os.path.join(base, "meta.json"), "w") as f:
             json.dump({"agent": bool(python), "created": time.time()}, f)
+        self._agent_known[cid] = bool(python)
         try:
             await self.runsc.call("run", "--detach", "--bundle", os.path.join(base, "bundle"),
                                   cid, timeout=BOOT_TIMEOUT_S,
@@ -210,6 +217,7 @@ class GVisorRuntime(Runtime):
         self.runsc.remove_state(cid)
         self._reap()
         shutil.rmtree(self._dir(cid), ignore_errors=True)
+        self._agent_known.pop(cid, None)
         return ContainerStatus(running=False, oom_killed=oom)
 
     def _reap(self) -> None:
