@@ -9,7 +9,7 @@ The package namespace is the public API (pinned by a test); every module is priv
 package never imports the server or FastAPI: it reaches the service over HTTP/WebSocket.
 """
 
-from ._app import App
+from ._app import App, enable_output
 from ._errors import (AuthenticationError, ConflictError, ExecTimeoutError, ImageBuildError,
                       InvalidRequestError, NotFoundError, PayloadTooLargeError,
                       PermissionDeniedError, QuotaExceededError, RuntimeUnavailableError,
@@ -30,5 +30,5 @@ __all__ = [
     "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
     "SandboxFile", "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
     "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
-    "__version__",
+    "__version__", "enable_output",
 ]

@@ -13,7 +13,7 @@ EXPECTED = {
     "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
     "SandboxFile", "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
     "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
-    "__version__",
+    "__version__", "enable_output",
 }
 
 

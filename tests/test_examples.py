@@ -1,0 +1,23 @@
+"""The examples run unchanged against a real server, as a user would run them."""
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_modal_style_example(server):
+    env = server.env()
+    env["SBX_TOKEN"] = server.token
+    r = subprocess.run([sys.executable, os.path.join(REPO, "examples", "modal_sandbox.py")],
+                       env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "hello from linux\n" in out
+    assert "stderr: oops\n" in out
+    assert "exit code: 0\n" in out
+    assert "written through sb.open\n" in out
+    assert out.count("streamed: tick") == 3
+    assert "returncode after terminate: 137\n" in out
+    assert "main command printed: 45\n" in out
