@@ -89,6 +89,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def exec(self, container_id: str, spec: ExecSpec) -> ExecStream: ...
 
+    async def set_env(self, container_id: str, env: dict[str, str]) -> None:
+        """Add to the environment every later command in the container inherits (used to
+        hand a pre-booted container to its caller)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def start_main(self, container_id: str, spec: ExecSpec) -> None:
         """Start the container's main command; it survives a restart of the server."""

@@ -258,6 +258,10 @@ class GVisorRuntime(Runtime):
             return await self._agent(cid).exec(spec)
         return await RunscExec.start(self.runsc, cid, spec)
 
+    async def set_env(self, cid: str, env: dict[str, str]) -> None:
+        if env:
+            await self._require_agent(cid, "a pre-booted sandbox").call({"op": "setenv", "env": env})
+
     async def start_main(self, cid: str, spec: ExecSpec) -> None:
         await self._require_agent(cid, "a main command").main_start(spec)
 

@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         manager = SandboxManager(runtime=runtime, store=store, images=images,
                                  home=settings.home, policy=settings.policy,
                                  monitor_interval_s=settings.monitor_interval_s,
-                                 collector_interval_s=settings.collector_interval_s)
+                                 collector_interval_s=settings.collector_interval_s,
+                                 warm_pool=settings.warm_pool)
         await manager.start()
         app.state.manager = manager
         app.state.runtime = runtime

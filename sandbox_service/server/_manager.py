@@ -24,6 +24,7 @@ from .. import _errors as E
 from .._ids import is_id, new_id
 from .._wire import ExecRequest, SandboxCreate
 from ._agent_errors import map_agent_error
+from ._pool import WarmPool
 from ._store import Store
 
 log = logging.getLogger("sbx.server.sandboxes")
@@ -50,7 +51,7 @@ class _Live:
 class SandboxManager:
     def __init__(self, *, runtime: Runtime, store: Store, images: Any, home: str,
                  policy: ResourcePolicy | None = None, monitor_interval_s: float = 0.5,
-                 collector_interval_s: float = 30.0):
+                 collector_interval_s: float = 30.0, warm_pool: int = 0):
         self.runtime = runtime
         self.store = store
         self.images = images
@@ -61,6 +62,16 @@ class SandboxManager:
         self.collector_interval_s = collector_interval_s
         self._live: dict[str, _Live] = {}
         self._tasks: list[asyncio.Task] = []
+        self._pool = WarmPool(runtime, warm_pool, self._container_spec) if warm_pool > 0 else None
+
+    def _container_spec(self, cid: str, image: Any, env: dict[str, str] | None = None,
+                        memory_mib: int | None = None, cpu: float | None = None) -> ContainerSpec:
+        return ContainerSpec(container_id=cid, rootfs=image.rootfs, env=dict(env or {}),
+                             memory_mib=memory_mib or self.policy.default_memory_mib, cpu=cpu,
+                             nproc=self.policy.nproc, nofile=self.policy.nofile)
+
+    def _known(self) -> set[str]:
+        return set(self._live) | (self._pool.ids() if self._pool else set())
 
     # ---- service lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -73,9 +84,12 @@ class SandboxManager:
         """Build (or unpack) the base image at startup, with progress in the server log, so
         the first `create` does not pay for it."""
         try:
-            await self._resolve_image("debian_slim")
+            image = await self._resolve_image("debian_slim")
         except E.SandboxError as e:
             log.error("%s", e.message)
+            return
+        if self._pool:
+            self._pool.refill(image)
 
     async def stop(self) -> None:
         """Stop background work. Running sandboxes keep running for the next server."""
@@ -85,6 +99,8 @@ class SandboxManager:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
+        if self._pool:
+            await self._pool.close()
 
     async def _recover(self) -> None:
         for rec in await self.store.list_sandboxes(states=LIVE_STATES, limit=100_000):
@@ -100,7 +116,7 @@ class SandboxManager:
                       else "it stopped while the server was down")
             self._mark_finished(rec, "oom" if st.oom_killed else "lost", 137, reason)
             await self.store.put_sandbox(rec)
-        await self.runtime.collect(set(self._live))
+        await self.runtime.collect(self._known())
 
     async def _monitor_loop(self) -> None:
         while True:
@@ -129,7 +145,7 @@ class SandboxManager:
         while True:
             await asyncio.sleep(self.collector_interval_s)
             try:
-                await self.runtime.collect(set(self._live))
+                await self.runtime.collect(self._known())
             except Exception:
                 log.exception("collector failed")
 
@@ -155,7 +171,10 @@ class SandboxManager:
             raise E.ConflictError(f"a running sandbox is already named {req.name!r}: pick "
                                   "another name or terminate it first")
         image = await self._resolve_image(req.image)
-        cid = new_id("sandbox")
+        pooled = None
+        if self._pool and req.memory_mib in (None, self.policy.default_memory_mib) and req.cpu is None:
+            pooled = self._pool.take(image)  # no await before _live holds it (collector)
+        cid = pooled or new_id("sandbox")
         now = time.time()
         rec: dict[str, Any] = {
             "sandbox_id": cid, "name": req.name, "state": "creating", "image": req.image,
@@ -168,9 +187,16 @@ class SandboxManager:
         live = self._live[cid] = _Live(rec)
         await self.store.put_sandbox(rec)
         try:
-            await self.runtime.create(ContainerSpec(
-                container_id=cid, rootfs=image.rootfs, env=dict(req.env), memory_mib=memory,
-                cpu=cpu, nproc=self.policy.nproc, nofile=self.policy.nofile))
+            spec = self._container_spec(cid, image, req.env, memory, cpu)
+            if pooled:
+                try:
+                    await self.runtime.set_env(cid, dict(req.env))
+                except (AgentError, AgentUnavailable) as e:  # died in the pool: boot cold
+                    log.warning("warm pool: sandbox %s unusable (%s); booting cold", cid, e)
+                    await self.runtime.destroy(cid)
+                    await self.runtime.create(spec)
+            else:
+                await self.runtime.create(spec)
             if req.workdir:
                 try:
                     await self.runtime.file_op(cid, "mkdir", req.workdir, parents=True)

@@ -21,6 +21,7 @@ class Settings:
     monitor_interval_s: float = 0.5
     collector_interval_s: float = 30.0
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
+    warm_pool: int = 2  # pre-booted default sandboxes; 0 turns the pool off
     policy: ResourcePolicy = dataclasses.field(default_factory=ResourcePolicy)
 
     @classmethod
@@ -29,6 +30,8 @@ class Settings:
         kwargs: dict = {}
         if env.get("SBX_RUNSC"):
             kwargs["runsc_binary"] = env["SBX_RUNSC"]
+        if env.get("SBX_WARM_POOL"):
+            kwargs["warm_pool"] = int(env["SBX_WARM_POOL"])
         if env.get("SBX_MAX_SANDBOXES"):
             kwargs["policy"] = ResourcePolicy(max_sandboxes=int(env["SBX_MAX_SANDBOXES"]))
         kwargs.update({k: v for k, v in overrides.items() if v is not None})

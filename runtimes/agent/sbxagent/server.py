@@ -33,6 +33,12 @@ def handle(sock):
         op = req.get("op")
         if op == "ping":
             conn.send_json(RESP, {"ok": True, "pid": os.getpid(), "agent": 1})
+        elif op == "setenv":  # a pre-booted sandbox handed to its caller: its env
+            env = req.get("env") or {}
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+                raise ValueError("env must map str to str")
+            os.environ.update(env)
+            conn.send_json(RESP, {"ok": True})
         elif op == "exec":
             handle_exec(conn, req)
         elif op in ("main_start", "main_attach"):
