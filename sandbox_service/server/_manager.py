@@ -160,17 +160,18 @@ class SandboxManager:
             cpu = self.policy.cpu(req.cpu)
         except ValueError as e:
             raise E.InvalidRequestError(str(e)) from None
+        if req.app_id is not None and await self.store.get_app(req.app_id) is None:
+            raise E.NotFoundError(f"app {req.app_id} does not exist: use App.lookup(name, "
+                                  "create_if_missing=True)")
+        image = await self._resolve_image(req.image)
+        # checked after the last await before the sandbox is registered: no race
         if len(self._live) >= self.policy.max_sandboxes:
             raise E.QuotaExceededError(
                 f"{len(self._live)} sandboxes are running, the limit is "
                 f"{self.policy.max_sandboxes}: terminate some and retry")
-        if req.app_id is not None and await self.store.get_app(req.app_id) is None:
-            raise E.NotFoundError(f"app {req.app_id} does not exist: use App.lookup(name, "
-                                  "create_if_missing=True)")
         if req.name is not None and any(lv.rec.get("name") == req.name for lv in self._live.values()):
             raise E.ConflictError(f"a running sandbox is already named {req.name!r}: pick "
                                   "another name or terminate it first")
-        image = await self._resolve_image(req.image)
         pooled = None
         if self._pool and req.memory_mib in (None, self.policy.default_memory_mib) and req.cpu is None:
             pooled = self._pool.take(image)  # no await before _live holds it (collector)
@@ -185,6 +186,7 @@ class SandboxManager:
             "has_command": bool(req.command), "workdir": req.workdir,
         }
         live = self._live[cid] = _Live(rec)
+        stage = ""
         await self.store.put_sandbox(rec)
         try:
             spec = self._container_spec(cid, image, req.env, memory, cpu)
@@ -197,11 +199,10 @@ class SandboxManager:
                     await self.runtime.create(spec)
             else:
                 await self.runtime.create(spec)
+            stage = "could not create the workdir: "
             if req.workdir:
-                try:
-                    await self.runtime.file_op(cid, "mkdir", req.workdir, parents=True)
-                except AgentError as e:
-                    raise AgentError(e.code, f"could not create workdir {req.workdir}: {e.message}") from None
+                await self.runtime.file_op(cid, "mkdir", req.workdir, parents=True)
+            stage = "could not start the sandbox's command: "
             if req.command:
                 await self.runtime.start_main(cid, ExecSpec(argv=list(req.command), cwd=req.workdir))
         except BaseException as e:
@@ -210,8 +211,7 @@ class SandboxManager:
             self._mark_finished(rec, "failed", None, f"boot failed: {e}")
             await self.store.put_sandbox(rec)
             if isinstance(e, AgentError):
-                what = "" if "workdir" in e.message else "could not start the sandbox's command: "
-                raise E.InvalidRequestError(f"{what}{e.message}") from None
+                raise E.InvalidRequestError(f"{stage}{e.message}") from None
             if isinstance(e, Exception):
                 raise E.RuntimeUnavailableError(
                     f"the sandbox failed to boot: {e}. Run `sbx doctor` to check the host") from None
