@@ -3,7 +3,7 @@
 # iproute2, procps, and gcc (builds a 1 KB compatibility shim for old runsc). Installs only
 # what is missing; needs root.
 set -euo pipefail
-pkgs=(runsc debootstrap iproute2 procps ca-certificates gcc libc6-dev)
+pkgs=(runsc debootstrap iproute2 procps ca-certificates gcc libc6-dev make)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
