@@ -12,6 +12,7 @@ import time
 import pytest
 
 import sandbox_service as sbx
+from runtimes.gvisor._procs import _stat
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,16 +28,6 @@ def _session_ids(api) -> set[str]:
     r = api.get("/v1/sandboxes", params={"all": "true", "limit": 10000})
     assert r.status_code == 200
     return {s["sandbox_id"] for s in r.json()["sandboxes"]}
-
-
-def _proc_stat(pid: str) -> tuple[str, int] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data[data.rfind(")") + 2:].split()
-    return rest[0], int(rest[1])
 
 
 def _cmdline(pid: str) -> str:
@@ -79,7 +70,7 @@ def _leftovers(server, ids: set[str]) -> dict[str, list[str]]:
     zombies = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
-            st = _proc_stat(pid)
+            st = _stat(int(pid))
             if st and st[1] == server.proc.pid and st[0] == "Z":
                 zombies.append(pid)
     if zombies:
