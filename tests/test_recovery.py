@@ -234,3 +234,20 @@ def test_server_serves_after_restarts(server):
         assert p.wait() == 0
     finally:
         sb.terminate()
+
+
+def test_second_server_on_same_home_refuses(server):
+    """Two servers on one SBX_HOME would reap each other's sandboxes: the second refuses."""
+    from conftest import Server
+
+    other = Server(server.home)
+    other.log_path = os.path.join(server.home, "second-server.log")
+    with pytest.raises(RuntimeError) as info:
+        other.start()
+    assert "already using" in str(info.value)
+    # the first one is unharmed
+    sb = sbx.Sandbox.create(timeout=60)
+    try:
+        assert sb.exec("true").wait() == 0
+    finally:
+        sb.terminate()

@@ -43,10 +43,26 @@ def bearer_token(headers: Any) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def _lock_home(home: str) -> int:
+    """One server per SBX_HOME: a second one would reap the first one's sandboxes as
+    strays. The flock dies with the process, so a crashed server never blocks a restart."""
+    import fcntl
+
+    fd = os.open(os.path.join(home, "server.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise E.ConflictError(f"another `sbx serve` is already using {home}: stop it, or set "
+                              "SBX_HOME to another directory for a second server") from None
+    return fd
+
+
 def create_app(settings: Settings | None = None, *, runtime=None, store: Store | None = None,
                images=None) -> FastAPI:
     settings = settings or Settings.from_env()
     os.makedirs(settings.home, mode=0o700, exist_ok=True)
+    home_lock = _lock_home(settings.home)
     token = settings.token or ensure_admin_token(settings.home)
 
     @contextlib.asynccontextmanager
@@ -80,6 +96,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
             await manager.stop()
             await store.close()
             await runtime.close()
+            os.close(home_lock)
 
     app = FastAPI(title="sandbox-service", version=__version__, lifespan=lifespan,
                   description="gVisor sandboxes for agents and the functions they call.")
