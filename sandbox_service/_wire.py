@@ -23,8 +23,6 @@ MAX_ARGV_BYTES = 256 * 1024
 MAX_ENV_BYTES = 256 * 1024
 MAX_TIMEOUT_S = 24 * 3600
 STREAM_STDIN, STREAM_STDOUT, STREAM_STDERR = 0, 1, 2
-SANDBOX_STATES = ("creating", "running", "exited", "terminated", "timeout", "idle_timeout",
-                  "oom", "failed", "lost")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:/=-]{1,128}$")
 
@@ -59,7 +57,7 @@ def _check_argv(argv: list[str] | None) -> list[str] | None:
     return argv
 
 
-def _check_abs_path(p: str | None) -> str | None:
+def check_abs_path(p: str | None) -> str | None:
     if p is not None and (not p.startswith("/") or "\x00" in p or len(p) > 4096):
         raise ValueError("must be an absolute path (starting with /) without NUL bytes")
     return p
@@ -83,7 +81,7 @@ class SandboxCreate(_Model):
 
     _v_env = field_validator("env")(lambda cls, v: _check_env(v))
     _v_argv = field_validator("command")(lambda cls, v: _check_argv(v))
-    _v_workdir = field_validator("workdir")(lambda cls, v: _check_abs_path(v))
+    _v_workdir = field_validator("workdir")(lambda cls, v: check_abs_path(v))
 
     @field_validator("tags")
     @classmethod
@@ -134,7 +132,7 @@ class ExecRequest(_Model):
 
     _v_env = field_validator("env")(lambda cls, v: _check_env(v))
     _v_argv = field_validator("argv")(lambda cls, v: _check_argv(v))
-    _v_workdir = field_validator("workdir")(lambda cls, v: _check_abs_path(v))
+    _v_workdir = field_validator("workdir")(lambda cls, v: check_abs_path(v))
 
 
 class ExitStatus(_Model):
@@ -171,7 +169,7 @@ class FileList(_Model):
 class MkdirRequest(_Model):
     path: str
     parents: bool = True
-    _v_path = field_validator("path")(lambda cls, v: _check_abs_path(v))
+    _v_path = field_validator("path")(lambda cls, v: check_abs_path(v))
 
 
 class AppLookup(_Model):

@@ -32,5 +32,4 @@ def map_agent_error(e: AgentError, path: str | None = None) -> E.SandboxError:
     cls = _TABLE.get(e.code, E.SandboxFileError)
     hint = _HINTS.get(e.code)
     where = f"{path}: " if path else ""
-    exc = cls(f"{where}{hint}" if hint else f"{where}{e.message}", details={"agent_code": e.code})
-    return exc
+    return cls(f"{where}{hint or e.message}", details={"agent_code": e.code})

@@ -18,7 +18,8 @@ from .. import _errors as E
 from .._ids import new_id
 from .._version import __version__
 from .._wire import (AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList, ImageInfo,
-                     ImageList, MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, ServerInfo)
+                     ImageList, MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, ServerInfo,
+                     check_abs_path)
 from ._manager import SandboxManager
 
 router = APIRouter()
@@ -33,9 +34,11 @@ def _info(rec: dict) -> SandboxInfo:
 
 
 def _abs_path(path: str) -> str:
-    if not path.startswith("/") or "\x00" in path or len(path) > 4096:
-        raise E.InvalidRequestError(f"path {path!r} must be absolute (start with /)")
-    return path
+    """The wire models' path rule, as a typed error for query parameters."""
+    try:
+        return check_abs_path(path)
+    except ValueError as e:
+        raise E.InvalidRequestError(f"path {path!r} {e}") from None
 
 
 @router.get("/health", include_in_schema=False)
