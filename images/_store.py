@@ -76,10 +76,12 @@ class ImageStore:
 
     # -- building ------------------------------------------------------------------------
 
-    async def ensure_base(self, progress: Progress | None = None) -> BuiltImage:
-        """The base image (debian_slim), built once if it is not on disk yet."""
+    async def ensure_base(self, progress: Progress | None = None, *,
+                          suite: str | None = None) -> BuiltImage:
+        """The base image (debian_slim of `suite`, by default the store's), built once if it
+        is not on disk yet."""
         emit = _emitter(progress)
-        recipe = base_recipe(self.suite)
+        recipe = base_recipe(suite or self.suite)
         digest = recipe_digest(recipe)
         image_id = image_id_for(digest)
         image = self.get(image_id)
@@ -130,7 +132,7 @@ class ImageStore:
                 emit(f"base image {BASE_IMAGE_NAME} restored from cache {cache}")
                 mirror, source = cached.get("mirror"), "cache"
             else:
-                mirror, source = resolve_mirror(self._mirror, self.suite), "debootstrap"
+                mirror, source = resolve_mirror(self._mirror, recipe["suite"]), "debootstrap"
                 emit(f"building base image {BASE_IMAGE_NAME} (debootstrap {recipe['suite']}, "
                      f"~1 min, once)...")
                 await run_debootstrap(recipe, rootfs, mirror, emit)

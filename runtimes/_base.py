@@ -23,6 +23,14 @@ class ContainerSpec:
     cpu: float | None = None
     nproc: int = 512
     nofile: int = 4096
+    # The rootfs is this container's own directory (an image build's overlay mount):
+    # writes land in it instead of a private in-memory overlay.
+    writable_rootfs: bool = False
+    # Network egress through a per-container namespace and the host's policy rules;
+    # False means no interface but loopback.
+    egress: bool = False
+    # Extra read-only bind mounts: (host path, path inside the container).
+    mounts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass
@@ -130,6 +138,11 @@ class Runtime(abc.ABC):
 
     async def stats(self, container_id: str) -> dict:
         return {}
+
+    async def export_changes(self, container_id: str, base_rootfs: str, dest_dir: str):
+        """Write what the container changed relative to `base_rootfs` into `dest_dir` (a
+        layer diff) and return a `runtimes._export.ExportResult` (deleted paths, counts)."""
+        raise NotImplementedError(f"{self.name} cannot snapshot a container's file system")
 
     async def close(self) -> None:
         return None

@@ -57,6 +57,12 @@ class App(Wrapped, impl=_AsyncApp):
 
 @contextlib.contextmanager
 def enable_output(show_progress: bool = True) -> Iterator[None]:
-    """Modal's `with modal.enable_output():`. Output already streams to the caller's readers
-    here, so this only keeps Modal programs running unchanged."""
-    yield
+    """Modal's `with modal.enable_output():`: image build logs are printed to stderr inside
+    it (a sandbox's own output always streams to its readers)."""
+    from ._image import _OUTPUT
+
+    _OUTPUT["on"] += 1
+    try:
+        yield
+    finally:
+        _OUTPUT["on"] -= 1

@@ -67,9 +67,10 @@ class _Client:
             return resp.json()
         return resp.content
 
-    async def stream(self, method: str, path: str, *, params: Any = None) -> AsyncIterator[bytes]:
+    async def stream(self, method: str, path: str, *, params: Any = None,
+                     json_body: Any = None) -> AsyncIterator[bytes]:
         try:
-            async with self._http.stream(method, path, params=params) as resp:
+            async with self._http.stream(method, path, params=params, json=json_body) as resp:
                 await self._raise_for(resp)
                 async for chunk in resp.aiter_bytes():
                     yield chunk

@@ -116,7 +116,7 @@ class RuntimeUnavailableError(SandboxError):
 class ImageBuildError(SandboxError):
     """An image could not be built."""
 
-    code, http_status = "image_build_failed", 503
+    code, http_status = "image_build_failed", 400
 
 
 class ServerUnreachableError(SandboxError, ConnectionError):

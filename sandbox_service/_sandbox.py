@@ -67,7 +67,7 @@ class _AsyncSandbox:
         client = client or default_client()
         app_id = await _AsyncApp._resolve_id(app, client)
         body: dict[str, Any] = {
-            "image": (image or Image.debian_slim())._ref(),
+            "image": await (image or Image.debian_slim())._resolve(client),
             "command": _check_args(args, "Sandbox.create") or None,
             "timeout_s": timeout, "idle_timeout_s": idle_timeout, "workdir": workdir,
             "env": merge_env(env, secrets), "cpu": cpu, "memory_mib": memory,
@@ -174,6 +174,13 @@ class _AsyncSandbox:
 
     async def rm(self, path: str, recursive: bool = False) -> None:
         await self.filesystem.remove(path, recursive=recursive)
+
+    async def snapshot_filesystem(self, timeout: float = 600) -> Image:
+        """A new Image holding everything this sandbox wrote, on top of the image it booted
+        from; new sandboxes can boot from it. The sandbox keeps running."""
+        data = await self._client.request("POST", f"/v1/sandboxes/{self.object_id}/snapshot",
+                                          timeout=timeout)
+        return Image.from_id(data["image_id"])
 
     async def terminate(self) -> None:
         """Stop the sandbox now and destroy everything it had (single use)."""

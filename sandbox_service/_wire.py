@@ -183,18 +183,6 @@ class AppInfo(_Model):
     created_at: float
 
 
-class ImageInfo(_Model):
-    image_id: str
-    name: str | None = None
-    digest: str
-    size_bytes: int
-    python: str | None = None
-
-
-class ImageList(_Model):
-    images: list[ImageInfo]
-
-
 class ServerInfo(_Model):
     version: str
     runtime: str

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages the service needs: runsc (gVisor), debootstrap (base image),
-# iproute2, procps, and gcc (builds a 1 KB compatibility shim for old runsc). Installs only
-# what is missing; needs root.
+# iproute2 + nftables (egress for image builds), skopeo + umoci (registry pulls), procps,
+# and gcc (builds a 1 KB compatibility shim for old runsc). The tests also need
+# docker-registry, apache2-utils (htpasswd) and openssl (a real registry on loopback) and
+# busybox-static (a tiny image to push). Installs only what is missing; needs root.
 set -euo pipefail
-pkgs=(runsc debootstrap iproute2 procps ca-certificates gcc libc6-dev make)
+pkgs=(runsc debootstrap iproute2 nftables skopeo umoci procps ca-certificates gcc libc6-dev make
+      docker-registry apache2-utils openssl busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -20,6 +20,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("SBX_IMAGE_CACHE", "/var/cache/sandbox-service/images")
+# the registry tests run a real registry on a loopback port
+os.environ.setdefault("SBX_PRIVATE_REGISTRIES", "127.0.0.1:*")
 
 
 def free_port() -> int:

@@ -51,7 +51,7 @@ async def test_spec_is_hardened(runtime, base_rootfs):
     try:
         with open(os.path.join(runtime.state_dir, "sandboxes", cid, "bundle", "config.json")) as f:
             spec = json.load(f)
-        assert "--overlay2=root:memory" in runtime.runsc.global_flags
+        assert "--overlay2=root:memory" in runtime.runsc.argv("run", cid=cid)
         assert spec["process"]["noNewPrivileges"] is True
         assert "CAP_SYS_ADMIN" not in spec["process"]["capabilities"]["bounding"]
         assert spec["linux"]["resources"]["memory"]["limit"] == 256 * 2**20

@@ -39,7 +39,7 @@ class RunscExec(ExecStream):
         for k, v in (spec.env or {}).items():
             args += ["--env", f"{k}={v}"]
         proc = await asyncio.create_subprocess_exec(
-            *runsc.argv(*args, cid, *spec.argv), stdin=asyncio.subprocess.PIPE,
+            *runsc.argv(*args, cid, *spec.argv, cid=cid), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True)
         return cls(runsc, cid, proc, pidfile, spec.timeout_s)
@@ -109,7 +109,7 @@ class RunscExec(ExecStream):
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             return
-        await self._runsc.call("kill", "--pid", str(pid), self._cid, str(int(signum)),
+        await self._runsc.call("kill", "--pid", str(pid), self._cid, str(int(signum)), cid=self._cid,
                                timeout=10, check=False)
 
     async def resize(self, rows: int, cols: int) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import time
+from typing import Callable
 
 log = logging.getLogger("sbx.runtime.runsc")
 
@@ -76,25 +77,50 @@ async def detect_features(binary: str) -> Features:
     return Features(version=version, flags=flags)
 
 
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """How one container was started: its own runsc flags, and the network namespace every
+    runsc command for it must run in (runsc's control socket is scoped to it)."""
+
+    flags: tuple[str, ...] = ("--network=none", "--overlay2=root:memory")
+    netns: str | None = None
+
+
+# runsc refuses --network=sandbox in the root network namespace's view of /proc/sys/net
+# (fixed upstream in 2024): boot it in a private mount namespace with that directory covered.
+_NETNS_BOOT = 'mount -t tmpfs -o ro,size=4k none /proc/sys/net && exec "$@"'
+
+
 class Runsc:
     """Thin async wrapper over the runsc binary, bound to one --root."""
 
-    def __init__(self, binary: str, root: str, global_flags: list[str]):
+    def __init__(self, binary: str, root: str, global_flags: list[str],
+                 profile_of: Callable[[str], Profile | None] | None = None):
         self.binary = binary
         self.root = root
         self.global_flags = global_flags
+        self.profile_of = profile_of or (lambda cid: None)
         self.running: set[int] = set()  # pids of runsc CLI processes we are waiting on
         os.makedirs(root, mode=0o700, exist_ok=True)
 
-    def argv(self, *args: str) -> list[str]:
-        return [self.binary, "--root", self.root, *self.global_flags, *args]
+    def argv(self, *args: str, cid: str | None = None, boot: bool = False) -> list[str]:
+        prof = (self.profile_of(cid) if cid else None) or Profile()
+        argv = [self.binary, "--root", self.root, *self.global_flags, *prof.flags, *args]
+        if not prof.netns:
+            return argv
+        if boot:
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _NETNS_BOOT,
+                    "sh", *argv]
+        return ["nsenter", f"--net={prof.netns}", "--", *argv]
 
-    async def call(self, *args: str, timeout: float = 30.0, check: bool = True,
+    async def call(self, *args: str, cid: str | None = None, boot: bool = False,
+                   timeout: float = 30.0, check: bool = True,
                    log_path: str | None = None) -> tuple[int | None, str, str]:
-        """Run one runsc command. With `log_path`, stdout is /dev/null and stderr goes to
-        that file (O_APPEND): a detached sandbox inherits them, and a pipe would never
-        close (RUNSC.md)."""
-        argv = self.argv(*args)
+        """Run one runsc command (for container `cid`: with its flags and in its network
+        namespace). With `log_path`, stdout is /dev/null and stderr goes to that file
+        (O_APPEND): a detached sandbox inherits them, and a pipe would never close
+        (RUNSC.md)."""
+        argv = self.argv(*args, cid=cid, boot=boot)
         t0 = time.monotonic()
         err_f = open(log_path, "ab") if log_path else None
         try:

@@ -9,6 +9,7 @@ Must not import the server. Layout under `state_dir` (SBX_HOME/runtime):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,8 @@ from .._agent_client import AgentClient, AgentError, AgentUnavailable
 from .._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, Runtime
 from . import _cgroups, _procs
 from ._fallback import RunscExec
-from ._runsc import Features, Runsc, RunscError, detect_features, find_runsc
+from ._netns import EgressNetworks, NetworkSetupError
+from ._runsc import Features, Profile, Runsc, RunscError, detect_features, find_runsc
 from ._compat import build_statx_shim, is_glibc
 from ._spec import AGENT_MOUNT, build_spec
 
@@ -94,6 +96,8 @@ class GVisorRuntime(Runtime):
         self.agent_dir = AGENT_DIR
         self.statx_shim: str | None = None
         self._agent_known: dict[str, bool] = {}
+        self._profiles: dict[str, Profile] = {}
+        self.net = EgressNetworks(self.cgroup_parent[4:], self.state_dir)
         self._python: dict[str, str | None] = {}
 
     async def start(self) -> None:
@@ -103,9 +107,9 @@ class GVisorRuntime(Runtime):
             raise RuntimeUnavailable(
                 f"{self.features.version or 'this runsc'} lacks --host-uds; install a runsc "
                 "from 2022 or later")
-        flags = [f"--platform={self.platform}", "--network=none", "--overlay2=root:memory",
-                 "--host-uds=create", *self.extra_flags]
-        self.runsc = Runsc(self.binary, os.path.join(self.state_dir, "runsc"), flags)
+        flags = [f"--platform={self.platform}", "--host-uds=create", *self.extra_flags]
+        self.runsc = Runsc(self.binary, os.path.join(self.state_dir, "runsc"), flags,
+                           profile_of=self._profile)
         self.agent_dir = _install_agent(os.path.join(self.state_dir, "agent"))
         if self.features.statx_bug:
             self.statx_shim = await asyncio.to_thread(build_statx_shim, self.agent_dir)
@@ -138,17 +142,33 @@ class GVisorRuntime(Runtime):
             return f"{AGENT_MOUNT}/{self.statx_shim}"
         return None
 
+    def _meta(self, cid: str) -> dict | None:
+        try:
+            with open(os.path.join(self._dir(cid), "meta.json")) as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) else None
+
     def _has_agent(self, cid: str) -> bool:
         """Whether PID 1 is the agent (read once from meta.json, which survives restarts)."""
         known = self._agent_known.get(cid)
         if known is None:
-            try:
-                with open(os.path.join(self._dir(cid), "meta.json")) as f:
-                    known = bool(json.load(f).get("agent"))
-            except (OSError, ValueError):
+            meta = self._meta(cid)
+            if meta is None:
                 return os.path.exists(self._socket(cid))
-            self._agent_known[cid] = known
+            known = self._agent_known[cid] = bool(meta.get("agent"))
         return known
+
+    def _profile(self, cid: str) -> Profile | None:
+        """The runsc flags and netns a container was booted with (from meta.json)."""
+        prof = self._profiles.get(cid)
+        if prof is None:
+            meta = self._meta(cid) or {}
+            if "flags" not in meta:
+                return None
+            prof = self._profiles[cid] = Profile(tuple(meta["flags"]), meta.get("netns"))
+        return prof
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def create(self, spec: ContainerSpec) -> None:
@@ -158,24 +178,34 @@ class GVisorRuntime(Runtime):
         os.makedirs(os.path.join(base, "bundle"), mode=0o700)
         os.makedirs(os.path.join(base, "run"), mode=0o700)
         python = self._python_in(spec.rootfs)
-        config = build_spec(spec, rootfs=spec.rootfs, agent_dir=self.agent_dir,
-                            run_dir=os.path.join(base, "run"),
-                            cgroups_path=self._cgroup(cid), python=python,
-                            preload=self._preload(spec.rootfs))
-        with open(os.path.join(base, "bundle", "config.json"), "w") as f:
-            json.dump(config, f)
+        prof = Profile(("--network=sandbox" if spec.egress else "--network=none",
+                        "--overlay2=none" if spec.writable_rootfs else "--overlay2=root:memory"),
+                       self.net.ns_path(cid) if spec.egress else None)
         with open(os.path.join(base, "meta.json"), "w") as f:
-            json.dump({"agent": bool(python), "created": time.time()}, f)
+            json.dump({"agent": bool(python), "created": time.time(),
+                       "flags": list(prof.flags), "netns": prof.netns}, f)
         self._agent_known[cid] = bool(python)
+        self._profiles[cid] = prof
         try:
+            if spec.egress:
+                await self.net.create(cid)
+                spec = dataclasses.replace(
+                    spec, mounts=((self.net.resolv_conf(), "/etc/resolv.conf"), *spec.mounts))
+            config = build_spec(spec, rootfs=spec.rootfs, agent_dir=self.agent_dir,
+                                run_dir=os.path.join(base, "run"),
+                                cgroups_path=self._cgroup(cid), python=python,
+                                preload=self._preload(spec.rootfs), netns=prof.netns)
+            with open(os.path.join(base, "bundle", "config.json"), "w") as f:
+                json.dump(config, f)
             await self.runsc.call("run", "--detach", "--bundle", os.path.join(base, "bundle"),
-                                  cid, timeout=BOOT_TIMEOUT_S,
+                                  cid, cid=cid, boot=True, timeout=BOOT_TIMEOUT_S,
                                   log_path=os.path.join(base, "runsc.log"))
             if python:
                 await self._wait_agent(cid)
         except BaseException as e:
             await self.destroy(cid)
-            if isinstance(e, (RunscError, AgentUnavailable, asyncio.TimeoutError)):
+            if isinstance(e, (RunscError, AgentUnavailable, asyncio.TimeoutError,
+                              NetworkSetupError)):
                 raise BootError(f"sandbox {cid} failed to boot: {e}") from e
             raise
 
@@ -208,16 +238,19 @@ class GVisorRuntime(Runtime):
         oom = _cgroups.oom_killed(self._cgroup(cid))
         pids = self.runsc.pids_of(cid)
         if cid in self.runsc.known_ids():
-            await self.runsc.call("kill", cid, "KILL", timeout=10, check=False)
+            await self.runsc.call("kill", cid, "KILL", cid=cid, timeout=10, check=False)
             # reap the sandbox and gofer so delete finds them gone (no 1-2 s zombie wait)
             await _procs.kill_and_reap(pids)
-            await self.runsc.call("delete", "--force", cid, timeout=15, check=False)
+            await self.runsc.call("delete", "--force", cid, cid=cid, timeout=15, check=False)
         await _procs.kill_and_reap(pids)
         _cgroups.remove(self._cgroup(cid))
         self.runsc.remove_state(cid)
         self._reap()
+        if self.net.has(cid):
+            await self.net.destroy(cid)
         shutil.rmtree(self._dir(cid), ignore_errors=True)
         self._agent_known.pop(cid, None)
+        self._profiles.pop(cid, None)
         return ContainerStatus(running=False, oom_killed=oom)
 
     def _reap(self) -> None:
@@ -240,7 +273,8 @@ class GVisorRuntime(Runtime):
         """Reap containers, cgroups and directories of this runtime that `known` lacks."""
         assert self.runsc
         self._reap()
-        seen = self.runsc.known_ids() | _cgroups.children(self.cgroup_parent)
+        seen = (self.runsc.known_ids() | _cgroups.children(self.cgroup_parent)
+                | self.net.known())
         try:
             seen |= set(os.listdir(os.path.join(self.state_dir, "sandboxes")))
         except OSError:
@@ -284,14 +318,22 @@ class GVisorRuntime(Runtime):
     async def file_op(self, cid: str, op: str, path: str, **kwargs) -> dict:
         return await self._require_agent(cid).call({"op": op, "path": path, **kwargs})
 
+    async def export_changes(self, cid: str, base_rootfs: str, dest_dir: str):
+        from .._export import export_changes
+
+        agent = self._require_agent(cid, "a file-system snapshot")
+        return await export_changes(agent, base_rootfs, dest_dir)
+
     async def close(self) -> None:
         """Server shutdown: sandboxes keep running; only an empty cgroup parent goes."""
         self._reap()
         _cgroups.remove_parent(self.cgroup_parent)
+        await self.net.close()
 
     async def stats(self, cid: str) -> dict:
         assert self.runsc
-        rc, out, _ = await self.runsc.call("events", "--stats", cid, timeout=10, check=False)
+        rc, out, _ = await self.runsc.call("events", "--stats", cid, cid=cid, timeout=10,
+                                           check=False)
         if rc != 0:
             return {}
         try:

@@ -42,8 +42,8 @@ def pids_limit(nproc: int) -> int:
 
 
 def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str,
-               cgroups_path: str, python: str | None,
-               preload: str | None = None) -> dict[str, Any]:
+               cgroups_path: str, python: str | None, preload: str | None = None,
+               netns: str | None = None) -> dict[str, Any]:
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
     if preload:  # compatibility shim for this runsc (see _compat.py), from the agent dir
         env["LD_PRELOAD"] = preload
@@ -63,7 +63,8 @@ def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str
     linux: dict[str, Any] = {
         "cgroupsPath": cgroups_path,
         "resources": resources,
-        "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")],
+        "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+        + [{"type": "network", "path": netns} if netns else {"type": "network"}],
         "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
         "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
     }
@@ -83,7 +84,8 @@ def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str
             "noNewPrivileges": True,
         },
         # writable root: writes land in runsc's per-sandbox memory overlay (--overlay2=root:memory),
-        # never in the shared image directory (the gofer serves the lower layer read-only)
+        # never in the shared image directory (the gofer serves the lower layer read-only);
+        # with spec.writable_rootfs the rootfs is the container's own overlay mount instead
         "root": {"path": rootfs, "readonly": False},
         "hostname": "sandbox",
         "mounts": [
@@ -102,6 +104,7 @@ def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str
              "options": ["rbind", "ro"]},
             {"destination": RUN_MOUNT, "type": "bind", "source": run_dir,
              "options": ["rbind", "rw"]},
-        ],
+        ] + [{"destination": dst, "type": "bind", "source": src, "options": ["rbind", "ro"]}
+             for src, dst in spec.mounts],
         "linux": linux,
     }

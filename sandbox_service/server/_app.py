@@ -22,6 +22,7 @@ from security import ensure_admin_token, token_matches
 
 from .. import _errors as E
 from .._version import __version__
+from ._images import ImageService
 from ._manager import SandboxManager
 from ._settings import Settings
 from ._store import SQLiteStore, Store
@@ -80,13 +81,17 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
 
             images = ImageStore(settings.path("images"))
         store = store or SQLiteStore(settings.path("state.db"))
-        manager = SandboxManager(runtime=runtime, store=store, images=images,
+        image_service = ImageService(base=images, runtime=runtime, store=store,
+                                     home=settings.home, build=settings.build)
+        manager = SandboxManager(runtime=runtime, store=store, images=image_service,
                                  home=settings.home, policy=settings.policy,
                                  monitor_interval_s=settings.monitor_interval_s,
                                  collector_interval_s=settings.collector_interval_s,
                                  warm_pool=settings.warm_pool)
+        image_service.in_use = manager.layers_in_use
         await manager.start()
         app.state.manager = manager
+        app.state.image_service = image_service
         app.state.runtime = runtime
         app.state.images = images
         log.info("sbx %s serving with runtime %s; home %s", __version__, runtime.name, settings.home)
@@ -134,8 +139,10 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                             status_code=500)
 
     from ._routes import router
+    from ._routes_images import images_router
     from ._ws import ws_router
 
     app.include_router(router)
+    app.include_router(images_router)
     app.include_router(ws_router)
     return app

@@ -17,6 +17,8 @@ import os
 import time
 from typing import Any, AsyncIterator
 
+from images import ImageBuildError
+from images._users import resolve_user
 from runtimes import AgentError, AgentUnavailable, ContainerSpec, ExecSpec, ExitFrame, Runtime
 from security import ResourcePolicy
 
@@ -66,12 +68,17 @@ class SandboxManager:
 
     def _container_spec(self, cid: str, image: Any, env: dict[str, str] | None = None,
                         memory_mib: int | None = None, cpu: float | None = None) -> ContainerSpec:
-        return ContainerSpec(container_id=cid, rootfs=image.rootfs, env=dict(env or {}),
+        return ContainerSpec(container_id=cid, rootfs=image.rootfs,
+                             env={**image.config.get("env", {}), **(env or {})},
                              memory_mib=memory_mib or self.policy.default_memory_mib, cpu=cpu,
                              nproc=self.policy.nproc, nofile=self.policy.nofile)
 
     def _known(self) -> set[str]:
-        return set(self._live) | (self._pool.ids() if self._pool else set())
+        return (set(self._live) | (self._pool.ids() if self._pool else set())
+                | set(self.images.builder.active))
+
+    def layers_in_use(self) -> set[str]:
+        return {lv.rec["layer"] for lv in self._live.values() if lv.rec.get("layer")}
 
     # ---- service lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -183,7 +190,8 @@ class SandboxManager:
             "created_at": now, "started_at": None, "finished_at": None,
             "timeout_s": req.timeout_s, "idle_timeout_s": req.idle_timeout_s,
             "exit_code": None, "reason": None, "cpu": cpu, "memory_mib": memory,
-            "has_command": bool(req.command), "workdir": req.workdir,
+            "has_command": bool(req.command), "workdir": req.workdir or image.config.get("workdir"),
+            "layer": image.layer, "rootfs": image.rootfs, "image_config": image.config,
         }
         live = self._live[cid] = _Live(rec)
         stage = ""
@@ -202,9 +210,12 @@ class SandboxManager:
             stage = "could not create the workdir: "
             if req.workdir:
                 await self.runtime.file_op(cid, "mkdir", req.workdir, parents=True)
+            stage = "the image's user does not exist: "
+            rec["uid"], rec["gid"] = await self._image_user(image)
             stage = "could not start the sandbox's command: "
             if req.command:
-                await self.runtime.start_main(cid, ExecSpec(argv=list(req.command), cwd=req.workdir))
+                await self.runtime.start_main(cid, ExecSpec(
+                    argv=list(req.command), cwd=rec["workdir"], uid=rec["uid"], gid=rec["gid"]))
         except BaseException as e:
             self._live.pop(cid, None)
             await self.runtime.destroy(cid)
@@ -224,16 +235,31 @@ class SandboxManager:
         return rec
 
     async def _resolve_image(self, ref: str):
-        if ref in ("debian_slim", "debian-slim", "base"):
-            try:
-                return await self.images.ensure_base(progress=lambda line: log.info("image: %s", line))
-            except Exception as e:
-                raise E.ImageBuildError(f"building the base image failed: {e}") from None
-        image = self.images.get(ref) if is_id("image", ref) else None
-        if image is None:
-            raise E.NotFoundError(f"unknown image {ref!r}: use 'debian_slim' or an image id "
-                                  "from `sbx image ls`")
-        return image
+        return await self.images.resolve(ref)
+
+    @staticmethod
+    async def _image_user(image: Any) -> tuple[int | None, int | None]:
+        user = image.config.get("user")
+        if not user:
+            return None, None
+        try:
+            return await asyncio.to_thread(resolve_user, image.rootfs, user)
+        except ImageBuildError as e:
+            raise AgentError("bad_request", str(e)) from None
+
+    async def snapshot(self, sandbox_id: str) -> dict[str, Any]:
+        """A new image from the sandbox's file-system changes (it keeps running)."""
+        live = await self._running(sandbox_id)
+        live.active_execs += 1
+        try:
+            return await self.images.snapshot(sandbox_id, live.rec, live.rec["rootfs"])
+        except (AgentError, AgentUnavailable) as e:
+            if isinstance(e, AgentUnavailable):
+                raise await self.interrupted(sandbox_id) from None
+            raise map_agent_error(e) from None
+        finally:
+            live.active_execs -= 1
+            live.touch()
 
     async def get(self, sandbox_id: str) -> dict[str, Any]:
         live = self._live.get(sandbox_id)
@@ -353,7 +379,8 @@ class SandboxManager:
     async def exec_stream(self, sandbox_id: str, req: ExecRequest) -> AsyncIterator[Any]:
         live = await self._running(sandbox_id)
         spec = ExecSpec(argv=list(req.argv), env=req.env, cwd=req.workdir or live.rec.get("workdir"),
-                        timeout_s=req.timeout_s, pty=req.pty, rows=req.rows, cols=req.cols)
+                        timeout_s=req.timeout_s, pty=req.pty, rows=req.rows, cols=req.cols,
+                        uid=live.rec.get("uid"), gid=live.rec.get("gid"))
         live.active_execs += 1
         try:
             try:

@@ -1,4 +1,4 @@
-"""REST routes: sandboxes, non-streaming exec, files, apps, images (server layer).
+"""REST routes: sandboxes, non-streaming exec, files, apps (server layer).
 
 Handlers translate HTTP to SandboxManager calls and nothing more. Auth is enforced by the
 app's middleware for every /v1 path.
@@ -17,8 +17,8 @@ from runtimes import AgentUnavailable, ExitFrame
 from .. import _errors as E
 from .._ids import new_id
 from .._version import __version__
-from .._wire import (AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList, ImageInfo,
-                     ImageList, MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, ServerInfo,
+from .._wire import (AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList,
+                     MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, ServerInfo,
                      check_abs_path)
 from ._manager import SandboxManager
 
@@ -211,7 +211,7 @@ async def remove_file(sandbox_id: str, request: Request, path: str = Query(...),
     return {"path": path}
 
 
-# ---- apps and images ----------------------------------------------------------------------
+# ---- apps ----------------------------------------------------------------------
 @router.post("/v1/apps/lookup", response_model=AppInfo)
 async def lookup_app(body: AppLookup, request: Request) -> AppInfo:
     store = _mgr(request).store
@@ -222,10 +222,3 @@ async def lookup_app(body: AppLookup, request: Request) -> AppInfo:
         rec = {"app_id": new_id("app"), "name": body.name, "created_at": time.time()}
         await store.put_app(rec)
     return AppInfo(**rec)
-
-
-@router.get("/v1/images", response_model=ImageList)
-async def list_images(request: Request) -> ImageList:
-    imgs = request.app.state.images.list()
-    return ImageList(images=[ImageInfo(image_id=i.image_id, digest=i.digest, size_bytes=i.size_bytes,
-                                       python=i.python) for i in imgs])

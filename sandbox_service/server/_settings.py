@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from images._builder import BuildSettings
 from security import ResourcePolicy
 
 from .._config import DEFAULT_PORT, sbx_home
@@ -23,6 +24,7 @@ class Settings:
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
     warm_pool: int = 2  # pre-booted default sandboxes; 0 turns the pool off
     policy: ResourcePolicy = dataclasses.field(default_factory=ResourcePolicy)
+    build: BuildSettings = dataclasses.field(default_factory=BuildSettings)
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -34,8 +36,24 @@ class Settings:
             kwargs["warm_pool"] = int(env["SBX_WARM_POOL"])
         if env.get("SBX_MAX_SANDBOXES"):
             kwargs["policy"] = ResourcePolicy(max_sandboxes=int(env["SBX_MAX_SANDBOXES"]))
+        kwargs["build"] = build_settings_from_env(env)
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.home, *parts)
+
+
+def build_settings_from_env(env) -> BuildSettings:
+    """Image-build settings. SBX_BUILD_CA_BUNDLE names a CA file build steps trust (default:
+    the host's SSL_CERT_FILE, for TLS-intercepting proxies; "none" turns it off);
+    SBX_PRIVATE_REGISTRIES lists host:port registries on private addresses that may be
+    pulled from (without TLS verification)."""
+    ca = env.get("SBX_BUILD_CA_BUNDLE", env.get("SSL_CERT_FILE") or "")
+    private = frozenset(h.strip() for h in env.get("SBX_PRIVATE_REGISTRIES", "").split(",") if h.strip())
+    return BuildSettings(
+        memory_mib=int(env.get("SBX_BUILD_MEMORY_MIB", "4096")),
+        step_timeout_s=float(env.get("SBX_BUILD_STEP_TIMEOUT_S", "1800")),
+        egress=env.get("SBX_BUILD_NETWORK", "1") not in ("0", "false", "no"),
+        ca_bundle=None if ca.lower() in ("", "none") else ca,
+        private_registries=private)

@@ -17,7 +17,7 @@ from typing import Any
 
 
 class Store(abc.ABC):
-    """What the server persists: sandboxes and apps (more kinds come with their issues)."""
+    """What the server persists: sandboxes, apps and images (more kinds come with their issues)."""
 
     @abc.abstractmethod
     async def put_sandbox(self, rec: dict[str, Any]) -> None: ...
@@ -38,6 +38,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_app_by_name(self, name: str) -> dict[str, Any] | None: ...
 
+    @abc.abstractmethod
+    async def put_image(self, rec: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def get_image(self, image_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def get_image_by_digest(self, digest: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def list_images(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def delete_image(self, image_id: str) -> bool: ...
+
     async def close(self) -> None:
         return None
 
@@ -48,6 +63,9 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
 CREATE TABLE IF NOT EXISTS apps (
     id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY, digest TEXT UNIQUE NOT NULL, created_at REAL NOT NULL,
+    data TEXT NOT NULL);
 """
 
 
@@ -104,6 +122,29 @@ class SQLiteStore(Store):
     async def get_app_by_name(self, name: str) -> dict[str, Any] | None:
         rows = await self._run(self._exec, "SELECT data FROM apps WHERE name=?", (name,))
         return json.loads(rows[0][0]) if rows else None
+
+    async def put_image(self, rec: dict[str, Any]) -> None:
+        await self._run(self._exec,
+                        "INSERT OR REPLACE INTO images(id, digest, created_at, data) VALUES (?,?,?,?)",
+                        (rec["image_id"], rec["digest"], rec["created_at"], json.dumps(rec)))
+
+    async def get_image(self, image_id: str) -> dict[str, Any] | None:
+        rows = await self._run(self._exec, "SELECT data FROM images WHERE id=?", (image_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def get_image_by_digest(self, digest: str) -> dict[str, Any] | None:
+        rows = await self._run(self._exec, "SELECT data FROM images WHERE digest=?", (digest,))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def list_images(self) -> list[dict[str, Any]]:
+        rows = await self._run(self._exec, "SELECT data FROM images ORDER BY created_at")
+        return [json.loads(r[0]) for r in rows]
+
+    async def delete_image(self, image_id: str) -> bool:
+        def _delete() -> bool:
+            assert self._db is not None
+            return self._db.execute("DELETE FROM images WHERE id=?", (image_id,)).rowcount > 0
+        return await self._run(_delete)
 
     async def close(self) -> None:
         def _close():

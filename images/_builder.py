@@ -1,0 +1,370 @@
+"""The layered image builder (images layer).
+
+`Builder.build(steps)` walks a recipe: a source step (debian_slim, registry, an existing
+image), then file-system steps, each a content-addressed layer made once (an unchanged
+prefix is never rebuilt), and config steps folded into the image config.
+
+Build steps are untrusted code: each command step runs in a gVisor sandbox whose root is an
+overlayfs mount (lower: the parent layer's rootfs, read-only; upper: the new layer's diff),
+with egress to package registries through the runtime's per-sandbox network namespace and
+the host's CA bundle mounted read-only when one is configured. A failing step leaves no
+layer and reports the command's last output lines.
+
+Must not import the server (`sandbox_service.server`), FastAPI or `sandbox_service`; the
+runtime comes in through the `runtimes` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import dataclasses
+import fnmatch
+import logging
+import os
+import secrets
+import shutil
+import stat
+import string
+from typing import Any, Awaitable, Callable
+
+from runtimes import ContainerSpec, ExecSpec, ExitFrame, Runtime
+
+from . import _registry, _steps
+from ._layers import Diff, Layer, LayerStore, overlay_upper_to_diff
+from ._model import ImageBuildError
+from ._rootfs import remove_tree, resolve_in_root
+from ._users import canonical_in_root, resolve_user
+from ._store import ImageStore
+
+log = logging.getLogger("sbx.images.build")
+
+Emit = Callable[[str], None]
+CA_PATH = "/.sbx/ca.pem"
+CA_ENV = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+          "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO")
+MAX_LOG_BYTES_PER_STEP = 4 << 20
+TAIL_LINES = 25
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+@dataclasses.dataclass
+class BuildSettings:
+    memory_mib: int = 4096
+    cpu: float | None = None
+    step_timeout_s: float = 1800.0
+    egress: bool = True
+    ca_bundle: str | None = None            # host file mounted read-only for build steps
+    # host:port patterns (fnmatch) of registries on private addresses that may be pulled
+    # from, without TLS verification
+    private_registries: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass
+class BuildResult:
+    top: Layer
+    config: dict[str, Any]
+    digest: str
+    layers: list[str]
+    built: int                              # layers made by this call (0: all cached)
+
+
+def _build_cid() -> str:
+    return "bd-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+
+
+class Builder:
+    def __init__(self, *, layers: LayerStore, base: ImageStore, runtime: Runtime,
+                 blobs_dir: str, settings: BuildSettings | None = None,
+                 resolve_image: Callable[[str], Awaitable[tuple[str, dict[str, Any]]]] | None = None):
+        self.layers = layers
+        self.base = base
+        self.runtime = runtime
+        self.blobs_dir = blobs_dir
+        self.settings = settings or BuildSettings()
+        self.resolve_image = resolve_image
+        self.active: set[str] = set()  # build sandboxes running now (the collector keeps them)
+
+    async def build(self, steps: list[dict[str, Any]], *, force_build: bool = False,
+                    emit: Emit = lambda line: None) -> BuildResult:
+        if not steps or steps[0]["kind"] not in _steps.SOURCE_KINDS:
+            raise ImageBuildError("an image recipe starts with debian_slim, from_registry, "
+                                  "from_dockerfile or from_id")
+        layer, config = await self._source(steps[0], force_build, emit)
+        chain = [layer.key]
+        built = 0
+        total = len(steps)
+        for i, step in enumerate(steps[1:], start=2):
+            kind = step["kind"]
+            if kind in _steps.SOURCE_KINDS:
+                raise ImageBuildError(f"step {i}: {kind} can only be the first step of a recipe")
+            if kind in _steps.CONFIG_KINDS:
+                config = _steps.fold_config(config, step)
+                continue
+            if kind == "workdir":
+                config = _steps.fold_config(config, step)
+                target = resolve_in_root(layer.rootfs, step["path"])
+                if target and os.path.isdir(target):
+                    continue
+                step = {"kind": "files", "entries": [{"path": step["path"], "type": "dir",
+                                                      "mode": 0o755}]}
+            ctx = {"env": config["env"], "workdir": config["workdir"], "user": config["user"]}
+            force = force_build or bool(step.get("force_build"))
+            key = _steps.layer_key(layer.key, step, ctx, force)
+            what = _steps.describe(step)
+            emit(f"[{i}/{total}] {what}")
+            produce = (self._files_producer(layer, step) if step["kind"] == "files"
+                       else self._run_producer(layer, step, config, emit))
+            layer, made = await self.layers.ensure(key, layer, produce, what=what, emit=emit)
+            built += made
+            if not made:
+                emit("    cached")
+            chain.append(layer.key)
+        return BuildResult(top=layer, config=config, digest=_steps.image_digest(layer.key, config),
+                           layers=chain, built=built)
+
+    # ---- sources ----------------------------------------------------------------------
+    async def _source(self, step: dict[str, Any], force: bool,
+                      emit: Emit) -> tuple[Layer, dict[str, Any]]:
+        kind = step["kind"]
+        config = _steps.empty_config()
+        if kind == "image":
+            if self.resolve_image is None:
+                raise ImageBuildError("internal: no image resolver")
+            key, config = await self.resolve_image(step["image_id"])
+            layer = self.layers.get(key)
+            if layer is None:
+                raise ImageBuildError(f"the layers of image {step['image_id']} are gone; "
+                                      "rebuild it from its recipe")
+            return layer, config
+        if kind == "debian_slim":
+            suite = _steps.suite_for(step.get("python_version"))
+            emit(f"[1] debian_slim ({suite})")
+            base = await self.base.ensure_base(progress=emit, suite=suite)
+            key = _steps.layer_key(None, {"kind": "base", "image_id": base.image_id}, {})
+
+            async def from_base(tmp: str) -> Diff:
+                await _run(["cp", "-a", "--link", "--no-target-directory", base.rootfs,
+                            os.path.join(tmp, "rootfs")])
+                return Diff(rootfs_made=True, info={"source": f"debian_slim:{suite}"})
+
+            layer, _ = await self.layers.ensure(key, None, from_base, what="debian_slim", emit=emit)
+            return layer, config
+        return await self._registry(step, force, emit)
+
+    async def _registry(self, step: dict[str, Any], force: bool,
+                        emit: Emit) -> tuple[Layer, dict[str, Any]]:
+        ref = _registry.parse_reference(step["ref"])
+        host = ref.split("/", 1)[0]
+        insecure = any(fnmatch.fnmatchcase(host, p) for p in self.settings.private_registries)
+        if not insecure:
+            _refuse_private(host)
+        env = step.get("secret_env") or {}
+        auth = None
+        if env.get("REGISTRY_USERNAME") or env.get("REGISTRY_PASSWORD"):
+            auth = (env.get("REGISTRY_USERNAME", ""), env.get("REGISTRY_PASSWORD", ""))
+        emit(f"[1] from_registry {ref}")
+        digest = await _registry.inspect_digest(ref, auth=auth, insecure=insecure)
+        key = _steps.layer_key(None, {"kind": "registry", "digest": digest}, {}, force)
+        pulled: dict[str, Any] = {}
+
+        async def pull(tmp: str) -> Diff:
+            img = await _registry.pull(ref, os.path.join(tmp, "pull"), auth=auth,
+                                       insecure=insecure, progress=emit)
+            os.rename(img.rootfs, os.path.join(tmp, "rootfs"))
+            await asyncio.to_thread(remove_tree, os.path.join(tmp, "pull"))
+            cfg = {"env": img.env, "workdir": img.workdir, "entrypoint": img.entrypoint,
+                   "cmd": img.cmd, "user": img.user}
+            pulled.update(cfg)
+            return Diff(rootfs_made=True, info={"source": f"registry:{ref}@{digest}",
+                                                "config": cfg})
+
+        layer, _ = await self.layers.ensure(key, None, pull, what=f"registry {ref}", emit=emit)
+        cfg = layer.meta.get("config") or pulled
+        config = {**_steps.empty_config(), **cfg, "env": dict(cfg.get("env") or {})}
+        return layer, config
+
+    # ---- file-system steps ------------------------------------------------------------
+    def _files_producer(self, parent: Layer, step: dict[str, Any]):
+        async def produce(tmp: str) -> Diff:
+            await asyncio.to_thread(_write_files, parent.rootfs, os.path.join(tmp, "diff"),
+                                    step, self.blobs_dir)
+            return Diff()
+        return produce
+
+    def _run_producer(self, parent: Layer, step: dict[str, Any], config: dict[str, Any],
+                      emit: Emit):
+        commands = _steps.commands_for(step)
+
+        async def produce(tmp: str) -> Diff:
+            upper, work, merged = (os.path.join(tmp, d) for d in ("diff", "work", "merged"))
+            os.makedirs(work)
+            os.makedirs(merged)
+            opts = (f"lowerdir={parent.rootfs},upperdir={upper},workdir={work},"
+                    "redirect_dir=off,metacopy=off,index=off")
+            await _run(["mount", "-t", "overlay", "overlay", "-o", opts, merged])
+            try:
+                await self._run_commands(merged, parent, step, config, commands, emit)
+            finally:
+                await _run(["umount", merged], check=False)
+                await asyncio.to_thread(_clean_build_dirs, tmp, parent.rootfs)
+            return await asyncio.to_thread(overlay_upper_to_diff, upper)
+        return produce
+
+    async def _run_commands(self, root: str, parent: Layer, step: dict[str, Any],
+                            config: dict[str, Any], commands: list[str], emit: Emit) -> None:
+        s = self.settings
+        env = {**config["env"], **(step.get("secret_env") or {})}
+        if step["kind"] in ("pip", "uv_pip"):
+            env = {**_steps.PIP_ENV, **env}
+        mounts: tuple[tuple[str, str], ...] = ()
+        if s.ca_bundle and os.path.isfile(s.ca_bundle):
+            mounts = ((s.ca_bundle, CA_PATH),)
+            env.update({k: CA_PATH for k in CA_ENV})
+        uid, gid = resolve_user(parent.rootfs, config["user"])
+        cid = _build_cid()
+        self.active.add(cid)
+        try:
+            await self.runtime.create(ContainerSpec(
+                container_id=cid, rootfs=root, env=env, memory_mib=s.memory_mib, cpu=s.cpu,
+                writable_rootfs=True, egress=s.egress, mounts=mounts))
+            for cmd in commands:
+                code, tail = await self._exec(cid, cmd, config, uid, gid, emit)
+                if code != 0:
+                    shown = "\n".join(tail)
+                    reason = ("timed out after " + f"{s.step_timeout_s:g}s" if code == 124
+                              else f"exited with code {code}")
+                    raise ImageBuildError(f"build step failed: `{_short(cmd)}` {reason}.\n"
+                                          f"Last output:\n{shown}")
+        finally:
+            try:
+                await self.runtime.destroy(cid)
+            finally:
+                self.active.discard(cid)
+
+    async def _exec(self, cid: str, cmd: str, config: dict[str, Any], uid: int, gid: int,
+                    emit: Emit) -> tuple[int, list[str]]:
+        stream = await self.runtime.exec(cid, ExecSpec(
+            argv=["/bin/sh", "-c", cmd], cwd=config["workdir"] or "/",
+            timeout_s=self.settings.step_timeout_s, uid=uid, gid=gid))
+        decoders = {"stdout": codecs.getincrementaldecoder("utf-8")("replace"),
+                    "stderr": codecs.getincrementaldecoder("utf-8")("replace")}
+        pending = {"stdout": "", "stderr": ""}
+        tail: list[str] = []
+        logged = 0
+        code = 1
+        try:
+            async for ev in stream.events():
+                if isinstance(ev, ExitFrame):
+                    code = ev.exit_code
+                    continue
+                name, data = ev
+                text = pending[name] + decoders[name].decode(data)
+                *lines, pending[name] = text.split("\n")
+                for line in lines:
+                    tail = (tail + [line])[-TAIL_LINES:]
+                    logged += len(line)
+                    if logged <= MAX_LOG_BYTES_PER_STEP:
+                        emit("    " + line)
+                    elif logged - len(line) <= MAX_LOG_BYTES_PER_STEP:
+                        emit("    ... (more output not shown)")
+        finally:
+            await stream.close()
+        for rest in pending.values():
+            if rest:
+                tail = (tail + [rest])[-TAIL_LINES:]
+                emit("    " + rest)
+        return code, tail
+
+
+def _short(cmd: str) -> str:
+    return cmd if len(cmd) <= 200 else cmd[:197] + "..."
+
+
+def _refuse_private(host: str) -> None:
+    import ipaddress
+
+    name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") or "]" in host else host
+    if name == "localhost":
+        private = True
+    else:
+        try:
+            addr = ipaddress.ip_address(name)
+        except ValueError:
+            return
+        private = not addr.is_global
+    if private:
+        raise ImageBuildError(
+            f"registry {host} is a private or loopback address: the service does not pull "
+            "from those unless the operator lists it in SBX_PRIVATE_REGISTRIES (host:port, "
+            "comma-separated) when starting `sbx serve`")
+
+
+async def _run(argv: list[str], check: bool = True) -> None:
+    log.debug("%s", " ".join(argv))
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise ImageBuildError(f"{argv[0]} failed: {out.decode(errors='replace').strip()[-300:]}")
+
+
+def _clean_build_dirs(tmp: str, lower: str) -> None:
+    """After a build step: drop the overlay's work and mount dirs, and what the sandbox's
+    own mounts left in the upper (/.sbx, an /etc/resolv.conf the image did not have)."""
+    for name in ("work", "merged"):
+        remove_tree(os.path.join(tmp, name))
+    upper = os.path.join(tmp, "diff")
+    remove_tree(os.path.join(upper, ".sbx"))
+    resolv = os.path.join(upper, "etc", "resolv.conf")
+    if os.path.lexists(resolv) and not os.path.lexists(os.path.join(lower, "etc", "resolv.conf")):
+        os.unlink(resolv)
+
+
+def _write_files(parent_root: str, diff: str, step: dict[str, Any], blobs_dir: str) -> None:
+    """Lay local files out in a diff, at their paths as the image resolves them (so a
+    destination under /lib -> /usr/lib lands in /usr/lib, and never outside the image)."""
+    uid, gid = resolve_user(parent_root, step.get("chown")) if step.get("chown") else (0, 0)
+    for entry in step["entries"]:
+        path = entry["path"]
+        rel_parent = canonical_in_root(parent_root, os.path.dirname(path) or "/").lstrip("/")
+        rel = os.path.join(rel_parent, os.path.basename(path)).lstrip("/")
+        _make_parents(parent_root, diff, os.path.dirname(rel))
+        dst = os.path.join(diff, rel)
+        if os.path.lexists(dst) and not os.path.isdir(dst):
+            os.unlink(dst)
+        mode = int(entry.get("mode", 0o644)) & 0o7777 & ~(stat.S_ISUID | stat.S_ISGID)
+        etype = entry.get("type", "file")
+        if etype == "dir":
+            os.makedirs(dst, exist_ok=True)
+            os.chmod(dst, mode or 0o755)
+        elif etype == "symlink":
+            os.symlink(entry["target"], dst)
+        else:
+            blob = os.path.join(blobs_dir, entry["sha256"])
+            if not os.path.isfile(blob):
+                raise ImageBuildError(f"file content {entry['sha256'][:12]} for {path} was not "
+                                      "uploaded; build the image again from the SDK")
+            shutil.copyfile(blob, dst)
+            os.chmod(dst, mode)
+        os.lchown(dst, uid, gid)
+
+
+def _make_parents(parent_root: str, diff: str, rel_dir: str) -> None:
+    cur = ""
+    for comp in [c for c in rel_dir.split("/") if c]:
+        cur = os.path.join(cur, comp)
+        dst = os.path.join(diff, cur)
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            continue
+        os.mkdir(dst)
+        try:  # an existing directory keeps its owner and mode (/tmp stays 1777)
+            st = os.lstat(os.path.join(parent_root, cur))
+            if stat.S_ISDIR(st.st_mode):
+                os.chmod(dst, stat.S_IMODE(st.st_mode))
+                os.chown(dst, st.st_uid, st.st_gid)
+                continue
+        except FileNotFoundError:
+            pass
+        os.chmod(dst, 0o755)

@@ -1,0 +1,225 @@
+"""Egress networking for gVisor sandboxes: one network namespace per sandbox (runtimes layer).
+
+Must not import the server. A sandbox with egress gets:
+  - a fresh netns `sbx<key>-<container id>` (runsc strips the addresses of the netns it is
+    given, so namespaces are never shared), a veth pair `sbxh<hash>` (host) / `sbxs<hash>`
+    (sandbox) with a /30 out of `subnet`, and a default route via the host end;
+  - host-side nftables rules in one table per SBX_HOME (`inet sbx_<key>`), enforced on the
+    peer side because rules inside the sandbox's own netns do not filter gVisor traffic
+    (it uses AF_PACKET; RUNSC.md):
+      * nothing from a sandbox reaches the host itself (every address, the API port too);
+      * private, loopback, link-local (cloud metadata), CGNAT, multicast and reserved
+        ranges, and the host's directly connected subnets, are refused;
+      * the host's DNS resolvers are the one exception (port 53 only), so names resolve;
+      * no IPv6 leaves a sandbox; nothing initiates a connection into a sandbox, and
+        sandboxes cannot reach each other;
+      * what is left is NATed out of the host's default route.
+This is the egress used by image builds (package registries). `net.ipv4.ip_forward` is
+switched on the first time egress is used (logged): NAT needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+
+log = logging.getLogger("sbx.runtime.netns")
+
+NETNS_DIR = "/run/netns"
+DEFAULT_SUBNET = "10.231.0.0/16"
+ALWAYS_BLOCKED = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+HOST_IF_PREFIX = "sbxh"
+SANDBOX_IF_PREFIX = "sbxs"
+
+
+class NetworkSetupError(Exception):
+    """The host could not give a sandbox its network; the message says why."""
+
+
+async def _run(*argv: str, check: bool = True, stdin: bytes | None = None) -> str:
+    log.debug("netns: %s", " ".join(argv))
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 30)
+    if check and proc.returncode != 0:
+        raise NetworkSetupError(f"{' '.join(argv[:4])} failed: {err.decode(errors='replace').strip()}")
+    return out.decode(errors="replace")
+
+
+def host_resolvers(path: str = "/etc/resolv.conf") -> list[str]:
+    """IPv4 nameservers of the host a sandbox can use (loopback ones cannot be reached)."""
+    found = []
+    try:
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"\s*nameserver\s+(\S+)", line)
+                if not m:
+                    continue
+                try:
+                    addr = ipaddress.ip_address(m.group(1))
+                except ValueError:
+                    continue
+                if addr.version == 4 and not addr.is_loopback:
+                    found.append(str(addr))
+    except OSError:
+        pass
+    return found
+
+
+class EgressNetworks:
+    """Creates and removes per-sandbox namespaces and owns the host's nftables table."""
+
+    def __init__(self, key: str, state_dir: str, *, subnet: str = DEFAULT_SUBNET,
+                 resolvers: list[str] | None = None):
+        self.key = key
+        self.table = f"sbx_{key}"
+        self.state_dir = state_dir
+        self.subnet = ipaddress.ip_network(subnet)
+        self.resolvers = host_resolvers() if resolvers is None else list(resolvers)
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    # ---- names ------------------------------------------------------------------------
+    def ns_name(self, cid: str) -> str:
+        return f"sbx{self.key[:6]}-{cid}"
+
+    def ns_path(self, cid: str) -> str:
+        return os.path.join(NETNS_DIR, self.ns_name(cid))
+
+    def has(self, cid: str) -> bool:
+        return os.path.exists(self.ns_path(cid))
+
+    @staticmethod
+    def _ifnames(cid: str) -> tuple[str, str]:
+        h = hashlib.sha256(cid.encode()).hexdigest()[:10]
+        return HOST_IF_PREFIX + h, SANDBOX_IF_PREFIX + h
+
+    def known(self) -> set[str]:
+        """Container ids that have a namespace of ours."""
+        prefix = f"sbx{self.key[:6]}-"
+        try:
+            return {n[len(prefix):] for n in os.listdir(NETNS_DIR) if n.startswith(prefix)}
+        except OSError:
+            return set()
+
+    def resolv_conf(self) -> str:
+        """A resolv.conf for sandboxes (written once under state_dir), naming the resolvers
+        the rules let through."""
+        path = os.path.join(self.state_dir, "resolv.conf")
+        body = "".join(f"nameserver {r}\n" for r in self.resolvers) or "# no usable resolver\n"
+        try:
+            with open(path) as f:
+                if f.read() == body:
+                    return path
+        except OSError:
+            pass
+        with open(path + ".tmp", "w") as f:
+            f.write(body)
+        os.chmod(path + ".tmp", 0o644)
+        os.replace(path + ".tmp", path)
+        return path
+
+    # ---- host rules -------------------------------------------------------------------
+    def _host_subnets(self, out: str) -> list[str]:
+        nets = []
+        for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", out):
+            net = ipaddress.ip_interface(m.group(1)).network
+            if not net.subnet_of(self.subnet):
+                nets.append(str(net))
+        return nets
+
+    def ruleset(self, host_subnets: list[str]) -> str:
+        blocked = ", ".join(sorted(set(ALWAYS_BLOCKED) | set(host_subnets)))
+        dns = "".join(
+            f'    iifname "{HOST_IF_PREFIX}*" ip daddr {r} meta l4proto {{ tcp, udp }} th dport 53 accept\n'
+            for r in self.resolvers)
+        return (
+            f"table inet {self.table} {{\n"
+            f"  set blocked4 {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {blocked} }} }}\n"
+            "  chain input {\n    type filter hook input priority -10; policy accept;\n"
+            f'    iifname "{HOST_IF_PREFIX}*" drop\n  }}\n'
+            "  chain forward {\n    type filter hook forward priority -10; policy accept;\n"
+            f"{dns}"
+            f'    iifname "{HOST_IF_PREFIX}*" meta nfproto ipv6 drop\n'
+            f'    iifname "{HOST_IF_PREFIX}*" ip daddr @blocked4 reject with icmp type admin-prohibited\n'
+            f'    oifname "{HOST_IF_PREFIX}*" ct state established,related accept\n'
+            f'    oifname "{HOST_IF_PREFIX}*" drop\n  }}\n'
+            "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n"
+            f'    ip saddr {self.subnet} oifname != "{HOST_IF_PREFIX}*" masquerade\n  }}\n'
+            "}\n")
+
+    async def _ensure_host(self) -> None:
+        if self._ready:
+            return
+        addrs = await _run("ip", "-o", "-4", "addr", "show")
+        rules = self.ruleset(self._host_subnets(addrs))
+        await _run("nft", "delete", "table", "inet", self.table, check=False)
+        try:
+            await _run("nft", "-f", "-", stdin=rules.encode())
+        except FileNotFoundError as e:
+            raise NetworkSetupError("nft (nftables) is not installed: run `apt-get install "
+                                    "nftables iproute2`, or keep block_network=True") from e
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            if f.read().strip() != "1":
+                log.warning("enabling net.ipv4.ip_forward: sandbox egress is NATed by the host")
+                with open("/proc/sys/net/ipv4/ip_forward", "w") as w:
+                    w.write("1")
+        if not self.resolvers:
+            log.warning("no non-loopback DNS resolver in /etc/resolv.conf: sandboxes with "
+                        "egress cannot resolve names")
+        self._ready = True
+
+    # ---- per sandbox ------------------------------------------------------------------
+    async def _free_slot(self) -> ipaddress.IPv4Network:
+        out = await _run("ip", "-o", "-4", "addr", "show")
+        used = {ipaddress.ip_interface(m.group(1)).network
+                for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+/30)", out)}
+        for net in self.subnet.subnets(new_prefix=30):
+            if net not in used:
+                return net
+        raise NetworkSetupError(f"no free address left in {self.subnet} for sandbox egress")
+
+    async def create(self, cid: str) -> str:
+        """Make the sandbox's namespace; returns its path."""
+        async with self._lock:
+            await self._ensure_host()
+            net = await self._free_slot()
+            host_ip, sb_ip = str(net[1]), str(net[2])
+            ns = self.ns_name(cid)
+            hif, sif = self._ifnames(cid)
+            try:
+                await _run("ip", "netns", "add", ns)
+                await _run("ip", "link", "add", hif, "type", "veth", "peer", "name", sif,
+                           "netns", ns)
+                await _run("ip", "addr", "add", f"{host_ip}/30", "dev", hif)
+                await _run("ip", "link", "set", hif, "up")
+                await _run("ip", "-n", ns, "addr", "add", f"{sb_ip}/30", "dev", sif)
+                await _run("ip", "-n", ns, "link", "set", sif, "up")
+                await _run("ip", "-n", ns, "link", "set", "lo", "up")
+                await _run("ip", "-n", ns, "route", "add", "default", "via", host_ip)
+            except BaseException:
+                await self.destroy(cid)
+                raise
+        log.info("egress for %s: %s via %s", cid, sb_ip, hif)
+        return self.ns_path(cid)
+
+    async def destroy(self, cid: str) -> None:
+        hif, _ = self._ifnames(cid)
+        await _run("ip", "link", "del", hif, check=False)
+        if self.has(cid):
+            await _run("ip", "netns", "del", self.ns_name(cid), check=False)
+
+    async def close(self) -> None:
+        """Drop the host rules once no sandbox namespace of ours is left."""
+        if self._ready and not self.known():
+            await _run("nft", "delete", "table", "inet", self.table, check=False)
+            self._ready = False
