@@ -4,6 +4,7 @@ inside `serve` only, so client commands start fast and never need FastAPI.
     sbx serve                      run the service on this machine
     sbx doctor [--json]            check runsc, cgroups, root, disk and the server
     sbx sandbox create|ls|get|exec|rm
+    sbx image build FILE::VAR | ls | get | rm | gc
     sbx shell [SANDBOX_ID] [-- CMD]
 
 Client commands use the SDK; its errors print `sbx: <message>` and exit 1 (usage errors 2).
@@ -18,6 +19,7 @@ import click
 
 from ._cli_common import SbxGroup
 from ._cli_doctor import doctor
+from ._cli_image import image
 from ._cli_sandbox import sandbox
 from ._cli_shell import shell
 from ._config import DEFAULT_PORT
@@ -55,6 +57,7 @@ def serve(host: str, port: int, log_level: str) -> None:
 
 
 main.add_command(doctor)
+main.add_command(image)
 main.add_command(sandbox)
 main.add_command(shell)
 

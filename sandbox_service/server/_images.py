@@ -60,6 +60,7 @@ class ImageService:
                                blobs_dir=self.blobs_dir, settings=build,
                                resolve_image=self._layer_of)
         self._builds: dict[str, asyncio.Task] = {}
+        self._record_lock = asyncio.Lock()
         self.in_use: Callable[[], set[str]] = set  # layers of live sandboxes (the manager's)
 
     # ---- resolving ----------------------------------------------------------------------
@@ -121,14 +122,15 @@ class ImageService:
             res = await self.builder.build(steps, force_build=force, emit=emit)
         except LayerBuildError as e:
             raise E.ImageBuildError(str(e)) from None
-        rec = await self.store.get_image_by_digest(res.digest)
-        if rec is None:
-            sizes = [self.layers.disk_usage(k) for k in res.layers]
-            rec = {"image_id": new_id("image"), "digest": res.digest, "created_at": time.time(),
-                   "top": res.top.key, "layers": res.layers, "config": res.config,
-                   "size_bytes": sum(sizes), "python": res.top.python,
-                   "source": steps[0]["kind"]}
-            await self.store.put_image(rec)
+        async with self._record_lock:  # one record per digest, however many builds raced
+            rec = await self.store.get_image_by_digest(res.digest)
+            if rec is None:
+                sizes = [self.layers.disk_usage(k) for k in res.layers]
+                rec = {"image_id": new_id("image"), "digest": res.digest,
+                       "created_at": time.time(), "top": res.top.key, "layers": res.layers,
+                       "config": res.config, "size_bytes": sum(sizes),
+                       "python": res.top.python, "source": steps[0]["kind"]}
+                await self.store.put_image(rec)
         rec = {**rec, "built_layers": res.built}
         emit(f"image {rec['image_id']} ready ({res.built} of {len(res.layers)} layers built, "
              f"{time.monotonic() - t0:.1f}s)")
