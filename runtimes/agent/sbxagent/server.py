@@ -21,6 +21,7 @@ from .files import handle_file
 from .mainproc import handle_main
 from .procs import REAPER
 from .proto import REQ, RESP, Conn, recv_frame
+from .snapshot import handle_snapshot
 
 def handle(sock):
     conn = Conn(sock)
@@ -42,6 +43,8 @@ def handle(sock):
             handle_exec(conn, req)
         elif op in ("main_start", "main_attach"):
             handle_main(conn, req)
+        elif op in ("fs_manifest", "fs_tar"):
+            handle_snapshot(conn, req)
         else:
             handle_file(conn, req)
     except Exception as e:  # never let one bad request take PID 1 down
