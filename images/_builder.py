@@ -172,6 +172,8 @@ class Builder:
             img = await _registry.pull(ref, os.path.join(tmp, "pull"), auth=auth,
                                        insecure=insecure, progress=emit)
             os.rename(img.rootfs, os.path.join(tmp, "rootfs"))
+            if img.workdir:  # Docker creates a config WorkingDir the image lacks
+                await asyncio.to_thread(_make_workdir, os.path.join(tmp, "rootfs"), img.workdir)
             await asyncio.to_thread(remove_tree, os.path.join(tmp, "pull"))
             cfg = {"env": img.env, "workdir": img.workdir, "entrypoint": img.entrypoint,
                    "cmd": img.cmd, "user": img.user}
@@ -308,6 +310,12 @@ async def _run(argv: list[str], check: bool = True) -> None:
     out, _ = await proc.communicate()
     if check and proc.returncode != 0:
         raise ImageBuildError(f"{argv[0]} failed: {out.decode(errors='replace').strip()[-300:]}")
+
+
+def _make_workdir(rootfs: str, workdir: str) -> None:
+    from ._layers import _ensure_dir
+
+    _ensure_dir(rootfs, canonical_in_root(rootfs, workdir), 0o755)
 
 
 def _clean_build_dirs(tmp: str, lower: str) -> None:

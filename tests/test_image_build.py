@@ -13,7 +13,7 @@ import pytest
 
 import sandbox_service as sbx
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("server")]
 
 
 def build_events(api, steps, force_build=False):

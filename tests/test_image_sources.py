@@ -84,7 +84,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def bb_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = busybox_rootfs(str(tmp_path_factory.mktemp("src-bb") / "rootfs"))
-    os.mkdir(os.path.join(root, "work"))  # the config's WorkingDir (see the xfail below)
+    os.mkdir(os.path.join(root, "work"))
     return root
 
 
@@ -142,11 +142,6 @@ def test_from_registry_rebuild_is_cached(bb_ref: str, bb_image: sbx.Image):
     assert time.monotonic() - t0 < 30
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: an image config WorkingDir missing from the rootfs is not created (Docker/"
-    "runc create it): RUN steps (images/_builder.py _exec cwd=config['workdir']) and exec in "
-    "a sandbox (server/_manager.py only mkdirs req.workdir) fail with 'failed to find "
-    "initial working directory'"))
 def test_from_registry_missing_workdir_is_created(plain: Registry, tmp_path):
     root = busybox_rootfs(str(tmp_path / "rootfs"))
     push_rootfs(plain, root, "nowork:1", env={"PATH": "/bin"}, workdir="/missing/dir")

@@ -87,6 +87,7 @@ class EgressNetworks:
         self.resolvers = host_resolvers() if resolvers is None else list(resolvers)
         self._ready = False
         self._lock = asyncio.Lock()
+        self.mtu = 1500
 
     # ---- names ------------------------------------------------------------------------
     def ns_name(self, cid: str) -> str:
@@ -150,6 +151,9 @@ class EgressNetworks:
             "  chain forward {\n    type filter hook forward priority -10; policy accept;\n"
             f"{dns}"
             f'    iifname "{HOST_IF_PREFIX}*" meta nfproto ipv6 drop\n'
+            # a smaller MTU on the way out (1400 on some clouds) must not stall TLS handshakes
+            f'    iifname "{HOST_IF_PREFIX}*" tcp flags syn tcp option maxseg size set rt mtu\n'
+            f'    oifname "{HOST_IF_PREFIX}*" tcp flags syn tcp option maxseg size set rt mtu\n'
             f'    iifname "{HOST_IF_PREFIX}*" ip daddr @blocked4 reject with icmp type admin-prohibited\n'
             f'    oifname "{HOST_IF_PREFIX}*" ct state established,related accept\n'
             f'    oifname "{HOST_IF_PREFIX}*" drop\n  }}\n'
@@ -173,6 +177,7 @@ class EgressNetworks:
                 log.warning("enabling net.ipv4.ip_forward: sandbox egress is NATed by the host")
                 with open("/proc/sys/net/ipv4/ip_forward", "w") as w:
                     w.write("1")
+        self.mtu = await _uplink_mtu()
         if not self.resolvers:
             log.warning("no non-loopback DNS resolver in /etc/resolv.conf: sandboxes with "
                         "egress cannot resolve names")
@@ -198,8 +203,8 @@ class EgressNetworks:
             hif, sif = self._ifnames(cid)
             try:
                 await _run("ip", "netns", "add", ns)
-                await _run("ip", "link", "add", hif, "type", "veth", "peer", "name", sif,
-                           "netns", ns)
+                await _run("ip", "link", "add", hif, "mtu", str(self.mtu), "type", "veth",
+                           "peer", "name", sif, "mtu", str(self.mtu), "netns", ns)
                 await _run("ip", "addr", "add", f"{host_ip}/30", "dev", hif)
                 await _run("ip", "link", "set", hif, "up")
                 await _run("ip", "-n", ns, "addr", "add", f"{sb_ip}/30", "dev", sif)
@@ -223,3 +228,17 @@ class EgressNetworks:
         if self._ready and not self.known():
             await _run("nft", "delete", "table", "inet", self.table, check=False)
             self._ready = False
+
+
+async def _uplink_mtu() -> int:
+    """MTU of the interface the default route leaves by: sandbox veths use it, so packets
+    never need a fragmentation this gVisor does not negotiate."""
+    out = await _run("ip", "-o", "route", "show", "default", check=False)
+    m = re.search(r"\bdev (\S+)", out)
+    if m:
+        try:
+            with open(f"/sys/class/net/{m.group(1)}/mtu") as f:
+                return max(576, min(int(f.read().strip()), 9000))
+        except (OSError, ValueError):
+            pass
+    return 1500
