@@ -34,7 +34,7 @@ from . import _registry, _steps
 from ._layers import Diff, Layer, LayerStore, overlay_upper_to_diff
 from ._model import ImageBuildError
 from ._rootfs import remove_tree, resolve_in_root
-from ._users import canonical_in_root, resolve_user
+from ._users import canonical_in_root, resolve_user, user_home
 from ._store import ImageStore
 
 log = logging.getLogger("sbx.images.build")
@@ -224,6 +224,8 @@ class Builder:
             mounts = ((s.ca_bundle, CA_PATH),)
             env.update({k: CA_PATH for k in CA_ENV})
         uid, gid = resolve_user(parent.rootfs, config["user"])
+        if config["user"] and "HOME" not in env:
+            env["HOME"] = user_home(parent.rootfs, uid) or "/"
         cid = _build_cid()
         self.active.add(cid)
         try:

@@ -97,3 +97,9 @@ def resolve_user(root: str, user: str | None) -> tuple[int, int]:
                 raise ImageBuildError(f"group {group!r} does not exist in the image")
             gid = int(g[2])
     return uid, gid
+
+
+def user_home(root: str, uid: int) -> str | None:
+    """The home directory /etc/passwd gives `uid`, if any."""
+    entry = next((f for f in _read_db(root, "/etc/passwd") if len(f) > 5 and f[2] == str(uid)), None)
+    return entry[5] if entry and entry[5].startswith("/") else None

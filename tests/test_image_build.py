@@ -138,7 +138,7 @@ def test_image_config_reaches_the_sandbox():
            .dockerfile_commands("USER appuser", "RUN id -u > /home/appuser/built-by"))
     sb = sbx.Sandbox.create(image=img)
     try:
-        code, out, _ = sh(sb, 'echo "$GREETING"; pwd; id -u; cat /home/appuser/built-by; echo $PATH')
+        code, out, _ = sh(sb, 'echo "$GREETING"; pwd; id -u; cat ~/built-by; echo $PATH')
         assert code == 0
         assert out.splitlines() == ["hi there", "/srv/app", "1234", "1234",
                                     "/opt/tools:/usr/local/bin:/usr/bin:/bin"]
@@ -254,3 +254,22 @@ def test_bad_recipes_are_typed_errors(api):
     assert ev["type"] == "error" and "not uploaded" in ev["error"]["message"]
     r = api.put("/v1/blobs/" + "0" * 64, content=b"not matching")
     assert r.status_code == 400 and "sha256" in r.json()["error"]["message"]
+
+
+def test_images_survive_a_server_restart(server, api):
+    marker = uuid.uuid4().hex
+    img = sbx.Image.debian_slim().run_commands(f"echo {marker} > /m").env({"R": "1"})
+    img.build()
+    server.restart(kill=False)
+    with server.api() as c:
+        info = c.get(f"/v1/images/{img.object_id}")
+        assert info.status_code == 200 and info.json()["env"] == {"R": "1"}
+    # the same recipe resolves to the same image, all cached
+    again = sbx.Image.debian_slim().run_commands(f"echo {marker} > /m").env({"R": "1"})
+    again.build()
+    assert again.object_id == img.object_id
+    sb = sbx.Sandbox.create(image=sbx.Image.from_id(img.object_id))
+    try:
+        assert sh(sb, 'cat /m; echo "$R"')[1] == f"{marker}\n1\n"
+    finally:
+        sb.terminate()

@@ -1,12 +1,14 @@
 """Runs last (by file name): after every sandbox of this session is terminated through the
 API, nothing of them may remain on the host: runsc state, bundle directories, cgroups,
-runsc processes, zombies of the server, open file descriptors."""
+runsc processes, zombies of the server, open file descriptors, and of image builds:
+network namespaces, veths, the nftables table and overlay mounts."""
 
 from __future__ import annotations
 
 import glob
 import hashlib
 import os
+import subprocess
 import time
 
 import pytest
@@ -75,6 +77,22 @@ def _leftovers(server, ids: set[str]) -> dict[str, list[str]]:
                 zombies.append(pid)
     if zombies:
         found["zombie children of the server"] = zombies
+    # image builds: their network namespaces and veths, nftables table, overlay mounts
+    key = _cgroup_parent(server)[4:]
+    netns = [n for n in os.listdir("/run/netns") if n.startswith(f"sbx{key[:6]}-")] \
+        if os.path.isdir("/run/netns") else []
+    if netns:
+        found["network namespaces"] = netns
+    veths = [n for n in os.listdir("/sys/class/net") if n.startswith("sbxh")]
+    if veths:
+        found["host veths"] = veths
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f if server.home in line]
+    if mounts:
+        found["mounts under SBX_HOME"] = mounts
+    if subprocess.run(["nft", "list", "table", "inet", f"sbx_{key}"], capture_output=True,
+                      check=False).returncode == 0:
+        found["nftables table"] = [f"inet sbx_{key}"]
     return found
 
 

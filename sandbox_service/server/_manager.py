@@ -18,7 +18,7 @@ import time
 from typing import Any, AsyncIterator
 
 from images import ImageBuildError
-from images._users import resolve_user
+from images._users import resolve_user, user_home
 from runtimes import AgentError, AgentUnavailable, ContainerSpec, ExecSpec, ExitFrame, Runtime
 from security import ResourcePolicy
 
@@ -171,6 +171,10 @@ class SandboxManager:
             raise E.NotFoundError(f"app {req.app_id} does not exist: use App.lookup(name, "
                                   "create_if_missing=True)")
         image = await self._resolve_image(req.image)
+        uid, gid, home = await self._image_user(image)
+        env = dict(req.env)
+        if home and "HOME" not in env and "HOME" not in image.config.get("env", {}):
+            env["HOME"] = home
         # checked after the last await before the sandbox is registered: no race
         if len(self._live) >= self.policy.max_sandboxes:
             raise E.QuotaExceededError(
@@ -192,15 +196,16 @@ class SandboxManager:
             "exit_code": None, "reason": None, "cpu": cpu, "memory_mib": memory,
             "has_command": bool(req.command), "workdir": req.workdir or image.config.get("workdir"),
             "layer": image.layer, "rootfs": image.rootfs, "image_config": image.config,
+            "uid": uid, "gid": gid,
         }
         live = self._live[cid] = _Live(rec)
         stage = ""
         await self.store.put_sandbox(rec)
         try:
-            spec = self._container_spec(cid, image, req.env, memory, cpu)
+            spec = self._container_spec(cid, image, env, memory, cpu)
             if pooled:
                 try:
-                    await self.runtime.set_env(cid, dict(req.env))
+                    await self.runtime.set_env(cid, env)
                 except (AgentError, AgentUnavailable) as e:  # died in the pool: boot cold
                     log.warning("warm pool: sandbox %s unusable (%s); booting cold", cid, e)
                     await self.runtime.destroy(cid)
@@ -210,8 +215,6 @@ class SandboxManager:
             stage = "could not create the workdir: "
             if req.workdir:
                 await self.runtime.file_op(cid, "mkdir", req.workdir, parents=True)
-            stage = "the image's user does not exist: "
-            rec["uid"], rec["gid"] = await self._image_user(image)
             stage = "could not start the sandbox's command: "
             if req.command:
                 await self.runtime.start_main(cid, ExecSpec(
@@ -238,14 +241,16 @@ class SandboxManager:
         return await self.images.resolve(ref)
 
     @staticmethod
-    async def _image_user(image: Any) -> tuple[int | None, int | None]:
+    async def _image_user(image: Any) -> tuple[int | None, int | None, str | None]:
+        """The image's USER as (uid, gid, home directory), or Nones for root."""
         user = image.config.get("user")
         if not user:
-            return None, None
+            return None, None, None
         try:
-            return await asyncio.to_thread(resolve_user, image.rootfs, user)
+            uid, gid = await asyncio.to_thread(resolve_user, image.rootfs, user)
         except ImageBuildError as e:
-            raise AgentError("bad_request", str(e)) from None
+            raise E.InvalidRequestError(f"the image's user cannot be used: {e}") from None
+        return uid, gid, await asyncio.to_thread(user_home, image.rootfs, uid)
 
     async def snapshot(self, sandbox_id: str) -> dict[str, Any]:
         """A new image from the sandbox's file-system changes (it keeps running)."""
