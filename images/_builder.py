@@ -327,36 +327,62 @@ def _clean_build_dirs(tmp: str, lower: str) -> None:
         remove_tree(os.path.join(tmp, name))
     upper = os.path.join(tmp, "diff")
     remove_tree(os.path.join(upper, ".sbx"))
-    resolv = os.path.join(upper, "etc", "resolv.conf")
-    if os.path.lexists(resolv) and not os.path.lexists(os.path.join(lower, "etc", "resolv.conf")):
+    etc = os.path.join(upper, "etc")
+    resolv = os.path.join(etc, "resolv.conf")
+    if (os.path.isdir(etc) and not os.path.islink(etc) and os.path.lexists(resolv)
+            and not os.path.lexists(os.path.join(lower, "etc", "resolv.conf"))):
         os.unlink(resolv)
 
 
 def _write_files(parent_root: str, diff: str, step: dict[str, Any], blobs_dir: str) -> None:
     """Lay local files out in a diff, at their paths as the image resolves them (so a
-    destination under /lib -> /usr/lib lands in /usr/lib, and never outside the image)."""
+    destination under /lib -> /usr/lib lands in /usr/lib, and never outside the image).
+
+    Entries come from a client: symlink entries are created last and nothing may be placed
+    below one, and no path component in the diff is ever a symlink we would follow."""
     uid, gid = resolve_user(parent_root, step.get("chown")) if step.get("chown") else (0, 0)
+    placed: list[tuple[str, dict[str, Any]]] = []
     for entry in step["entries"]:
         path = entry["path"]
-        rel_parent = canonical_in_root(parent_root, os.path.dirname(path) or "/").lstrip("/")
-        rel = os.path.join(rel_parent, os.path.basename(path)).lstrip("/")
+        base = os.path.basename(path.rstrip("/"))
+        if base in (".", ".."):
+            raise ImageBuildError(f"{path}: a destination cannot end in '.' or '..'")
+        rel_parent = canonical_in_root(parent_root, os.path.dirname(path.rstrip("/")) or "/")
+        placed.append((os.path.join(rel_parent, base).strip("/"), entry))
+    links = {rel for rel, e in placed if e.get("type") == "symlink"}
+    for rel, entry in placed:
+        if any(rel.startswith(link + "/") for link in links):
+            raise ImageBuildError(f"{entry['path']}: cannot add files below the symbolic link "
+                                  "added in the same step; add the directory instead")
+    for rel, entry in sorted(placed, key=lambda p: p[1].get("type") == "symlink"):
         _make_parents(parent_root, diff, os.path.dirname(rel))
-        dst = os.path.join(diff, rel)
-        if os.path.lexists(dst) and not os.path.isdir(dst):
-            os.unlink(dst)
-        mode = int(entry.get("mode", 0o644)) & 0o7777 & ~(stat.S_ISUID | stat.S_ISGID)
+        dst = os.path.join(diff, rel) if rel else diff
         etype = entry.get("type", "file")
+        try:
+            cur = os.lstat(dst)
+        except FileNotFoundError:
+            cur = None
+        if cur is not None and rel and not (etype == "dir" and stat.S_ISDIR(cur.st_mode)):
+            if stat.S_ISDIR(cur.st_mode):
+                shutil.rmtree(dst)
+            else:
+                os.unlink(dst)
+        mode = int(entry.get("mode", 0o644)) & 0o7777 & ~(stat.S_ISUID | stat.S_ISGID)
         if etype == "dir":
-            os.makedirs(dst, exist_ok=True)
+            if not os.path.lexists(dst):
+                os.mkdir(dst)
             os.chmod(dst, mode or 0o755)
         elif etype == "symlink":
             os.symlink(entry["target"], dst)
         else:
             blob = os.path.join(blobs_dir, entry["sha256"])
             if not os.path.isfile(blob):
-                raise ImageBuildError(f"file content {entry['sha256'][:12]} for {path} was not "
-                                      "uploaded; build the image again from the SDK")
-            shutil.copyfile(blob, dst)
+                raise ImageBuildError(f"file content {entry['sha256'][:12]} for "
+                                      f"{entry['path']} was not uploaded; build the image "
+                                      "again from the SDK")
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as out, open(blob, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
             os.chmod(dst, mode)
         os.lchown(dst, uid, gid)
 
@@ -366,8 +392,14 @@ def _make_parents(parent_root: str, diff: str, rel_dir: str) -> None:
     for comp in [c for c in rel_dir.split("/") if c]:
         cur = os.path.join(cur, comp)
         dst = os.path.join(diff, cur)
-        if os.path.isdir(dst) and not os.path.islink(dst):
-            continue
+        try:
+            st = os.lstat(dst)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            os.unlink(dst)  # a file or link of an earlier entry: a directory replaces it
         os.mkdir(dst)
         try:  # an existing directory keeps its owner and mode (/tmp stays 1777)
             st = os.lstat(os.path.join(parent_root, cur))

@@ -157,6 +157,19 @@ def _host_checks() -> list[Check]:
     else:
         out.append(Check("debootstrap", WARN, "not found",
                          "needed to build the base image (unless cached): apt-get install debootstrap"))
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    tools = {"skopeo": "Image.from_registry", "umoci": "Image.from_registry",
+             "nft": "image build steps (egress policy)", "ip": "image build steps (egress)"}
+    missing = [t for t in tools if not shutil.which(t, path=path)]
+    if missing:
+        needs = "; ".join(f"{t}: {tools[t]}" for t in missing)
+        out.append(Check("image tools", WARN, f"missing {', '.join(missing)}",
+                         f"needed by {needs}: apt-get install skopeo umoci nftables iproute2"))
+    else:
+        out.append(Check("image tools", OK, "skopeo, umoci, nft, ip"))
+    if not os.path.exists("/proc/filesystems") or "overlay" not in open("/proc/filesystems").read():
+        out.append(Check("overlayfs", WARN, "not in /proc/filesystems",
+                         "image build steps mount overlayfs: modprobe overlay"))
     return out
 
 

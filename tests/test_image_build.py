@@ -273,3 +273,44 @@ def test_images_survive_a_server_restart(server, api):
         assert sh(sb, 'cat /m; echo "$R"')[1] == f"{marker}\n1\n"
     finally:
         sb.terminate()
+
+
+@pytest.fixture
+def host_dir():
+    """A host directory outside /tmp (a sandbox's /tmp is a tmpfs over the image's)."""
+    import shutil
+
+    path = f"/var/tmp/sbx-test-{uuid.uuid4().hex}"
+    os.mkdir(path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_files_steps_never_write_through_symlinks_on_the_host(api, host_dir):
+    import hashlib
+
+    content = b"hostile " + uuid.uuid4().hex.encode()
+    digest = hashlib.sha256(content).hexdigest()
+    assert api.put(f"/v1/blobs/{digest}", content=content).status_code == 200
+    target = host_dir
+    # a link to a host directory, then a file "below" it in the same step: refused
+    lines, final = build_events(api, [BASE, {"kind": "files", "entries": [
+        {"path": "/evil", "type": "symlink", "target": str(target)},
+        {"path": "/evil/pwned", "sha256": digest}]}])
+    assert final["type"] == "error" and "below the symbolic link" in final["error"]["message"]
+    # the link in one layer, the file in the next: resolved inside the image, never the host
+    _, final = build_events(api, [BASE,
+                                  {"kind": "files", "entries": [
+                                      {"path": "/evil", "type": "symlink", "target": str(target)}]},
+                                  {"kind": "files", "entries": [
+                                      {"path": "/evil/pwned", "sha256": digest}]}])
+    assert final["type"] == "done", final
+    assert not os.listdir(target)
+    sb = sbx.Sandbox.create(image=sbx.Image.from_id(final["image"]["image_id"]))
+    try:
+        assert sh(sb, f"cat {target}/pwned")[1] == content.decode()
+    finally:
+        sb.terminate()
+    _, final = build_events(api, [BASE, {"kind": "files", "entries": [
+        {"path": "/tmp/..", "type": "dir"}]}])
+    assert final["type"] == "error" and "'.' or '..'" in final["error"]["message"]

@@ -24,11 +24,24 @@ def version() -> int:
     return 1
 
 
+def _hierarchies() -> list[str]:
+    """Every mounted v1 hierarchy (controllers and named ones such as name=systemd: runsc
+    creates the sandbox's cgroup in each, so each must be cleaned)."""
+    try:
+        names = sorted(os.listdir(CGROUP_ROOT))
+    except OSError:
+        return []
+    return [n for n in names if n in CONTROLLERS or (
+        os.path.isdir(os.path.join(CGROUP_ROOT, n))
+        and not os.path.islink(os.path.join(CGROUP_ROOT, n))
+        and os.path.exists(os.path.join(CGROUP_ROOT, n, "cgroup.procs")))]
+
+
 def _controller_dirs(rel: str) -> list[str]:
     rel = rel.strip("/")
     if version() == 2:
         return [os.path.join(CGROUP_ROOT, rel)]
-    return [os.path.join(CGROUP_ROOT, c, rel) for c in CONTROLLERS
+    return [os.path.join(CGROUP_ROOT, c, rel) for c in _hierarchies()
             if os.path.isdir(os.path.join(CGROUP_ROOT, c))]
 
 

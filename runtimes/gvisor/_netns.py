@@ -225,8 +225,11 @@ class EgressNetworks:
 
     async def close(self) -> None:
         """Drop the host rules once no sandbox namespace of ours is left."""
-        if self._ready and not self.known():
-            await _run("nft", "delete", "table", "inet", self.table, check=False)
+        if not self.known():  # also a table an earlier server process made
+            try:
+                await _run("nft", "delete", "table", "inet", self.table, check=False)
+            except FileNotFoundError:  # no nft installed: no table either
+                pass
             self._ready = False
 
 

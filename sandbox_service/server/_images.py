@@ -23,7 +23,7 @@ from images import ImageBuildError as LayerBuildError
 from images import ImageStore
 from images._builder import Builder, BuildSettings
 from images._layers import Diff, LayerStore
-from images._rootfs import remove_tree
+from images._steps import empty_config
 
 from .. import _errors as E
 from .._ids import is_id, new_id
@@ -70,10 +70,10 @@ class ImageService:
                 base = await self.base.ensure_base(progress=lambda line: log.info("image: %s", line))
             except Exception as e:
                 raise E.ImageBuildError(f"building the base image failed: {e}") from None
-            return ResolvedImage(base.image_id, base.rootfs, None, _empty())
+            return ResolvedImage(base.image_id, base.rootfs, None, empty_config())
         base = self.base.get(ref) if is_id("image", ref) else None
         if base is not None:
-            return ResolvedImage(base.image_id, base.rootfs, None, _empty())
+            return ResolvedImage(base.image_id, base.rootfs, None, empty_config())
         rec = await self.get(ref)
         layer = self.layers.get(rec["top"])
         if layer is None:
@@ -91,11 +91,11 @@ class ImageService:
     async def _layer_of(self, image_id: str) -> tuple[str, dict[str, Any]]:
         if self.base.get(image_id) is not None:  # the base image as a layer
             layer = await self._base_layer()
-            return layer, _empty()
+            return layer, empty_config()
         rec = await self.get(image_id)
         return rec["top"], rec["config"]
 
-    async def _base_layer(self, suite: str | None = None) -> str:
+    async def _base_layer(self) -> str:
         res = await self.builder.build([{"kind": "debian_slim", "python_version": None}])
         return res.top.key
 
@@ -213,9 +213,9 @@ class ImageService:
                        rootfs: str) -> dict[str, Any]:
         """A new image from a running sandbox's writes on top of the image it booted."""
         if rec.get("layer"):
-            parent_key, config = rec["layer"], rec.get("image_config") or _empty()
+            parent_key, config = rec["layer"], rec.get("image_config") or empty_config()
         else:
-            parent_key, config = await self._base_layer(), _empty()
+            parent_key, config = await self._base_layer(), empty_config()
         parent = self.layers.get(parent_key)
         if parent is None:
             raise E.ConflictError("the sandbox's image layers were removed; cannot snapshot")
@@ -242,11 +242,3 @@ class ImageService:
         log.info("snapshot of %s: image %s (%s entries, %s bytes)", sandbox_id,
                  image["image_id"], stats.get("changed"), stats.get("bytes"))
         return image
-
-
-def _empty() -> dict[str, Any]:
-    return {"env": {}, "workdir": None, "entrypoint": None, "cmd": None, "user": None}
-
-
-def cleanup_dir(path: str) -> None:
-    remove_tree(path)
