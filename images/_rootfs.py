@@ -121,8 +121,11 @@ def _ensure_dir(root: str, path: str, mode: int) -> None:
                 os.chmod(cur, mode)
 
 
-def resolve_in_root(root: str, path: str, *, max_links: int = 40) -> str | None:
-    """Host path of `path` as seen inside `root` (symlinks resolved relative to root)."""
+def resolve_in_root(root: str, path: str, *, max_links: int = 40,
+                    keep_missing: bool = False) -> str | None:
+    """Host path of `path` as seen inside `root` (symlinks resolved relative to root).
+    A missing component gives None, or with `keep_missing` the rest of the path kept
+    literally (where a new file would go)."""
     todo = [c for c in path.split("/") if c]
     done: list[str] = []
     links = 0
@@ -138,7 +141,9 @@ def resolve_in_root(root: str, path: str, *, max_links: int = 40) -> str | None:
         try:
             st = os.lstat(host)
         except (FileNotFoundError, NotADirectoryError):
-            return None
+            if not keep_missing or ".." in todo:
+                return None
+            return os.path.join(root, *done, comp, *[c for c in todo if c != "."])
         if stat.S_ISLNK(st.st_mode):
             links += 1
             if links > max_links:

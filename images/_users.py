@@ -17,41 +17,15 @@ from ._rootfs import resolve_in_root
 MAX_DB_BYTES = 4 << 20
 
 
-def canonical_in_root(root: str, path: str, *, max_links: int = 40) -> str:
+def canonical_in_root(root: str, path: str) -> str:
     """`path` as the image resolves it: symlinks of existing components followed inside
     `root`, missing components kept literally. Always absolute and inside the image."""
-    todo = [c for c in path.split("/") if c]
-    done: list[str] = []
-    links = 0
-    while todo:
-        comp = todo.pop(0)
-        if comp == ".":
-            continue
-        if comp == "..":
-            if done:
-                done.pop()
-            continue
-        host = os.path.join(root, *done, comp)
-        try:
-            st = os.lstat(host)
-        except (FileNotFoundError, NotADirectoryError):
-            done.append(comp)
-            done.extend(c for c in todo if c not in (".", ".."))
-            if any(c == ".." for c in todo):
-                raise ImageBuildError(f"{path}: '..' after a missing directory is ambiguous; "
-                                      "use an absolute path without '..'") from None
-            break
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > max_links:
-                raise ImageBuildError(f"{path}: too many symbolic links in the image")
-            target = os.readlink(host)
-            if target.startswith("/"):
-                done = []
-            todo = [c for c in target.split("/") if c] + todo
-            continue
-        done.append(comp)
-    return "/" + "/".join(done)
+    host = resolve_in_root(root, path, keep_missing=True)
+    if host is None:
+        raise ImageBuildError(f"{path}: too many symbolic links, or '..' after a missing "
+                              "directory; use an absolute path without '..'")
+    rel = os.path.relpath(host, root)
+    return "/" if rel == "." else "/" + rel
 
 
 def _read_db(root: str, path: str) -> list[list[str]]:
