@@ -18,6 +18,7 @@ import sandbox_service as sbx
 
 pytestmark = [
     pytest.mark.timeout(600),
+    pytest.mark.usefixtures("server"),
     pytest.mark.skipif(
         not all(shutil.which(t) for t in ("skopeo", "umoci", "docker-registry")),
         reason="needs skopeo, umoci and docker-registry (apt-get install skopeo umoci "
