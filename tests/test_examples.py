@@ -21,3 +21,14 @@ def test_modal_style_example(server):
     assert out.count("streamed: tick") == 3
     assert "returncode after terminate: 137\n" in out
     assert "main command printed: 45\n" in out
+
+
+def test_modal_style_image_example(server):
+    env = server.env()
+    env["SBX_TOKEN"] = server.token
+    r = subprocess.run([sys.executable, os.path.join(REPO, "examples", "modal_image.py")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["weekly numbers", "mean=7.25 stdev=4.35",
+                                     "from the snapshot: mean=2.00 stdev=1.00"]
+    assert "add " in r.stderr  # the build log, shown by enable_output()
