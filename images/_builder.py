@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import dataclasses
-import fnmatch
 import logging
 import os
 import secrets
@@ -30,9 +29,10 @@ from typing import Any, Awaitable, Callable
 
 from runtimes import ContainerSpec, ExecSpec, ExitFrame, Runtime
 
-from . import _registry, _steps
+from . import _steps
 from ._layers import Diff, Layer, LayerStore, overlay_upper_to_diff
 from ._model import ImageBuildError
+from ._registry_layer import registry_layer
 from ._rootfs import remove_tree, resolve_in_root
 from ._users import canonical_in_root, resolve_user, user_home
 from ._store import ImageStore
@@ -45,6 +45,8 @@ CA_ENV = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
           "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO")
 MAX_LOG_BYTES_PER_STEP = 4 << 20
 TAIL_LINES = 25
+TAIL_LINE = 1000      # characters of a line kept for the error message
+MAX_LINE = 64 << 10   # a longer line (or output with no newline) is cut
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -58,6 +60,7 @@ class BuildSettings:
     # host:port patterns (fnmatch) of registries on private addresses that may be pulled
     # from, without TLS verification
     private_registries: frozenset[str] = frozenset()
+    min_free_mib: int = 1024                # a step is stopped below this much free disk
 
 
 @dataclasses.dataclass
@@ -76,7 +79,8 @@ def _build_cid() -> str:
 class Builder:
     def __init__(self, *, layers: LayerStore, base: ImageStore, runtime: Runtime,
                  blobs_dir: str, settings: BuildSettings | None = None,
-                 resolve_image: Callable[[str], Awaitable[tuple[str, dict[str, Any]]]] | None = None):
+                 resolve_image: Callable[[str], Awaitable[tuple[str, dict[str, Any]]]] | None = None,
+                 secret_key: bytes | None = None):
         self.layers = layers
         self.base = base
         self.runtime = runtime
@@ -84,22 +88,43 @@ class Builder:
         self.settings = settings or BuildSettings()
         self.resolve_image = resolve_image
         self.active: set[str] = set()  # build sandboxes running now (the collector keeps them)
+        # secret values enter cache keys only through an HMAC with this server-side key, so
+        # a layer built with one principal's secret is never reused with another's
+        self.secret_key = secret_key
 
     async def build(self, steps: list[dict[str, Any]], *, force_build: bool = False,
                     emit: Emit = lambda line: None) -> BuildResult:
+        """Build (or find) every layer. The result's layers stay pinned against gc until
+        the caller, having recorded the image, calls `layers.unpin(result.layers)`."""
         if not steps or steps[0]["kind"] not in _steps.SOURCE_KINDS:
             raise ImageBuildError("an image recipe starts with debian_slim, from_registry, "
                                   "from_dockerfile or from_id")
         layer, config = await self._source(steps[0], force_build, emit)
         chain = [layer.key]
+        self.layers.pin(chain)
+        try:
+            layer, config, built = await self._steps(steps, layer, config, chain, force_build, emit)
+        except BaseException:
+            self.layers.unpin(chain)
+            raise
+        return BuildResult(top=layer, config=config, digest=_steps.image_digest(layer.key, config),
+                           layers=chain, built=built)
+
+    async def _steps(self, steps: list[dict[str, Any]], layer: Layer, config: dict[str, Any],
+                     chain: list[str], force_build: bool, emit: Emit):
         built = 0
         total = len(steps)
+        inherited_cmd = config.get("cmd") is not None
         for i, step in enumerate(steps[1:], start=2):
             kind = step["kind"]
             if kind in _steps.SOURCE_KINDS:
                 raise ImageBuildError(f"step {i}: {kind} can only be the first step of a recipe")
             if kind in _steps.CONFIG_KINDS:
+                cmd = config["cmd"]
                 config = _steps.fold_config(config, step)
+                if kind == "entrypoint" and not inherited_cmd:
+                    config["cmd"] = cmd  # Docker resets only a CMD inherited from the base
+                inherited_cmd = inherited_cmd and kind not in ("cmd", "entrypoint")
                 continue
             if kind == "workdir":
                 config = _steps.fold_config(config, step)
@@ -110,18 +135,18 @@ class Builder:
                                                       "mode": 0o755}]}
             ctx = {"env": config["env"], "workdir": config["workdir"], "user": config["user"]}
             force = force_build or bool(step.get("force_build"))
-            key = _steps.layer_key(layer.key, step, ctx, force)
+            key = _steps.layer_key(layer.key, step, ctx, force, secret_key=self.secret_key)
             what = _steps.describe(step)
             emit(f"[{i}/{total}] {what}")
             produce = (self._files_producer(layer, step) if step["kind"] == "files"
                        else self._run_producer(layer, step, config, emit))
             layer, made = await self.layers.ensure(key, layer, produce, what=what, emit=emit)
+            self.layers.pin([layer.key])
+            chain.append(layer.key)
             built += made
             if not made:
                 emit("    cached")
-            chain.append(layer.key)
-        return BuildResult(top=layer, config=config, digest=_steps.image_digest(layer.key, config),
-                           layers=chain, built=built)
+        return layer, config, built
 
     # ---- sources ----------------------------------------------------------------------
     async def _source(self, step: dict[str, Any], force: bool,
@@ -141,50 +166,26 @@ class Builder:
             suite = _steps.suite_for(step.get("python_version"))
             emit(f"[1] debian_slim ({suite})")
             base = await self.base.ensure_base(progress=emit, suite=suite)
-            key = _steps.layer_key(None, {"kind": "base", "image_id": base.image_id}, {})
-
-            async def from_base(tmp: str) -> Diff:
-                await _run(["cp", "-a", "--link", "--no-target-directory", base.rootfs,
-                            os.path.join(tmp, "rootfs")])
-                return Diff(rootfs_made=True, info={"source": f"debian_slim:{suite}"})
-
-            layer, _ = await self.layers.ensure(key, None, from_base, what="debian_slim", emit=emit)
-            return layer, config
+            return await self.base_layer(base, emit, force or bool(step.get("force_build"))), config
         return await self._registry(step, force, emit)
+
+    async def base_layer(self, base: Any, emit: Emit = lambda line: None,
+                         force: bool = False) -> Layer:
+        """The root layer of a base image (a BuiltImage): its rootfs hard-linked."""
+        key = _steps.layer_key(None, {"kind": "base", "image_id": base.image_id}, {}, force)
+
+        async def from_base(tmp: str) -> Diff:
+            await _run(["cp", "-a", "--link", "--no-target-directory", base.rootfs,
+                        os.path.join(tmp, "rootfs")])
+            return Diff(rootfs_made=True, info={"source": f"debian_slim:{base.image_id}"})
+
+        layer, _ = await self.layers.ensure(key, None, from_base, what="debian_slim", emit=emit)
+        return layer
 
     async def _registry(self, step: dict[str, Any], force: bool,
                         emit: Emit) -> tuple[Layer, dict[str, Any]]:
-        ref = _registry.parse_reference(step["ref"])
-        host = ref.split("/", 1)[0]
-        insecure = any(fnmatch.fnmatchcase(host, p) for p in self.settings.private_registries)
-        if not insecure:
-            _refuse_private(host)
-        env = step.get("secret_env") or {}
-        auth = None
-        if env.get("REGISTRY_USERNAME") or env.get("REGISTRY_PASSWORD"):
-            auth = (env.get("REGISTRY_USERNAME", ""), env.get("REGISTRY_PASSWORD", ""))
-        emit(f"[1] from_registry {ref}")
-        digest = await _registry.inspect_digest(ref, auth=auth, insecure=insecure)
-        key = _steps.layer_key(None, {"kind": "registry", "digest": digest}, {}, force)
-        pulled: dict[str, Any] = {}
-
-        async def pull(tmp: str) -> Diff:
-            img = await _registry.pull(ref, os.path.join(tmp, "pull"), auth=auth,
-                                       insecure=insecure, progress=emit)
-            os.rename(img.rootfs, os.path.join(tmp, "rootfs"))
-            if img.workdir:  # Docker creates a config WorkingDir the image lacks
-                await asyncio.to_thread(_make_workdir, os.path.join(tmp, "rootfs"), img.workdir)
-            await asyncio.to_thread(remove_tree, os.path.join(tmp, "pull"))
-            cfg = {"env": img.env, "workdir": img.workdir, "entrypoint": img.entrypoint,
-                   "cmd": img.cmd, "user": img.user}
-            pulled.update(cfg)
-            return Diff(rootfs_made=True, info={"source": f"registry:{ref}@{digest}",
-                                                "config": cfg})
-
-        layer, _ = await self.layers.ensure(key, None, pull, what=f"registry {ref}", emit=emit)
-        cfg = layer.meta.get("config") or pulled
-        config = {**_steps.empty_config(), **cfg, "env": dict(cfg.get("env") or {})}
-        return layer, config
+        return await registry_layer(self.layers, self.settings.private_registries, step,
+                                    force, emit)
 
     # ---- file-system steps ------------------------------------------------------------
     def _files_producer(self, parent: Layer, step: dict[str, Any]):
@@ -208,7 +209,14 @@ class Builder:
             try:
                 await self._run_commands(merged, parent, step, config, commands, emit)
             finally:
-                await _run(["umount", merged], check=False)
+                # the sandbox is destroyed: nothing may still hold (and write) the upper
+                # directory when the host starts reading it
+                try:
+                    await _run(["umount", merged])
+                except ImageBuildError:
+                    await _run(["umount", "-l", merged], check=False)
+                    raise ImageBuildError("the build step's overlay was still busy after its "
+                                          "sandbox ended; the layer was discarded: retry") from None
                 await asyncio.to_thread(_clean_build_dirs, tmp, parent.rootfs)
             return await asyncio.to_thread(overlay_upper_to_diff, upper)
         return produce
@@ -224,16 +232,33 @@ class Builder:
             mounts = ((s.ca_bundle, CA_PATH),)
             env.update({k: CA_PATH for k in CA_ENV})
         uid, gid = resolve_user(parent.rootfs, config["user"])
-        if config["user"] and "HOME" not in env:
-            env["HOME"] = user_home(parent.rootfs, uid) or "/"
+        home = user_home(parent.rootfs, uid) if config["user"] else None
+        if home and "HOME" not in env:  # as for sandboxes of the image
+            env["HOME"] = home
         cid = _build_cid()
         self.active.add(cid)
         try:
             await self.runtime.create(ContainerSpec(
                 container_id=cid, rootfs=root, env=env, memory_mib=s.memory_mib, cpu=s.cpu,
                 writable_rootfs=True, egress=s.egress, mounts=mounts))
-            for cmd in commands:
-                code, tail = await self._exec(cid, cmd, config, uid, gid, emit)
+            watch = asyncio.create_task(self._watch_disk(cid))
+            results = []
+            try:
+                for cmd in commands:
+                    results.append((cmd, *await self._exec(cid, cmd, config, uid, gid, emit)))
+                    if results[-1][1] != 0:
+                        break
+            except Exception:
+                if not (watch.done() and watch.result()):
+                    raise
+            finally:
+                watch.cancel()
+            if watch.done() and not watch.cancelled() and watch.result():
+                raise ImageBuildError(
+                    f"build step stopped: the disk under {self.layers.dir} went below "
+                    f"{s.min_free_mib} MiB free while it ran (a layer this large, or a step "
+                    "that writes without end?). Free some space, or `sbx image gc`")
+            for cmd, code, tail in results:
                 if code != 0:
                     shown = "\n".join(tail)
                     reason = ("timed out after " + f"{s.step_timeout_s:g}s" if code == 124
@@ -245,6 +270,19 @@ class Builder:
                 await self.runtime.destroy(cid)
             finally:
                 self.active.discard(cid)
+
+    async def _watch_disk(self, cid: str) -> bool:
+        """Kill the step's sandbox if the layers' disk runs low (the memory cgroup does not
+        bound what a build writes into its layer). True if it did."""
+        floor = self.settings.min_free_mib << 20
+        while True:
+            await asyncio.sleep(1.0)
+            st = os.statvfs(self.layers.dir)
+            if st.f_bavail * st.f_frsize < floor:
+                log.warning("build %s: disk below %d MiB free, stopping it", cid,
+                            self.settings.min_free_mib)
+                await self.runtime.destroy(cid)
+                return True
 
     async def _exec(self, cid: str, cmd: str, config: dict[str, Any], uid: int, gid: int,
                     emit: Emit) -> tuple[int, list[str]]:
@@ -265,8 +303,12 @@ class Builder:
                 name, data = ev
                 text = pending[name] + decoders[name].decode(data)
                 *lines, pending[name] = text.split("\n")
+                if len(pending[name]) > MAX_LINE:  # no newline coming: emit what we have
+                    lines.append(pending[name])
+                    pending[name] = ""
                 for line in lines:
-                    tail = (tail + [line])[-TAIL_LINES:]
+                    line = line if len(line) <= MAX_LINE else line[:MAX_LINE] + " [line truncated]"
+                    tail = (tail + [line[:TAIL_LINE]])[-TAIL_LINES:]
                     logged += len(line)
                     if logged <= MAX_LOG_BYTES_PER_STEP:
                         emit("    " + line)
@@ -276,8 +318,8 @@ class Builder:
             await stream.close()
         for rest in pending.values():
             if rest:
-                tail = (tail + [rest])[-TAIL_LINES:]
-                emit("    " + rest)
+                tail = (tail + [rest[:TAIL_LINE]])[-TAIL_LINES:]
+                emit("    " + rest[:MAX_LINE])
         return code, tail
 
 
@@ -285,39 +327,19 @@ def _short(cmd: str) -> str:
     return cmd if len(cmd) <= 200 else cmd[:197] + "..."
 
 
-def _refuse_private(host: str) -> None:
-    import ipaddress
-
-    name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") or "]" in host else host
-    if name == "localhost":
-        private = True
-    else:
-        try:
-            addr = ipaddress.ip_address(name)
-        except ValueError:
-            return
-        private = not addr.is_global
-    if private:
-        raise ImageBuildError(
-            f"registry {host} is a private or loopback address: the service does not pull "
-            "from those unless the operator lists it in SBX_PRIVATE_REGISTRIES (host:port, "
-            "comma-separated) when starting `sbx serve`")
-
-
 async def _run(argv: list[str], check: bool = True) -> None:
     log.debug("%s", " ".join(argv))
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate()
+    try:
+        out, _ = await proc.communicate()
+    except BaseException:  # cancelled: cp/mount must not go on writing after we return
+        proc.kill()
+        await proc.wait()
+        raise
     if check and proc.returncode != 0:
         raise ImageBuildError(f"{argv[0]} failed: {out.decode(errors='replace').strip()[-300:]}")
-
-
-def _make_workdir(rootfs: str, workdir: str) -> None:
-    from ._layers import _ensure_dir
-
-    _ensure_dir(rootfs, canonical_in_root(rootfs, workdir), 0o755)
 
 
 def _clean_build_dirs(tmp: str, lower: str) -> None:

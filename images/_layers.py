@@ -79,8 +79,9 @@ class LayerStore:
     def __init__(self, layers_dir: str):
         self.dir = os.path.abspath(layers_dir)
         os.makedirs(self.dir, mode=0o755, exist_ok=True)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, list] = {}  # key -> [lock, holders and waiters]
         self.building: set[str] = set()
+        self.pinned: dict[str, int] = {}  # key -> builds/snapshots still registering it
 
     def get(self, key: str) -> Layer | None:
         if not key or "/" in key or key.startswith("."):
@@ -94,6 +95,19 @@ class LayerStore:
         if not isinstance(meta, dict) or meta.get("key") != key:
             return None
         return Layer(key, path, meta.get("parent"), meta)
+
+    def pin(self, keys: list[str]) -> None:
+        """Protect layers from gc until unpin (a build in progress, an image being recorded)."""
+        for k in keys:
+            self.pinned[k] = self.pinned.get(k, 0) + 1
+
+    def unpin(self, keys: list[str]) -> None:
+        for k in keys:
+            n = self.pinned.get(k, 0) - 1
+            if n > 0:
+                self.pinned[k] = n
+            else:
+                self.pinned.pop(k, None)
 
     def keys(self) -> list[str]:
         try:
@@ -116,18 +130,26 @@ class LayerStore:
         layer = self.get(key)
         if layer is not None:
             return layer, False
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        # One lock per key, kept while anyone holds or waits for it (a waiter must find
+        # the same lock as whoever arrives after it, or two builds of one key would race).
+        entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
+        lock = entry[0]
         if lock.locked():
             emit(f"waiting for the same step, being built by another request: {what}")
-        async with lock:
-            layer = self.get(key)
-            if layer is not None:
-                return layer, False
-            self.building.add(key)
-            try:
-                return await self._make(key, parent, produce, what), True
-            finally:
-                self.building.discard(key)
+        entry[1] += 1
+        try:
+            async with lock:
+                layer = self.get(key)
+                if layer is not None:
+                    return layer, False
+                self.building.add(key)
+                try:
+                    return await self._make(key, parent, produce, what), True
+                finally:
+                    self.building.discard(key)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
                 self._locks.pop(key, None)
 
     async def _make(self, key: str, parent: Layer | None, produce: Producer, what: str) -> Layer:
@@ -138,6 +160,9 @@ class LayerStore:
             diff = await produce(tmp)
             meta = await asyncio.to_thread(self._finish, tmp, key, parent, diff, what)
             final = os.path.join(self.dir, key)
+            existing = self.get(key)
+            if existing is not None:  # made meanwhile (never replace a layer in use)
+                return existing
             if os.path.lexists(final):  # an incomplete leftover of a crash
                 await asyncio.to_thread(remove_tree, final)
             os.rename(tmp, final)
@@ -186,7 +211,10 @@ class LayerStore:
             path = os.path.join(self.dir, name)
             if name.startswith(".tmp-") or self.get(name) is None:
                 log.warning("removing incomplete layer directory %s", path)
-                remove_tree(path)
+                try:
+                    remove_tree(path)
+                except OSError as e:
+                    log.error("cannot remove %s: %s", path, e)
 
     def disk_usage(self, key: str) -> int:
         layer = self.get(key)
@@ -222,7 +250,8 @@ def overlay_upper_to_diff(upper: str) -> Diff:
     devices) become deletions, opaque directories are listed and their xattr dropped."""
     diff = Diff()
     for dirpath, dirnames, filenames in os.walk(upper):
-        rel_dir = "/" + os.path.relpath(dirpath, upper).lstrip(".").lstrip("/")
+        rel = os.path.relpath(dirpath, upper)
+        rel_dir = "/" if rel == "." else "/" + rel
         for name in list(dirnames):
             p = os.path.join(dirpath, name)
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 import shlex
 from typing import Any
@@ -42,12 +43,16 @@ def suite_for(python_version: str | None) -> str:
 
 
 def layer_key(parent: str | None, step: dict[str, Any], ctx: dict[str, Any],
-              force: bool = False) -> str:
-    """Content address of a step's result: parent + step (secrets by name only) + the
-    config it runs under. `force` mixes in a nonce: the step (and all after it) rebuild."""
+              force: bool = False, *, secret_key: bytes | None = None) -> str:
+    """Content address of a step's result: parent + step + the config it runs under.
+    Secret values enter only as an HMAC under the server's `secret_key` (never readable
+    from a key, yet a different value is a different layer). `force` mixes in a nonce:
+    the step (and all after it) rebuild."""
     hashable = {k: v for k, v in step.items() if k not in SECRET_FIELDS and k != "force_build"}
     if step.get("secret_env"):
         hashable["secret_names"] = sorted(step["secret_env"])
+        hashable["secret_hmac"] = hmac.new(secret_key or b"", canonical_json(
+            step["secret_env"]).encode(), hashlib.sha256).hexdigest()
     doc = {"parent": parent, "step": hashable, "ctx": ctx}
     if force:
         doc["nonce"] = secrets.token_hex(16)

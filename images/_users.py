@@ -52,10 +52,10 @@ def resolve_user(root: str, user: str | None) -> tuple[int, int]:
         return 0, 0
     name, _, group = user.partition(":")
     passwd = _read_db(root, "/etc/passwd")
-    if name.isdigit():
+    if name.isdigit():  # a uid the image does not know gets group 0, as in Docker
         uid = int(name)
         gid = next((int(f[3]) for f in passwd if len(f) > 3 and f[2] == name and f[3].isdigit()),
-                   uid)
+                   0)
     else:
         entry = next((f for f in passwd if len(f) > 3 and f[0] == name), None)
         if entry is None or not entry[2].isdigit() or not entry[3].isdigit():

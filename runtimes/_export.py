@@ -60,6 +60,7 @@ from .agent.sbxagent import proto
 
 SKIP_TOP = frozenset(("/proc", "/sys", "/dev", "/.sbx"))
 MAX_ENTRIES = 1_000_000  # a sandbox manifest longer than this is refused (~250 MB here)
+MAX_MANIFEST_BYTES = 256 << 20  # and so is one whose records take more bytes than this
 _TYPES = ("f", "d", "l", "o")
 
 
@@ -138,7 +139,7 @@ def rootfs_manifest(rootfs: str, exclude: Iterable[str] = ()) -> dict[str, tuple
 
 
 def _valid_path(p: Any) -> bool:
-    if not isinstance(p, str) or not p.startswith("/") or "\x00" in p or len(p) > 65536:
+    if not isinstance(p, str) or not p.startswith("/") or "\x00" in p or len(p) > 4096:
         return False
     try:
         os.fsencode(p)  # a lone surrogate that no file name decodes to
@@ -211,10 +212,15 @@ async def sandbox_manifest(agent: AgentClient, base: dict[str, tuple] | None = N
             await _send_lines(writer, ([p, *r[1:6]] for p, r in base.items() if r[0] == "d"))
         _answer(*await _frame(reader), "before the manifest")
         pending = b""
+        received = 0
         while True:
             ftype, payload = await _frame(reader)
             if ftype == proto.EOF:
                 break
+            received += len(payload)
+            if received > MAX_MANIFEST_BYTES:  # bounds the host memory a sandbox can take
+                raise ExportError(f"the snapshot is too large: its file list is over "
+                                  f"{MAX_MANIFEST_BYTES >> 20} MiB")
             if ftype != proto.DATA:
                 _answer(ftype, payload, "mid-manifest")
                 raise ExportError("the agent answered twice")

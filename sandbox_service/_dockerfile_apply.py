@@ -39,6 +39,13 @@ def _copy_adds(ins: Copy, context: str, ignore: Any) -> list[LocalAdd]:
             raise E.InvalidRequestError(
                 f"Dockerfile line {ins.line}: COPY source {src!r} not found in the build "
                 f"context {context}")
+        root = os.path.realpath(context)
+        for m in matches:  # a symlink in the context must not reach outside it (as Docker)
+            real = os.path.realpath(m)
+            if real != root and not real.startswith(root + os.sep):
+                raise E.InvalidRequestError(
+                    f"Dockerfile line {ins.line}: COPY source {src!r} leads outside the build "
+                    f"context ({real}) through a symbolic link")
         sources.extend(matches)
     many = len(sources) > 1
     dest = ins.dest

@@ -67,7 +67,10 @@ class Image:
         Debian release whose python3 it is (3.11: bookworm, 3.13: trixie)."""
         if python_version is not None:
             python_version = str(python_version)
-        return cls(({"kind": "debian_slim", "python_version": python_version},))
+        step: dict[str, Any] = {"kind": "debian_slim", "python_version": python_version}
+        if force_build:
+            step["force_build"] = True
+        return cls((step,))
 
     @classmethod
     def from_registry(cls, tag: str, *, secret: Secret | None = None,

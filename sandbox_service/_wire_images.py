@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._wire import check_abs_path
 
@@ -30,6 +30,7 @@ class _M(BaseModel):
 class DebianSlimStep(_M):
     kind: Literal["debian_slim"]
     python_version: str | None = Field(None, max_length=16)
+    force_build: bool = False
 
 
 class RegistryStep(_M):
@@ -120,6 +121,14 @@ class FileEntry(_M):
     @classmethod
     def _abs(cls, v: str) -> str:
         return check_abs_path(v)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "FileEntry":
+        if self.type == "file" and not self.sha256:
+            raise ValueError(f"{self.path}: a file entry needs the sha256 of its content")
+        if self.type == "symlink" and not self.target:
+            raise ValueError(f"{self.path}: a symlink entry needs a target")
+        return self
 
 
 class FilesStep(_M):

@@ -314,3 +314,10 @@ def test_files_steps_never_write_through_symlinks_on_the_host(api, host_dir):
     _, final = build_events(api, [BASE, {"kind": "files", "entries": [
         {"path": "/tmp/..", "type": "dir"}]}])
     assert final["type"] == "error" and "'.' or '..'" in final["error"]["message"]
+
+
+def test_entrypoint_resets_only_an_inherited_cmd(api):
+    _, final = build_events(api, [BASE, {"kind": "cmd", "argv": ["serve"]},
+                                  {"kind": "entrypoint", "argv": ["/app"]}])
+    assert final["type"] == "done"
+    assert (final["image"]["entrypoint"], final["image"]["cmd"]) == (["/app"], ["serve"])

@@ -27,16 +27,16 @@ import logging
 import os
 import re
 
+from security import BLOCKED_V4
+
 log = logging.getLogger("sbx.runtime.netns")
 
 NETNS_DIR = "/run/netns"
 DEFAULT_SUBNET = "10.231.0.0/16"
-ALWAYS_BLOCKED = (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4",
-    "240.0.0.0/4",
-)
+ALWAYS_BLOCKED = BLOCKED_V4  # the service's one list (security/_network.py)
 HOST_IF_PREFIX = "sbxh"
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+FORWARD_MARKER = "/run/sbx-ip-forward"
 SANDBOX_IF_PREFIX = "sbxs"
 
 
@@ -138,7 +138,7 @@ class EgressNetworks:
                 nets.append(str(net))
         return nets
 
-    def ruleset(self, host_subnets: list[str]) -> str:
+    def ruleset(self, host_subnets: list[str], forward_only_sandboxes: bool = False) -> str:
         blocked = ", ".join(sorted(set(ALWAYS_BLOCKED) | set(host_subnets)))
         dns = "".join(
             f'    iifname "{HOST_IF_PREFIX}*" ip daddr {r} meta l4proto {{ tcp, udp }} th dport 53 accept\n'
@@ -156,7 +156,10 @@ class EgressNetworks:
             f'    oifname "{HOST_IF_PREFIX}*" tcp flags syn tcp option maxseg size set rt mtu\n'
             f'    iifname "{HOST_IF_PREFIX}*" ip daddr @blocked4 reject with icmp type admin-prohibited\n'
             f'    oifname "{HOST_IF_PREFIX}*" ct state established,related accept\n'
-            f'    oifname "{HOST_IF_PREFIX}*" drop\n  }}\n'
+            f'    oifname "{HOST_IF_PREFIX}*" drop\n'
+            + (f'    iifname != "{HOST_IF_PREFIX}*" oifname != "{HOST_IF_PREFIX}*" drop\n'
+               if forward_only_sandboxes else "")
+            + "  }\n"
             "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n"
             f'    ip saddr {self.subnet} oifname != "{HOST_IF_PREFIX}*" masquerade\n  }}\n'
             "}\n")
@@ -165,18 +168,25 @@ class EgressNetworks:
         if self._ready:
             return
         addrs = await _run("ip", "-o", "-4", "addr", "show")
-        rules = self.ruleset(self._host_subnets(addrs))
-        await _run("nft", "delete", "table", "inet", self.table, check=False)
+        with open(IP_FORWARD) as f:
+            flip = f.read().strip() != "1"
+        if flip:  # remembered host-wide (until reboot): only sandbox traffic is forwarded
+            with open(FORWARD_MARKER, "w") as f:
+                f.write("sandbox-service enabled net.ipv4.ip_forward for sandbox egress\n")
+        ours = os.path.exists(FORWARD_MARKER)
+        # replace the table in one transaction: no moment without rules
+        rules = (f"table inet {self.table} {{}}\ndelete table inet {self.table}\n"
+                 + self.ruleset(self._host_subnets(addrs), forward_only_sandboxes=ours))
         try:
             await _run("nft", "-f", "-", stdin=rules.encode())
         except FileNotFoundError as e:
             raise NetworkSetupError("nft (nftables) is not installed: run `apt-get install "
                                     "nftables iproute2`, or keep block_network=True") from e
-        with open("/proc/sys/net/ipv4/ip_forward") as f:
-            if f.read().strip() != "1":
-                log.warning("enabling net.ipv4.ip_forward: sandbox egress is NATed by the host")
-                with open("/proc/sys/net/ipv4/ip_forward", "w") as w:
-                    w.write("1")
+        if flip:
+            log.warning("enabling net.ipv4.ip_forward: sandbox egress is NATed by the host "
+                        "(other traffic is not forwarded; undone when the last server stops)")
+            with open(IP_FORWARD, "w") as w:
+                w.write("1")
         self.mtu = await _uplink_mtu()
         if not self.resolvers:
             log.warning("no non-loopback DNS resolver in /etc/resolv.conf: sandboxes with "
@@ -228,9 +238,15 @@ class EgressNetworks:
         if not self.known():  # also a table an earlier server process made
             try:
                 await _run("nft", "delete", "table", "inet", self.table, check=False)
+                tables = await _run("nft", "list", "tables", check=False)
             except FileNotFoundError:  # no nft installed: no table either
-                pass
+                return
             self._ready = False
+            if os.path.exists(FORWARD_MARKER) and not re.search(r"table inet sbx_", tables):
+                with open(IP_FORWARD, "w") as w:  # we turned it on; nobody needs it now
+                    w.write("0")
+                os.unlink(FORWARD_MARKER)
+                log.info("net.ipv4.ip_forward switched back off")
 
 
 async def _uplink_mtu() -> int:

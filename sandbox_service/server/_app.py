@@ -89,7 +89,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                                  collector_interval_s=settings.collector_interval_s,
                                  warm_pool=settings.warm_pool)
         image_service.in_use = manager.layers_in_use
-        await manager.start()
+        await manager.start()  # reaps leftover build containers before layers are cleaned
+        await image_service.start()
         app.state.manager = manager
         app.state.image_service = image_service
         app.state.runtime = runtime
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         try:
             yield
         finally:
+            await image_service.stop()  # builds end (their sandboxes and mounts too) first
             await manager.stop()
             await store.close()
             await runtime.close()

@@ -24,6 +24,7 @@ from images import ImageStore
 from images._builder import Builder, BuildSettings
 from images._layers import Diff, LayerStore
 from images._steps import empty_config
+from runtimes._untar import ExportError
 
 from .. import _errors as E
 from .._ids import is_id, new_id
@@ -55,13 +56,29 @@ class ImageService:
         self.blobs_dir = os.path.join(home, "blobs")
         os.makedirs(self.blobs_dir, mode=0o700, exist_ok=True)
         self.layers = LayerStore(os.path.join(base.images_dir, "layers"))
-        self.layers.clean_tmp()
         self.builder = Builder(layers=self.layers, base=base, runtime=runtime,
                                blobs_dir=self.blobs_dir, settings=build,
-                               resolve_image=self._layer_of)
+                               resolve_image=self._layer_of,
+                               secret_key=_secret_key(os.path.join(home, "build.key")))
         self._builds: dict[str, asyncio.Task] = {}
         self._record_lock = asyncio.Lock()
         self.in_use: Callable[[], set[str]] = set  # layers of live sandboxes (the manager's)
+
+    async def start(self) -> None:
+        """Remove layer directories a crash left half-made (after the runtime reaped any
+        build container still writing into one)."""
+        try:
+            await asyncio.to_thread(self.layers.clean_tmp)
+        except OSError as e:
+            log.error("could not clean incomplete layers under %s: %s", self.layers.dir, e)
+
+    async def stop(self) -> None:
+        """Cancel builds in progress and wait for them to clean up after themselves."""
+        tasks = list(self._builds.values())
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
 
     # ---- resolving ----------------------------------------------------------------------
     async def resolve(self, ref: str) -> ResolvedImage:
@@ -89,15 +106,11 @@ class ImageService:
         return rec
 
     async def _layer_of(self, image_id: str) -> tuple[str, dict[str, Any]]:
-        if self.base.get(image_id) is not None:  # the base image as a layer
-            layer = await self._base_layer()
-            return layer, empty_config()
+        base = self.base.get(image_id)
+        if base is not None:  # a base image (of its own Debian release) as a layer
+            return (await self.builder.base_layer(base)).key, empty_config()
         rec = await self.get(image_id)
         return rec["top"], rec["config"]
-
-    async def _base_layer(self) -> str:
-        res = await self.builder.build([{"kind": "debian_slim", "python_version": None}])
-        return res.top.key
 
     async def list(self) -> list[dict[str, Any]]:
         return await self.store.list_images()
@@ -122,6 +135,13 @@ class ImageService:
             res = await self.builder.build(steps, force_build=force, emit=emit)
         except LayerBuildError as e:
             raise E.ImageBuildError(str(e)) from None
+        try:
+            return await self._record(res, steps, emit, t0)
+        finally:
+            self.layers.unpin(res.layers)
+
+    async def _record(self, res: Any, steps: list[dict[str, Any]], emit: Callable[[str], None],
+                      t0: float) -> dict[str, Any]:
         async with self._record_lock:  # one record per digest, however many builds raced
             rec = await self.store.get_image_by_digest(res.digest)
             if rec is None:
@@ -142,7 +162,7 @@ class ImageService:
 
     async def gc(self) -> dict[str, int]:
         """Remove layers no image, sandbox or build uses, and stale uploaded blobs."""
-        keep: set[str] = set(self.layers.building)
+        keep: set[str] = set(self.layers.building) | set(self.layers.pinned)
         for rec in await self.store.list_images():
             keep.update(self.layers.chain(rec["top"]))
         for key in self.in_use():
@@ -215,7 +235,19 @@ class ImageService:
         if rec.get("layer"):
             parent_key, config = rec["layer"], rec.get("image_config") or empty_config()
         else:
-            parent_key, config = await self._base_layer(), empty_config()
+            base = self.base.get(rec.get("image_id") or "")
+            if base is None:
+                raise E.ConflictError("the sandbox's base image is gone; cannot snapshot")
+            parent_key, config = (await self.builder.base_layer(base)).key, empty_config()
+        pinned = self.layers.chain(parent_key)
+        self.layers.pin(pinned)
+        try:
+            return await self._snapshot(sandbox_id, parent_key, config, rootfs)
+        finally:
+            self.layers.unpin(pinned)
+
+    async def _snapshot(self, sandbox_id: str, parent_key: str, config: dict[str, Any],
+                        rootfs: str) -> dict[str, Any]:
         parent = self.layers.get(parent_key)
         if parent is None:
             raise E.ConflictError("the sandbox's image layers were removed; cannot snapshot")
@@ -232,6 +264,17 @@ class ImageService:
                                                 emit=lambda line: None)
         except LayerBuildError as e:
             raise E.ImageBuildError(str(e)) from None
+        except ExportError as e:
+            cls = E.PayloadTooLargeError if "too large" in str(e) else E.ImageBuildError
+            raise cls(f"the snapshot was refused: {e}") from None
+        self.layers.pin([layer.key])  # until the record below exists
+        try:
+            return await self._record_snapshot(sandbox_id, layer, key, config, stats)
+        finally:
+            self.layers.unpin([layer.key])
+
+    async def _record_snapshot(self, sandbox_id: str, layer: Any, key: str,
+                               config: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
         chain = self.layers.chain(layer.key)[::-1]
         digest = "sha256:" + key
         image = {"image_id": new_id("image"), "digest": digest, "created_at": time.time(),
@@ -242,3 +285,20 @@ class ImageService:
         log.info("snapshot of %s: image %s (%s entries, %s bytes)", sandbox_id,
                  image["image_id"], stats.get("changed"), stats.get("bytes"))
         return image
+
+
+def _secret_key(path: str) -> bytes:
+    """A server-side key (0600, made once) for the HMAC of build secrets in cache keys."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) >= 32:
+            return key
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(32)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    os.replace(path + ".tmp", path)
+    return key

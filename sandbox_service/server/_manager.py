@@ -257,6 +257,9 @@ class SandboxManager:
         live = await self._running(sandbox_id)
         live.active_execs += 1
         try:
+            if not live.rec.get("rootfs"):
+                raise E.ConflictError(f"sandbox {sandbox_id} was created by an older server "
+                                      "that did not record its image: snapshot a new sandbox")
             return await self.images.snapshot(sandbox_id, live.rec, live.rec["rootfs"])
         except (AgentError, AgentUnavailable) as e:
             if isinstance(e, AgentUnavailable):

@@ -22,6 +22,7 @@ from .._wire_images import (SHA256_RE, BlobsMissingRequest, BlobsMissingResponse
 from ._images import ImageService
 
 log = logging.getLogger("sbx.server.images")
+MAX_QUEUED_LINES = 10_000
 images_router = APIRouter()
 
 
@@ -66,8 +67,16 @@ async def gc_images(request: Request) -> GcResult:
 
 @images_router.post("/v1/images")
 async def build_image(body: ImageBuildRequest, request: Request) -> StreamingResponse:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    task = _svc(request).start_build(body, queue.put_nowait)
+    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=MAX_QUEUED_LINES)
+    dropped = [0]
+
+    def emit(text: str) -> None:  # a slow or gone client never makes the server hold more
+        try:
+            queue.put_nowait(text)
+        except asyncio.QueueFull:
+            dropped[0] += 1
+
+    task = _svc(request).start_build(body, emit)
 
     def line(obj: dict) -> bytes:
         return (json.dumps(obj) + "\n").encode()
@@ -84,6 +93,9 @@ async def build_image(body: ImageBuildRequest, request: Request) -> StreamingRes
                 await getter
             while not queue.empty():
                 yield line({"type": "log", "line": queue.get_nowait()})
+            if dropped[0]:
+                yield line({"type": "log", "line": f"({dropped[0]} log lines dropped: the "
+                                                   "client read too slowly)"})
             yield line(_final(task))
             return
 
@@ -94,9 +106,10 @@ def _final(task: asyncio.Task) -> dict:
     exc = task.exception()
     if exc is None:
         return {"type": "done", "image": image_info(task.result()).model_dump()}
-    if not isinstance(exc, E.SandboxError):
+    if not isinstance(exc, E.SandboxError):  # details (host paths) stay in the server log
         log.error("image build failed", exc_info=exc)
-        exc = E.ImageBuildError(f"image build failed: {type(exc).__name__}: {exc}")
+        exc = E.ImageBuildError(f"image build failed on the server ({type(exc).__name__}); "
+                                "its log has the details. Finished steps are cached: retry")
     return {"type": "error", **exc.to_wire()}
 
 
