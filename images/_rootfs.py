@@ -210,6 +210,9 @@ def remove_tree(path: str) -> None:
     """Remove `path` entirely, detaching mounts below it first; refuse if any remain."""
     if not os.path.lexists(path):
         return
+    if os.path.islink(path):  # never resolve a link (to /, say) and detach what is there
+        os.unlink(path)
+        return
     for mp in mounts_under(path):
         log.warning("detaching leftover mount %s", mp)
         try:

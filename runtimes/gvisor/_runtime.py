@@ -178,6 +178,8 @@ class GVisorRuntime(Runtime):
         os.makedirs(os.path.join(base, "bundle"), mode=0o700)
         os.makedirs(os.path.join(base, "run"), mode=0o700)
         python = self._python_in(spec.rootfs)
+        if spec.writable_rootfs:  # a build's one-off mount: do not remember it
+            self._python.pop(spec.rootfs, None)
         prof = Profile(("--network=sandbox" if spec.egress else "--network=none",
                         "--overlay2=none" if spec.writable_rootfs else "--overlay2=root:memory"),
                        self.net.ns_path(cid) if spec.egress else None)
