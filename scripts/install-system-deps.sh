@@ -17,4 +17,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-runsc --version | head -n 1
+runsc --version | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
