@@ -5,6 +5,7 @@ inside `serve` only, so client commands start fast and never need FastAPI.
     sbx doctor [--json]            check runsc, cgroups, root, disk and the server
     sbx sandbox create|ls|get|exec|rm
     sbx image build FILE::VAR | ls | get | rm | gc
+    sbx audit [--object ID] [--action A] [--since 2h]
     sbx shell [SANDBOX_ID] [-- CMD]
 
 Client commands use the SDK; its errors print `sbx: <message>` and exit 1 (usage errors 2).
@@ -17,6 +18,7 @@ import sys
 
 import click
 
+from ._cli_audit import audit
 from ._cli_common import SbxGroup
 from ._cli_doctor import doctor
 from ._cli_image import image
@@ -56,6 +58,7 @@ def serve(host: str, port: int, log_level: str) -> None:
                 if _has_sansio() else "websockets", lifespan="on")
 
 
+main.add_command(audit)
 main.add_command(doctor)
 main.add_command(image)
 main.add_command(sandbox)

@@ -19,9 +19,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from security import ensure_admin_token, token_matches
+from security._audit import AuditLog
 
 from .. import _errors as E
 from .._version import __version__
+from ._audit import audit_request
 from ._images import ImageService
 from ._manager import SandboxManager
 from ._settings import Settings
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                                  collector_interval_s=settings.collector_interval_s,
                                  warm_pool=settings.warm_pool)
         image_service.in_use = manager.layers_in_use
+        app.state.audit = AuditLog(settings.path("audit.db"))
         await manager.start()  # reaps leftover build containers before layers are cleaned
         await image_service.start()
         app.state.manager = manager
@@ -99,6 +102,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         try:
             yield
         finally:
+            await app.state.audit.close()
             await image_service.stop()  # builds end (their sandboxes and mounts too) first
             await manager.stop()
             await store.close()
@@ -109,16 +113,23 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                   description="gVisor sandboxes for agents and the functions they call.")
     app.state.settings = settings
     app.state.token = token
+    app.state.audit = None
 
     @app.middleware("http")
     async def auth(request: Request, call_next):
         path = request.url.path
-        if path.startswith("/v1/") and not token_matches(token, bearer_token(request.headers)):
+        if not path.startswith("/v1/"):
+            return await call_next(request)
+        if not token_matches(token, bearer_token(request.headers)):
             err = E.AuthenticationError("missing or wrong bearer token: send 'Authorization: "
                                         "Bearer <token>' (the token is in $SBX_HOME/token)")
+            audit_request(request, 401)
             return JSONResponse(err.to_wire(), status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+        request.state.principal = "admin"
+        response = await call_next(request)
+        audit_request(request, response.status_code)
+        return response
 
     @app.exception_handler(E.SandboxError)
     async def sandbox_error(_: Request, exc: E.SandboxError):
@@ -140,11 +151,13 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         return JSONResponse(E.SandboxError(f"internal error: {type(exc).__name__}: {exc}").to_wire(),
                             status_code=500)
 
+    from ._audit import audit_router
     from ._routes import router
     from ._routes_images import images_router
     from ._ws import ws_router
 
     app.include_router(router)
+    app.include_router(audit_router)
     app.include_router(images_router)
     app.include_router(ws_router)
     return app

@@ -20,6 +20,7 @@ from .._version import __version__
 from .._wire import (AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList,
                      MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, ServerInfo,
                      check_abs_path)
+from ._audit import exec_detail
 from ._manager import SandboxManager
 
 router = APIRouter()
@@ -59,7 +60,10 @@ async def info(request: Request) -> ServerInfo:
 # ---- sandboxes ---------------------------------------------------------------------------
 @router.post("/v1/sandboxes", response_model=SandboxInfo, status_code=201)
 async def create_sandbox(body: SandboxCreate, request: Request) -> SandboxInfo:
-    return _info(await _mgr(request).create(body))
+    rec = await _mgr(request).create(body)
+    request.state.audit_object = rec["sandbox_id"]
+    request.state.audit_detail = {"image": rec.get("image_id")}
+    return _info(rec)
 
 
 @router.get("/v1/sandboxes", response_model=SandboxList)
@@ -126,6 +130,7 @@ async def exec_once(sandbox_id: str, body: ExecRequest, request: Request) -> Exe
     """Run a command to completion and return its output (capped; see `*_truncated`).
     Use the WebSocket route for streaming, stdin after start, or signals."""
     mgr = _mgr(request)
+    request.state.audit_detail = exec_detail(body.argv)
     if body.pty:
         raise E.InvalidRequestError("pty needs the streaming route /exec/stream")
     start = time.monotonic()

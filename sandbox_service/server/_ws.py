@@ -22,6 +22,7 @@ from .. import _errors as E
 from .._ids import new_id
 from .._wire import STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT, ExecRequest, ExitStatus
 from ._app import _validation_message, bearer_token
+from ._audit import exec_detail
 
 log = logging.getLogger("sbx.server.ws")
 ws_router = APIRouter()
@@ -58,6 +59,9 @@ async def exec_stream(ws: WebSocket, sandbox_id: str) -> None:
         with contextlib.suppress(Exception):
             await ws.close()
         return
+    audit = ws.app.state.audit
+    if audit is not None:
+        audit.record("admin", "sandbox.exec", sandbox_id, None, stream=True, **exec_detail(req.argv))
     try:
         async with mgr.exec_stream(sandbox_id, req) as stream:
             await ws.send_text(json.dumps({"type": "started", "exec_id": new_id("exec"),
