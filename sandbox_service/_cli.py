@@ -23,6 +23,7 @@ from ._cli_common import SbxGroup
 from ._cli_doctor import doctor
 from ._cli_image import image
 from ._cli_sandbox import sandbox
+from ._cli_secret import secret
 from ._cli_shell import shell
 from ._config import DEFAULT_PORT
 from ._version import __version__
@@ -62,6 +63,7 @@ main.add_command(audit)
 main.add_command(doctor)
 main.add_command(image)
 main.add_command(sandbox)
+main.add_command(secret)
 main.add_command(shell)
 
 

@@ -20,15 +20,24 @@ from . import _errors as E
 from ._client import _Client, default_client
 from ._ids import is_id
 from ._local_files import Ignore, LocalAdd, collect, python_source
-from ._secret import Secret, merge_env
+from ._secret import Secret, check_required_keys, merge_env, split_secrets
 from ._sync import Method
 
 log = logging.getLogger("sandbox_service.image")
 _OUTPUT = {"on": 0}  # enable_output() depth: build logs go to stderr while > 0
 
 
-def _secret_env(secrets: Sequence[Secret] | None) -> dict[str, str]:
-    return merge_env(None, secrets)
+def _secret_fields(secrets: Sequence[Secret] | None) -> dict[str, Any]:
+    """A build step's secrets: inline values as `secret_env`, named ones as `secret_names`
+    (the server fills them in) plus `_secret_checks` (required_keys, checked before the
+    build; never sent)."""
+    env, names, checks = split_secrets(None, secrets)
+    out: dict[str, Any] = {"secret_env": env}
+    if names:
+        out["secret_names"] = names
+    if checks:
+        out["_secret_checks"] = checks
+    return out
 
 
 def _strs(what: str, items: Sequence[Any]) -> list[str]:
@@ -85,7 +94,7 @@ class Image:
         if kwargs:
             raise E.InvalidRequestError(f"from_registry() does not take {', '.join(kwargs)}")
         img = cls(({"kind": "registry", "ref": tag, "force_build": force_build,
-                    "secret_env": _secret_env([secret] if secret else None)},))
+                    **_secret_fields([secret] if secret else None)},))
         if setup_dockerfile_commands:
             img = img.dockerfile_commands(*setup_dockerfile_commands)
         return img
@@ -129,7 +138,7 @@ class Image:
         pkgs = _strs("apt_install", packages)
         return self if not pkgs else self._then(
             {"kind": "apt", "packages": pkgs, "force_build": force_build,
-             "secret_env": _secret_env(secrets), "extra_options": extra_options})
+             **_secret_fields(secrets), "extra_options": extra_options})
 
     def pip_install(self, *packages: str | list[str], index_url: str | None = None,
                     extra_index_url: str | None = None, find_links: str | None = None,
@@ -140,7 +149,7 @@ class Image:
             {"kind": "pip", "packages": pkgs, "index_url": index_url,
              "extra_index_url": extra_index_url, "find_links": find_links, "pre": pre,
              "extra_options": extra_options, "force_build": force_build,
-             "secret_env": _secret_env(secrets)})
+             **_secret_fields(secrets)})
 
     def pip_install_from_requirements(self, requirements_txt: str, **kwargs: Any) -> "Image":
         with open(os.path.expanduser(requirements_txt), encoding="utf-8") as f:
@@ -150,7 +159,7 @@ class Image:
                 "find_links": kwargs.get("find_links"), "pre": kwargs.get("pre", False),
                 "extra_options": kwargs.get("extra_options", ""),
                 "force_build": kwargs.get("force_build", False),
-                "secret_env": _secret_env(kwargs.get("secrets"))}
+                **_secret_fields(kwargs.get("secrets"))}
         return self._then(step)
 
     def uv_pip_install(self, *packages: str | list[str], requirements: Sequence[str] | None = None,
@@ -168,14 +177,14 @@ class Image:
         return self._then({"kind": "uv_pip", "packages": pkgs, "requirements": reqs,
                            "index_url": index_url, "extra_index_url": extra_index_url,
                            "find_links": find_links, "pre": pre, "extra_options": extra_options,
-                           "force_build": force_build, "secret_env": _secret_env(secrets)})
+                           "force_build": force_build, **_secret_fields(secrets)})
 
     def run_commands(self, *commands: str | list[str], secrets: Sequence[Secret] = (),
                      force_build: bool = False, **_: Any) -> "Image":
         cmds = _strs("run_commands", commands)
         return self if not cmds else self._then(
             {"kind": "run", "commands": cmds, "force_build": force_build,
-             "secret_env": _secret_env(secrets)})
+             **_secret_fields(secrets)})
 
     def env(self, vars: dict[str, str]) -> "Image":
         bad = [k for k, v in vars.items() if not isinstance(k, str) or not isinstance(v, str)]
@@ -262,6 +271,7 @@ class Image:
                      force_build: bool = False) -> "Image":
         client = client or default_client()
         steps, blobs = self._wire_steps()
+        await check_required_keys(client, [c for s in self._steps for c in s.get("_secret_checks", ())])
         if blobs:
             missing = (await client.request("POST", "/v1/blobs/missing",
                                             json_body={"digests": sorted(blobs)}))["missing"]
@@ -283,7 +293,7 @@ class Image:
                 blobs.update(found)
                 steps.append({"kind": "files", "entries": entries, "chown": step.get("chown")})
             else:
-                steps.append(dict(step))
+                steps.append({k: v for k, v in step.items() if k != "_secret_checks"})
         return steps, blobs
 
     @property
@@ -300,8 +310,11 @@ class Image:
 
 
 def _merged_secret(secrets: Sequence[Secret] | None) -> Secret | None:
-    env = _secret_env(secrets)
-    return Secret(env) if env else None
+    env, names, checks = split_secrets(None, secrets)
+    if not env and not names:
+        return None
+    required = dict(checks)
+    return Secret(env, refs=[(n, tuple(required.get(n, ()))) for n in names])
 
 
 async def _file_chunks(path: str):

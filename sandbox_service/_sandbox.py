@@ -13,7 +13,7 @@ from ._client import _Client, default_client
 from ._filesystem import _AsyncFilesystem, _AsyncSandboxFile
 from ._image import Image
 from ._process import _AsyncContainerProcess
-from ._secret import Secret, merge_env
+from ._secret import Secret, check_required_keys, merge_env, split_secrets
 from ._streams import _AsyncStreamReader
 from ._sync import Wrapped, classmethod_both
 from ._wire import SandboxInfo
@@ -66,15 +66,19 @@ class _AsyncSandbox:
             cpu = cpu[1]
         client = client or default_client()
         app_id = await _AsyncApp._resolve_id(app, client)
+        inline_env, secret_names, secret_checks = split_secrets(env, secrets)
+        await check_required_keys(client, secret_checks)
         body: dict[str, Any] = {
             "image": await (image or Image.debian_slim())._resolve(client),
             "command": _check_args(args, "Sandbox.create") or None,
             "timeout_s": timeout, "idle_timeout_s": idle_timeout, "workdir": workdir,
-            "env": merge_env(env, secrets), "cpu": cpu, "memory_mib": memory,
+            "env": inline_env, "cpu": cpu, "memory_mib": memory,
             "tags": dict(tags or {}), "name": name, "app_id": app_id,
             "block_network": block_network,
             "cidr_allowlist": list(cidr_allowlist) if cidr_allowlist is not None else None,
         }
+        if secret_names:
+            body["secret_names"] = secret_names
         data = await client.request("POST", "/v1/sandboxes", json_body=body, timeout=600)
         return cls(client, SandboxInfo(**data))
 

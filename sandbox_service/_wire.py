@@ -78,6 +78,8 @@ class SandboxCreate(_Model):
     app_id: str | None = Field(None, max_length=64)
     block_network: bool = True
     cidr_allowlist: list[str] | None = None
+    secret_names: list[str] = Field(default_factory=list, max_length=64,
+                                    description="named secrets merged into env (env= wins)")
 
     _v_env = field_validator("env")(lambda cls, v: _check_env(v))
     _v_argv = field_validator("command")(lambda cls, v: _check_argv(v))
@@ -90,6 +92,37 @@ class SandboxCreate(_Model):
             if not _TAG.match(k) or len(val) > 256:
                 raise ValueError(f"tag {k!r}: keys are 1-128 of [A-Za-z0-9_.:/=-], values at most 256 chars")
         return v
+
+
+SECRET_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"
+MAX_SECRET_BYTES = 64 * 1024
+
+
+class SecretCreate(_Model):
+    name: str = Field(..., pattern=SECRET_NAME_PATTERN)
+    env: dict[str, str] = Field(..., max_length=1024)
+    overwrite: bool = False
+
+    @field_validator("env")
+    @classmethod
+    def _v_env(cls, v: dict[str, str]) -> dict[str, str]:
+        _check_env(v)
+        size = sum(len(k.encode()) + len(x.encode()) + 2 for k, x in v.items())
+        if size > MAX_SECRET_BYTES:
+            raise ValueError(f"secret is {size} bytes; the limit is {MAX_SECRET_BYTES}")
+        return v
+
+
+class SecretInfo(_Model):
+    """What the API tells about a secret: never its values."""
+    name: str
+    keys: list[str]
+    created_at: float
+    updated_at: float
+
+
+class SecretList(_Model):
+    secrets: list[SecretInfo]
 
 
 class SandboxInfo(_Model):

@@ -37,6 +37,7 @@ class RegistryStep(_M):
     kind: Literal["registry"]
     ref: str = Field(min_length=1, max_length=512)
     secret_env: dict[str, str] = Field(default_factory=dict)  # REGISTRY_USERNAME / _PASSWORD
+    secret_names: list[str] = Field(default_factory=list, max_length=64)  # named secrets
     force_build: bool = False
 
 
@@ -50,6 +51,7 @@ class RunStep(_M):
     commands: list[Annotated[str, Field(min_length=1, max_length=65536)]] = Field(
         min_length=1, max_length=1000)
     secret_env: dict[str, str] = Field(default_factory=dict)
+    secret_names: list[str] = Field(default_factory=list, max_length=64)
     force_build: bool = False
 
 
@@ -59,6 +61,7 @@ class AptStep(_M):
         min_length=1, max_length=5000)
     extra_options: str = Field("", max_length=4096)
     secret_env: dict[str, str] = Field(default_factory=dict)
+    secret_names: list[str] = Field(default_factory=list, max_length=64)
     force_build: bool = False
 
 
@@ -74,6 +77,7 @@ class PipStep(_M):
     pre: bool = False
     extra_options: str = Field("", max_length=4096)
     secret_env: dict[str, str] = Field(default_factory=dict)
+    secret_names: list[str] = Field(default_factory=list, max_length=64)
     force_build: bool = False
 
 

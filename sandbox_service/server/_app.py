@@ -154,10 +154,12 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
     from ._audit import audit_router
     from ._routes import router
     from ._routes_images import images_router
+    from ._routes_secrets import secrets_router
     from ._ws import ws_router
 
     app.include_router(router)
     app.include_router(audit_router)
     app.include_router(images_router)
+    app.include_router(secrets_router)
     app.include_router(ws_router)
     return app

@@ -29,6 +29,7 @@ from runtimes._untar import ExportError
 from .. import _errors as E
 from .._ids import is_id, new_id
 from .._wire_images import ImageBuildRequest
+from ._secrets import SecretService
 from ._store import Store
 
 log = logging.getLogger("sbx.server.images")
@@ -53,6 +54,7 @@ class ImageService:
         self.base = base
         self.store = store
         self.runtime = runtime
+        self.secrets = SecretService(store, home)
         self.blobs_dir = os.path.join(home, "blobs")
         os.makedirs(self.blobs_dir, mode=0o700, exist_ok=True)
         self.layers = LayerStore(os.path.join(base.images_dir, "layers"))
@@ -130,6 +132,10 @@ class ImageService:
                      emit: Callable[[str], None]) -> dict[str, Any]:
         if steps[0]["kind"] == "image" and not is_id("image", steps[0]["image_id"]):
             raise E.InvalidRequestError(f"{steps[0]['image_id']!r} is not an image id (im-...)")
+        for step in steps:  # named secrets become secret_env: HMAC'd in keys, never logged
+            names = step.pop("secret_names", None)
+            if names:
+                step["secret_env"] = {**await self.secrets.resolve(names), **step["secret_env"]}
         t0 = time.monotonic()
         try:
             res = await self.builder.build(steps, force_build=force, emit=emit)

@@ -27,6 +27,7 @@ from .._ids import is_id, new_id
 from .._wire import ExecRequest, SandboxCreate
 from ._agent_errors import map_agent_error
 from ._pool import WarmPool
+from ._secrets import SecretService
 from ._store import Store
 
 log = logging.getLogger("sbx.server.sandboxes")
@@ -58,6 +59,7 @@ class SandboxManager:
         self.store = store
         self.images = images
         self.policy = policy or ResourcePolicy()
+        self.secrets = SecretService(store, home)
         self.logs_dir = os.path.join(home, "logs")
         os.makedirs(self.logs_dir, mode=0o700, exist_ok=True)
         self.monitor_interval_s = monitor_interval_s
@@ -173,6 +175,8 @@ class SandboxManager:
         image = await self._resolve_image(req.image)
         uid, gid, home = await self._image_user(image)
         env = dict(req.env)
+        if req.secret_names:  # named secrets: over the image's env, under the sandbox's env=
+            env = {**await self.secrets.resolve(req.secret_names), **env}
         if home and "HOME" not in env and "HOME" not in image.config.get("env", {}):
             env["HOME"] = home
         # checked after the last await before the sandbox is registered: no race

@@ -53,6 +53,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_image(self, image_id: str) -> bool: ...
 
+    # secrets: `ciphertext` is sealed by security._secrets (the store never sees values);
+    # `keys` (the env names) stay in clear for listing
+    @abc.abstractmethod
+    async def put_secret(self, rec: dict[str, Any], *, overwrite: bool) -> bool:
+        """Insert (or replace when `overwrite`); False when it exists and not `overwrite`."""
+
+    @abc.abstractmethod
+    async def get_secret(self, name: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def list_secrets(self) -> list[dict[str, Any]]:
+        """Metadata only (name, keys, created_at, updated_at), no ciphertext."""
+
+    @abc.abstractmethod
+    async def delete_secret(self, name: str) -> bool: ...
+
     async def close(self) -> None:
         return None
 
@@ -66,6 +82,9 @@ CREATE TABLE IF NOT EXISTS apps (
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY, digest TEXT UNIQUE NOT NULL, created_at REAL NOT NULL,
     data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    ciphertext BLOB NOT NULL, keys TEXT NOT NULL);
 """
 
 
@@ -144,6 +163,44 @@ class SQLiteStore(Store):
         def _delete() -> bool:
             assert self._db is not None
             return self._db.execute("DELETE FROM images WHERE id=?", (image_id,)).rowcount > 0
+        return await self._run(_delete)
+
+    async def put_secret(self, rec: dict[str, Any], *, overwrite: bool) -> bool:
+        def _put() -> bool:
+            assert self._db is not None
+            row = (rec["name"], rec["created_at"], rec["updated_at"], rec["ciphertext"],
+                   json.dumps(rec["keys"]))
+            if overwrite:  # keeps the first created_at
+                self._db.execute(
+                    "INSERT INTO secrets(name, created_at, updated_at, ciphertext, keys) "
+                    "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                    "updated_at=excluded.updated_at, ciphertext=excluded.ciphertext, "
+                    "keys=excluded.keys", row)
+                return True
+            return self._db.execute(
+                "INSERT OR IGNORE INTO secrets(name, created_at, updated_at, ciphertext, keys) "
+                "VALUES (?,?,?,?,?)", row).rowcount > 0
+        return await self._run(_put)
+
+    async def get_secret(self, name: str) -> dict[str, Any] | None:
+        rows = await self._run(self._exec, "SELECT name, created_at, updated_at, keys, ciphertext "
+                               "FROM secrets WHERE name=?", (name,))
+        if not rows:
+            return None
+        n, c, u, k, ct = rows[0]
+        return {"name": n, "created_at": c, "updated_at": u, "keys": json.loads(k),
+                "ciphertext": bytes(ct)}
+
+    async def list_secrets(self) -> list[dict[str, Any]]:
+        rows = await self._run(self._exec, "SELECT name, created_at, updated_at, keys "
+                               "FROM secrets ORDER BY name")
+        return [{"name": n, "created_at": c, "updated_at": u, "keys": json.loads(k)}
+                for n, c, u, k in rows]
+
+    async def delete_secret(self, name: str) -> bool:
+        def _delete() -> bool:
+            assert self._db is not None
+            return self._db.execute("DELETE FROM secrets WHERE name=?", (name,)).rowcount > 0
         return await self._run(_delete)
 
     async def close(self) -> None:
