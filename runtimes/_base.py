@@ -29,6 +29,9 @@ class ContainerSpec:
     # Network egress through a per-container namespace and the host's policy rules;
     # False means no interface but loopback.
     egress: bool = False
+    # With egress: None for open egress (minus the always-blocked ranges), else the only
+    # IPv4 CIDRs the container may reach (DNS to the host's resolvers stays allowed).
+    egress_allowlist: tuple[str, ...] | None = None
     # Extra read-only bind mounts: (host path, path inside the container).
     mounts: tuple[tuple[str, str], ...] = ()
 

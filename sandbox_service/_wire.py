@@ -14,14 +14,16 @@ WebSocket exec protocol (/v1/sandboxes/{id}/exec/stream):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_ARGV_BYTES = 256 * 1024
 MAX_ENV_BYTES = 256 * 1024
 MAX_TIMEOUT_S = 24 * 3600
+MAX_CIDR_ALLOWLIST = 64
 STREAM_STDIN, STREAM_STDOUT, STREAM_STDERR = 0, 1, 2
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:/=-]{1,128}$")
@@ -77,13 +79,41 @@ class SandboxCreate(_Model):
     name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     app_id: str | None = Field(None, max_length=64)
     block_network: bool = True
-    cidr_allowlist: list[str] | None = None
+    cidr_allowlist: list[str] | None = Field(
+        None, max_length=MAX_CIDR_ALLOWLIST,
+        description="with block_network=False: the only IPv4 CIDRs the sandbox may reach")
     secret_names: list[str] = Field(default_factory=list, max_length=64,
                                     description="named secrets merged into env (env= wins)")
 
     _v_env = field_validator("env")(lambda cls, v: _check_env(v))
     _v_argv = field_validator("command")(lambda cls, v: _check_argv(v))
     _v_workdir = field_validator("workdir")(lambda cls, v: check_abs_path(v))
+
+    @field_validator("cidr_allowlist")
+    @classmethod
+    def _v_cidrs(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        out = []
+        for entry in v:
+            try:
+                net = ipaddress.ip_network(str(entry).strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a CIDR (like 203.0.113.0/24 or "
+                                 "198.51.100.7/32)") from None
+            if net.version != 4:
+                raise ValueError(f"{entry!r} is IPv6: sandboxes have IPv4 egress only for "
+                                 "now (IPv6 is always blocked); use IPv4 CIDRs")
+            out.append(str(net))
+        return out
+
+    @model_validator(mode="after")
+    def _v_network(self) -> "SandboxCreate":
+        if self.block_network and self.cidr_allowlist is not None:
+            raise ValueError("cidr_allowlist only applies to a sandbox with network: pass "
+                             "block_network=False with it (block_network=True means no "
+                             "network at all)")
+        return self
 
     @field_validator("tags")
     @classmethod

@@ -195,8 +195,10 @@ def test_unknown_route_404(api):
     ({"name": ""}, "name"),
     ({"tags": {"bad key!": "v"}}, "tags"),
     ({"unknown_field": 1}, "unknown_field"),
-    ({"block_network": False}, "network"),
-    ({"cidr_allowlist": ["10.0.0.0/8"]}, "network"),
+    ({"cidr_allowlist": ["198.51.100.0/24"]}, "block_network=False"),
+    ({"block_network": False, "cidr_allowlist": ["10.0.0.0/8"]}, "always blocked"),
+    ({"block_network": False, "cidr_allowlist": ["2001:db8::/32"]}, "IPv6"),
+    ({"block_network": False, "cidr_allowlist": ["not-a-cidr"]}, "not a CIDR"),
 ])
 def test_create_bad_input_400(api, body, needle):
     before = {s["sandbox_id"] for s in api.get("/v1/sandboxes").json()["sandboxes"]}

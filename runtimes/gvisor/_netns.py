@@ -13,8 +13,16 @@ Must not import the server. A sandbox with egress gets:
       * the host's DNS resolvers are the one exception (port 53 only), so names resolve;
       * no IPv6 leaves a sandbox; nothing initiates a connection into a sandbox, and
         sandboxes cannot reach each other;
+      * per sandbox, a verdict map keyed by its host-side veth name (`egress`) says what is
+        left: `accept` (open egress, what image builds get) or a jump to the sandbox's own
+        chain `allow_<veth>` that accepts only its CIDR allowlist and rejects the rest.
+        Keyed by the host-side interface, so nothing done inside the sandbox (a spoofed
+        source address, also dropped) can pick another sandbox's policy;
       * what is left is NATed out of the host's default route.
-This is the egress used by image builds (package registries). `net.ipv4.ip_forward` is
+Each sandbox's policy is also written to `state_dir/egress/<id>.json`, so a server that
+rebuilds the table (first egress after a restart) puts the live sandboxes' entries back in
+the same transaction. This is the egress of image builds (package registries) and of
+sandboxes created with block_network=False (optionally with a cidr_allowlist). `net.ipv4.ip_forward` is
 switched on the first time egress is used (logged): NAT needs it.
 """
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -38,6 +47,7 @@ HOST_IF_PREFIX = "sbxh"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 FORWARD_MARKER = "/run/sbx-ip-forward"
 SANDBOX_IF_PREFIX = "sbxs"
+POLICY_DIR = "egress"  # under state_dir: <container id>.json, {"allow": null | [cidr, ...]}
 
 
 class NetworkSetupError(Exception):
@@ -105,12 +115,53 @@ class EgressNetworks:
         return HOST_IF_PREFIX + h, SANDBOX_IF_PREFIX + h
 
     def known(self) -> set[str]:
-        """Container ids that have a namespace of ours."""
+        """Container ids that have a namespace or a stored egress policy of ours."""
+        return self._namespaces() | set(self._policies())
+
+    def _namespaces(self) -> set[str]:
         prefix = f"sbx{self.key[:6]}-"
         try:
             return {n[len(prefix):] for n in os.listdir(NETNS_DIR) if n.startswith(prefix)}
         except OSError:
             return set()
+
+    # ---- per-sandbox policy (stored, so a rebuilt table keeps it) ------------------------
+    def _policy_path(self, cid: str) -> str:
+        return os.path.join(self.state_dir, POLICY_DIR, cid + ".json")
+
+    def _policies(self) -> dict[str, list[str] | None]:
+        """Stored policies: container id -> CIDR allowlist (None: open egress)."""
+        found: dict[str, list[str] | None] = {}
+        try:
+            names = os.listdir(os.path.join(self.state_dir, POLICY_DIR))
+        except OSError:
+            return found
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.state_dir, POLICY_DIR, name)) as f:
+                    allow = json.load(f)["allow"]
+                found[name[:-5]] = None if allow is None else [
+                    str(ipaddress.IPv4Network(a)) for a in allow]
+            except (OSError, ValueError, KeyError, TypeError):
+                found[name[:-5]] = []  # unreadable: fail closed (DNS only)
+        return found
+
+    def _policy_rules(self, cid: str, allow: list[str] | None) -> str:
+        """nft statements that give `cid` its policy (the table and map must exist)."""
+        hif, _ = self._ifnames(cid)
+        if allow is None:
+            return f'add element inet {self.table} egress {{ "{hif}" : accept }}\n'
+        chain = f"allow_{hif}"
+        # overlapping entries would be conflicting intervals in one anonymous set
+        nets = ipaddress.collapse_addresses(ipaddress.IPv4Network(a) for a in allow)
+        accept = f"    ip daddr {{ {', '.join(map(str, nets))} }} accept\n" if allow else ""
+        return (f"add chain inet {self.table} {chain}\n"
+                f"flush chain inet {self.table} {chain}\n"
+                f"table inet {self.table} {{\n  chain {chain} {{\n{accept}"
+                f"    reject with icmp type admin-prohibited\n  }}\n}}\n"
+                f'add element inet {self.table} egress {{ "{hif}" : jump {chain} }}\n')
 
     def resolv_conf(self) -> str:
         """A resolv.conf for sandboxes (written once under state_dir), naming the resolvers
@@ -138,7 +189,8 @@ class EgressNetworks:
                 nets.append(str(net))
         return nets
 
-    def ruleset(self, host_subnets: list[str], forward_only_sandboxes: bool = False) -> str:
+    def ruleset(self, host_subnets: list[str], forward_only_sandboxes: bool = False,
+                policies: dict[str, list[str] | None] | None = None) -> str:
         blocked = ", ".join(sorted(set(ALWAYS_BLOCKED) | set(host_subnets)))
         dns = "".join(
             f'    iifname "{HOST_IF_PREFIX}*" ip daddr {r} meta l4proto {{ tcp, udp }} th dport 53 accept\n'
@@ -146,9 +198,12 @@ class EgressNetworks:
         return (
             f"table inet {self.table} {{\n"
             f"  set blocked4 {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {blocked} }} }}\n"
+            "  map egress { type ifname : verdict; }\n"
             "  chain input {\n    type filter hook input priority -10; policy accept;\n"
             f'    iifname "{HOST_IF_PREFIX}*" drop\n  }}\n'
             "  chain forward {\n    type filter hook forward priority -10; policy accept;\n"
+            # a spoofed source address (root inside may set one) goes nowhere
+            f'    iifname "{HOST_IF_PREFIX}*" ip saddr != {self.subnet} drop\n'
             f"{dns}"
             f'    iifname "{HOST_IF_PREFIX}*" meta nfproto ipv6 drop\n'
             # a smaller MTU on the way out (1400 on some clouds) must not stall TLS handshakes
@@ -157,12 +212,16 @@ class EgressNetworks:
             f'    iifname "{HOST_IF_PREFIX}*" ip daddr @blocked4 reject with icmp type admin-prohibited\n'
             f'    oifname "{HOST_IF_PREFIX}*" ct state established,related accept\n'
             f'    oifname "{HOST_IF_PREFIX}*" drop\n'
+            # veths of other servers (other SBX_HOMEs, same prefix) are not in our map and
+            # fall through: their own table polices them
+            f'    iifname "{HOST_IF_PREFIX}*" iifname vmap @egress\n'
             + (f'    iifname != "{HOST_IF_PREFIX}*" oifname != "{HOST_IF_PREFIX}*" drop\n'
                if forward_only_sandboxes else "")
             + "  }\n"
             "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n"
             f'    ip saddr {self.subnet} oifname != "{HOST_IF_PREFIX}*" masquerade\n  }}\n'
-            "}\n")
+            "}\n"
+            + "".join(self._policy_rules(cid, allow) for cid, allow in (policies or {}).items()))
 
     async def _ensure_host(self) -> None:
         if self._ready:
@@ -175,8 +234,12 @@ class EgressNetworks:
                 f.write("sandbox-service enabled net.ipv4.ip_forward for sandbox egress\n")
         ours = os.path.exists(FORWARD_MARKER)
         # replace the table in one transaction: no moment without rules
+        # with the policies of sandboxes that are still up (a restarted server)
+        live = self._namespaces()
+        policies = {c: a for c, a in self._policies().items() if c in live}
         rules = (f"table inet {self.table} {{}}\ndelete table inet {self.table}\n"
-                 + self.ruleset(self._host_subnets(addrs), forward_only_sandboxes=ours))
+                 + self.ruleset(self._host_subnets(addrs), forward_only_sandboxes=ours,
+                                policies=policies))
         try:
             await _run("nft", "-f", "-", stdin=rules.encode())
         except FileNotFoundError as e:
@@ -203,9 +266,18 @@ class EgressNetworks:
                 return net
         raise NetworkSetupError(f"no free address left in {self.subnet} for sandbox egress")
 
-    async def create(self, cid: str) -> str:
-        """Make the sandbox's namespace; returns its path."""
+    async def create(self, cid: str, allow: list[str] | tuple[str, ...] | None = None) -> str:
+        """Make the sandbox's namespace; returns its path. `allow`: None for open egress
+        (minus the always-blocked ranges), else the only IPv4 CIDRs it may reach (DNS to
+        the host's resolvers is always let through)."""
+        allow = None if allow is None else [str(ipaddress.IPv4Network(a, strict=False))
+                                            for a in allow]
         async with self._lock:
+            path = self._policy_path(cid)
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            with open(path + ".tmp", "w") as f:  # first: a table rebuilt meanwhile keeps it
+                json.dump({"allow": allow}, f)
+            os.replace(path + ".tmp", path)
             await self._ensure_host()
             net = await self._free_slot()
             host_ip, sb_ip = str(net[1]), str(net[2])
@@ -221,6 +293,7 @@ class EgressNetworks:
                 await _run("ip", "-n", ns, "link", "set", sif, "up")
                 await _run("ip", "-n", ns, "link", "set", "lo", "up")
                 await _run("ip", "-n", ns, "route", "add", "default", "via", host_ip)
+                await _run("nft", "-f", "-", stdin=self._policy_rules(cid, allow).encode())
             except BaseException:
                 await self.destroy(cid)
                 raise
@@ -232,10 +305,20 @@ class EgressNetworks:
         await _run("ip", "link", "del", hif, check=False)
         if self.has(cid):
             await _run("ip", "netns", "del", self.ns_name(cid), check=False)
+        try:  # the map entry first: the chain cannot go while the map jumps to it
+            await _run("nft", "delete", "element", "inet", self.table, "egress",
+                       f'{{ "{hif}" }}', check=False)
+            await _run("nft", "delete", "chain", "inet", self.table, f"allow_{hif}", check=False)
+        except FileNotFoundError:
+            pass
+        try:
+            os.unlink(self._policy_path(cid))
+        except FileNotFoundError:
+            pass
 
     async def close(self) -> None:
         """Drop the host rules once no sandbox namespace of ours is left."""
-        if not self.known():  # also a table an earlier server process made
+        if not self._namespaces():  # also a table an earlier server process made
             try:
                 await _run("nft", "delete", "table", "inet", self.table, check=False)
                 tables = await _run("nft", "list", "tables", check=False)

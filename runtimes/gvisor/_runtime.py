@@ -190,7 +190,7 @@ class GVisorRuntime(Runtime):
         self._profiles[cid] = prof
         try:
             if spec.egress:
-                await self.net.create(cid)
+                await self.net.create(cid, allow=spec.egress_allowlist)
                 spec = dataclasses.replace(
                     spec, mounts=((self.net.resolv_conf(), "/etc/resolv.conf"), *spec.mounts))
             config = build_spec(spec, rootfs=spec.rootfs, agent_dir=self.agent_dir,

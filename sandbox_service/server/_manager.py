@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from typing import Any, AsyncIterator
 from images import ImageBuildError
 from images._users import resolve_user, user_home
 from runtimes import AgentError, AgentUnavailable, ContainerSpec, ExecSpec, ExitFrame, Runtime
-from security import ResourcePolicy
+from security import BLOCKED_V4, ResourcePolicy
 
 from .. import _errors as E
 from .._ids import is_id, new_id
@@ -69,9 +70,13 @@ class SandboxManager:
         self._pool = WarmPool(runtime, warm_pool, self._container_spec) if warm_pool > 0 else None
 
     def _container_spec(self, cid: str, image: Any, env: dict[str, str] | None = None,
-                        memory_mib: int | None = None, cpu: float | None = None) -> ContainerSpec:
+                        memory_mib: int | None = None, cpu: float | None = None,
+                        egress: bool = False,
+                        allowlist: list[str] | None = None) -> ContainerSpec:
         return ContainerSpec(container_id=cid, rootfs=image.rootfs,
                              env={**image.config.get("env", {}), **(env or {})},
+                             egress=egress,
+                             egress_allowlist=None if allowlist is None else tuple(allowlist),
                              memory_mib=memory_mib or self.policy.default_memory_mib, cpu=cpu,
                              nproc=self.policy.nproc, nofile=self.policy.nofile)
 
@@ -160,10 +165,14 @@ class SandboxManager:
 
     # ---- create / get / list / terminate / wait ----------------------------------------
     async def create(self, req: SandboxCreate) -> dict[str, Any]:
-        if not req.block_network or req.cidr_allowlist is not None:
-            raise E.InvalidRequestError(
-                "network egress is not available yet: sandboxes run with block_network=True "
-                "(no network). Remove block_network=False / cidr_allowlist")
+        for cidr in req.cidr_allowlist or ():  # the wire model made them IPv4 networks
+            net = ipaddress.IPv4Network(cidr)
+            inside = next((b for b in BLOCKED_V4 if net.subnet_of(ipaddress.IPv4Network(b))), None)
+            if inside:
+                raise E.InvalidRequestError(
+                    f"cidr_allowlist entry {cidr} is inside {inside}, which is always blocked "
+                    "(private, loopback, link-local/metadata and reserved ranges, the host and "
+                    "other sandboxes are never reachable from a sandbox): remove it")
         try:
             memory = self.policy.memory(req.memory_mib)
             cpu = self.policy.cpu(req.cpu)
@@ -188,7 +197,8 @@ class SandboxManager:
             raise E.ConflictError(f"a running sandbox is already named {req.name!r}: pick "
                                   "another name or terminate it first")
         pooled = None
-        if self._pool and req.memory_mib in (None, self.policy.default_memory_mib) and req.cpu is None:
+        if (self._pool and req.memory_mib in (None, self.policy.default_memory_mib)
+                and req.cpu is None and req.block_network):  # pooled ones have no network
             pooled = self._pool.take(image)  # no await before _live holds it (collector)
         cid = pooled or new_id("sandbox")
         now = time.time()
@@ -206,7 +216,9 @@ class SandboxManager:
         stage = ""
         await self.store.put_sandbox(rec)
         try:
-            spec = self._container_spec(cid, image, env, memory, cpu)
+            spec = self._container_spec(cid, image, env, memory, cpu,
+                                        egress=not req.block_network,
+                                        allowlist=req.cidr_allowlist)
             if pooled:
                 try:
                     await self.runtime.set_env(cid, env)
