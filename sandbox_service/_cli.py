@@ -6,6 +6,7 @@ inside `serve` only, so client commands start fast and never need FastAPI.
     sbx sandbox create|ls|get|exec|rm
     sbx image build FILE::VAR | ls | get | rm | gc
     sbx audit [--object ID] [--action A] [--since 2h]
+    sbx token create|ls|revoke
     sbx shell [SANDBOX_ID] [-- CMD]
 
 Client commands use the SDK; its errors print `sbx: <message>` and exit 1 (usage errors 2).
@@ -25,6 +26,7 @@ from ._cli_image import image
 from ._cli_sandbox import sandbox
 from ._cli_secret import secret
 from ._cli_shell import shell
+from ._cli_token import token
 from ._config import DEFAULT_PORT
 from ._version import __version__
 
@@ -65,6 +67,7 @@ main.add_command(image)
 main.add_command(sandbox)
 main.add_command(secret)
 main.add_command(shell)
+main.add_command(token)
 
 
 def _has_sansio() -> bool:

@@ -179,6 +179,13 @@ class _AsyncSandbox:
     async def rm(self, path: str, recursive: bool = False) -> None:
         await self.filesystem.remove(path, recursive=recursive)
 
+    async def create_access_token(self, ttl: float = 900) -> str:
+        """A token that can only exec in and read/write files of this sandbox, for `ttl`
+        seconds: hand it to a less trusted component instead of your own key."""
+        data = await self._client.request("POST", "/v1/tokens", json_body={
+            "scope": "sandbox", "sandbox_id": self.object_id, "ttl_s": ttl})
+        return data["token"]
+
     async def snapshot_filesystem(self, timeout: float = 600) -> Image:
         """A new Image holding everything this sandbox wrote, on top of the image it booted
         from; new sandboxes can boot from it. The sandbox keeps running."""

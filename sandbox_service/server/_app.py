@@ -18,11 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from security import ensure_admin_token, token_matches
+from security import ensure_admin_token
+from security._apikeys import KeyStore
 from security._audit import AuditLog
 
 from .. import _errors as E
 from .._version import __version__
+from . import _access as access
 from ._audit import audit_request
 from ._images import ImageService
 from ._manager import SandboxManager
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                                  warm_pool=settings.warm_pool)
         image_service.in_use = manager.layers_in_use
         app.state.audit = AuditLog(settings.path("audit.db"))
+        app.state.keys = KeyStore(settings.path("keys.db"))
         await manager.start()  # reaps leftover build containers before layers are cleaned
         await image_service.start()
         app.state.manager = manager
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
             yield
         finally:
             await app.state.audit.close()
+            await app.state.keys.close()
             await image_service.stop()  # builds end (their sandboxes and mounts too) first
             await manager.stop()
             await store.close()
@@ -114,19 +118,27 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
     app.state.settings = settings
     app.state.token = token
     app.state.audit = None
+    app.state.keys = None
 
     @app.middleware("http")
     async def auth(request: Request, call_next):
         path = request.url.path
         if not path.startswith("/v1/"):
             return await call_next(request)
-        if not token_matches(token, bearer_token(request.headers)):
-            err = E.AuthenticationError("missing or wrong bearer token: send 'Authorization: "
-                                        "Bearer <token>' (the token is in $SBX_HOME/token)")
+        principal = await access.resolve(request.app, bearer_token(request.headers))
+        if principal is None:
+            err = E.AuthenticationError("missing, wrong, expired or revoked bearer token: send "
+                                        "'Authorization: Bearer <token>' (the admin token is "
+                                        "in $SBX_HOME/token; keys come from `sbx token create`)")
             audit_request(request, 401)
             return JSONResponse(err.to_wire(), status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
-        request.state.principal = "admin"
+        request.state.principal = principal
+        try:
+            await access.check(request.app, principal, request.method, path)
+        except E.SandboxError as e:
+            audit_request(request, e.http_status)
+            return JSONResponse(e.to_wire(), status_code=e.http_status)
         response = await call_next(request)
         audit_request(request, response.status_code)
         return response
@@ -152,6 +164,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                             status_code=500)
 
     from ._audit import audit_router
+    from ._routes_tokens import tokens_router
     from ._routes import router
     from ._routes_images import images_router
     from ._routes_secrets import secrets_router
@@ -159,6 +172,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
 
     app.include_router(router)
     app.include_router(audit_router)
+    app.include_router(tokens_router)
     app.include_router(images_router)
     app.include_router(secrets_router)
     app.include_router(ws_router)

@@ -32,8 +32,10 @@ ACTIONS = {
     ("POST", "/v1/secrets"): "secret.create",
     ("DELETE", "/v1/secrets/{name}"): "secret.remove",
     ("POST", "/v1/apps/lookup"): "app.lookup",
+    ("POST", "/v1/tokens"): "token.create",
+    ("DELETE", "/v1/tokens/{token_id}"): "token.revoke",
 }
-ID_PARAMS = ("sandbox_id", "image_id", "name")
+ID_PARAMS = ("sandbox_id", "image_id", "name", "token_id")
 
 audit_router = APIRouter()
 
@@ -51,7 +53,8 @@ def audit_request(request: Request, status: int) -> None:
     route = request.scope.get("route")
     template = getattr(route, "path", None)
     action = ACTIONS.get((request.method, template or ""))
-    principal = getattr(request.state, "principal", None) or "anonymous"
+    who = getattr(request.state, "principal", None)
+    principal = getattr(who, "name", None) or "anonymous"
     if status == 401:
         audit.record(principal, "auth.denied", None, status, method=request.method,
                      path=request.url.path[:300])

@@ -114,24 +114,32 @@ class ImageService:
         rec = await self.get(image_id)
         return rec["top"], rec["config"]
 
-    async def list(self) -> list[dict[str, Any]]:
-        return await self.store.list_images()
+    async def list(self, owner: str = "admin") -> list[dict[str, Any]]:
+        recs = await self.store.list_images()
+        return recs if owner == "admin" else [r for r in recs if owner in _owners(r)]
 
     # ---- building -----------------------------------------------------------------------
-    def start_build(self, req: ImageBuildRequest, emit: Callable[[str], None]) -> asyncio.Task:
+    def start_build(self, req: ImageBuildRequest, emit: Callable[[str], None],
+                    owner: str = "admin") -> asyncio.Task:
         """Build in a task of its own: a client that goes away does not cancel a build other
         requests may be waiting on."""
         steps = [s.model_dump() for s in req.steps]
-        task = asyncio.create_task(self._build(steps, req.force_build, emit))
+        task = asyncio.create_task(self._build(steps, req.force_build, emit, owner))
         key = secrets.token_hex(8)
         self._builds[key] = task
         task.add_done_callback(lambda _t: self._builds.pop(key, None))
         return task
 
     async def _build(self, steps: list[dict[str, Any]], force: bool,
-                     emit: Callable[[str], None]) -> dict[str, Any]:
-        if steps[0]["kind"] == "image" and not is_id("image", steps[0]["image_id"]):
-            raise E.InvalidRequestError(f"{steps[0]['image_id']!r} is not an image id (im-...)")
+                     emit: Callable[[str], None], owner: str = "admin") -> dict[str, Any]:
+        if steps[0]["kind"] == "image":
+            image_id = steps[0]["image_id"]
+            if not is_id("image", image_id):
+                raise E.InvalidRequestError(f"{image_id!r} is not an image id (im-...)")
+            if owner != "admin" and self.base.get(image_id) is None \
+                    and owner not in _owners(await self.get(image_id)):
+                raise E.NotFoundError(f"no image {image_id!r}: `sbx image ls` lists the "
+                                      "images; build one with Image...build()")
         for step in steps:  # named secrets become secret_env: HMAC'd in keys, never logged
             names = step.pop("secret_names", None)
             if names:
@@ -142,12 +150,12 @@ class ImageService:
         except LayerBuildError as e:
             raise E.ImageBuildError(str(e)) from None
         try:
-            return await self._record(res, steps, emit, t0)
+            return await self._record(res, steps, emit, t0, owner)
         finally:
             self.layers.unpin(res.layers)
 
     async def _record(self, res: Any, steps: list[dict[str, Any]], emit: Callable[[str], None],
-                      t0: float) -> dict[str, Any]:
+                      t0: float, owner: str = "admin") -> dict[str, Any]:
         async with self._record_lock:  # one record per digest, however many builds raced
             rec = await self.store.get_image_by_digest(res.digest)
             if rec is None:
@@ -155,15 +163,23 @@ class ImageService:
                 rec = {"image_id": new_id("image"), "digest": res.digest,
                        "created_at": time.time(), "top": res.top.key, "layers": res.layers,
                        "config": res.config, "size_bytes": sum(sizes),
-                       "python": res.top.python, "source": steps[0]["kind"]}
+                       "python": res.top.python, "source": steps[0]["kind"],
+                       "owners": [owner]}
+                await self.store.put_image(rec)
+            elif owner not in _owners(rec):  # the same image, now also this principal's
+                rec = {**rec, "owners": [*_owners(rec), owner]}
                 await self.store.put_image(rec)
         rec = {**rec, "built_layers": res.built}
         emit(f"image {rec['image_id']} ready ({res.built} of {len(res.layers)} layers built, "
              f"{time.monotonic() - t0:.1f}s)")
         return rec
 
-    async def remove(self, image_id: str) -> None:
-        await self.get(image_id)
+    async def remove(self, image_id: str, owner: str = "admin") -> None:
+        rec = await self.get(image_id)
+        others = [o for o in _owners(rec) if o != owner]
+        if owner != "admin" and others:  # still someone else's: only this principal lets go
+            await self.store.put_image({**rec, "owners": others})
+            return
         await self.store.delete_image(image_id)
 
     async def gc(self) -> dict[str, int]:
@@ -248,12 +264,13 @@ class ImageService:
         pinned = self.layers.chain(parent_key)
         self.layers.pin(pinned)
         try:
-            return await self._snapshot(sandbox_id, parent_key, config, rootfs)
+            return await self._snapshot(sandbox_id, parent_key, config, rootfs,
+                                        rec.get("owner") or "admin")
         finally:
             self.layers.unpin(pinned)
 
     async def _snapshot(self, sandbox_id: str, parent_key: str, config: dict[str, Any],
-                        rootfs: str) -> dict[str, Any]:
+                        rootfs: str, owner: str) -> dict[str, Any]:
         parent = self.layers.get(parent_key)
         if parent is None:
             raise E.ConflictError("the sandbox's image layers were removed; cannot snapshot")
@@ -275,18 +292,20 @@ class ImageService:
             raise cls(f"the snapshot was refused: {e}") from None
         self.layers.pin([layer.key])  # until the record below exists
         try:
-            return await self._record_snapshot(sandbox_id, layer, key, config, stats)
+            return await self._record_snapshot(sandbox_id, layer, key, config, stats, owner)
         finally:
             self.layers.unpin([layer.key])
 
     async def _record_snapshot(self, sandbox_id: str, layer: Any, key: str,
-                               config: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+                               config: dict[str, Any], stats: dict[str, Any],
+                               owner: str) -> dict[str, Any]:
         chain = self.layers.chain(layer.key)[::-1]
         digest = "sha256:" + key
         image = {"image_id": new_id("image"), "digest": digest, "created_at": time.time(),
                  "top": layer.key, "layers": chain, "config": config,
                  "size_bytes": sum(self.layers.disk_usage(k) for k in chain),
-                 "python": layer.python, "source": f"snapshot:{sandbox_id}"}
+                 "python": layer.python, "source": f"snapshot:{sandbox_id}",
+                 "owners": [owner]}
         await self.store.put_image(image)
         log.info("snapshot of %s: image %s (%s entries, %s bytes)", sandbox_id,
                  image["image_id"], stats.get("changed"), stats.get("bytes"))
@@ -308,3 +327,7 @@ def _secret_key(path: str) -> bytes:
         f.write(key)
     os.replace(path + ".tmp", path)
     return key
+
+
+def _owners(rec: dict[str, Any]) -> list[str]:
+    return list(rec.get("owners") or ["admin"])

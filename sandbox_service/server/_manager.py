@@ -164,7 +164,7 @@ class SandboxManager:
                 log.exception("collector failed")
 
     # ---- create / get / list / terminate / wait ----------------------------------------
-    async def create(self, req: SandboxCreate) -> dict[str, Any]:
+    async def create(self, req: SandboxCreate, *, owner: str = "admin") -> dict[str, Any]:
         for cidr in req.cidr_allowlist or ():  # the wire model made them IPv4 networks
             net = ipaddress.IPv4Network(cidr)
             inside = next((b for b in BLOCKED_V4 if net.subnet_of(ipaddress.IPv4Network(b))), None)
@@ -209,6 +209,7 @@ class SandboxManager:
             "timeout_s": req.timeout_s, "idle_timeout_s": req.idle_timeout_s,
             "exit_code": None, "reason": None, "cpu": cpu, "memory_mib": memory,
             "has_command": bool(req.command), "workdir": req.workdir or image.config.get("workdir"),
+            "owner": owner,
             "layer": image.layer, "rootfs": image.rootfs, "image_config": image.config,
             "uid": uid, "gid": gid,
         }

@@ -20,6 +20,7 @@ from .._version import __version__
 from .._wire import (AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList,
                      MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, ServerInfo,
                      check_abs_path)
+from . import _access as access
 from ._audit import exec_detail
 from ._manager import SandboxManager
 
@@ -60,7 +61,15 @@ async def info(request: Request) -> ServerInfo:
 # ---- sandboxes ---------------------------------------------------------------------------
 @router.post("/v1/sandboxes", response_model=SandboxInfo, status_code=201)
 async def create_sandbox(body: SandboxCreate, request: Request) -> SandboxInfo:
-    rec = await _mgr(request).create(body)
+    who = request.state.principal
+    if who.scope == "app":  # an app token creates in its app only
+        if body.app_id not in (None, who.target):
+            raise E.PermissionDeniedError(f"this token is limited to app {who.target}")
+        body = body.model_copy(update={"app_id": who.target})
+    if body.image.startswith("im-"):
+        await access.check_image(request.app, who, body.image)
+    access.check_secret_names(who, body.secret_names)
+    rec = await _mgr(request).create(body, owner=who.name)
     request.state.audit_object = rec["sandbox_id"]
     request.state.audit_detail = {"image": rec.get("image_id")}
     return _info(rec)
@@ -76,8 +85,10 @@ async def list_sandboxes(request: Request, tag: list[str] = Query(default=[]),
         if not sep:
             raise E.InvalidRequestError(f"tag filter {t!r} must look like key:value")
         tags[k] = v
-    recs = await _mgr(request).list(tags=tags, app_id=app_id, include_finished=all, limit=limit)
-    return SandboxList(sandboxes=[_info(r) for r in recs])
+    who = request.state.principal
+    recs = await _mgr(request).list(tags=tags, app_id=app_id, include_finished=all,
+                                    limit=limit if who.is_admin else 100_000)
+    return SandboxList(sandboxes=[_info(r) for r in recs if access.owns(who, r)][:limit])
 
 
 @router.get("/v1/sandboxes/{sandbox_id}", response_model=SandboxInfo)

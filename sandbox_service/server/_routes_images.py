@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from .. import _errors as E
 from .._wire_images import (SHA256_RE, BlobsMissingRequest, BlobsMissingResponse, GcResult,
                             ImageBuildRequest, ImageInfo, ImageList, image_info)
+from . import _access as access
 from ._images import ImageService
 
 log = logging.getLogger("sbx.server.images")
@@ -39,7 +40,7 @@ def _base_infos(svc: ImageService) -> list[ImageInfo]:
 @images_router.get("/v1/images", response_model=ImageList)
 async def list_images(request: Request) -> ImageList:
     svc = _svc(request)
-    recs = await svc.list()
+    recs = await svc.list(request.state.principal.name)
     disk = await asyncio.to_thread(svc.disk_bytes)
     return ImageList(images=_base_infos(svc) + [image_info(r) for r in recs], disk_bytes=disk)
 
@@ -56,7 +57,7 @@ async def remove_image(image_id: str, request: Request) -> dict:
     svc = _svc(request)
     if any(b.image_id == image_id for b in _base_infos(svc)):
         raise E.ConflictError("the base image is managed by the service and cannot be removed")
-    await svc.remove(image_id)
+    await svc.remove(image_id, request.state.principal.name)
     return {"image_id": image_id, "removed": True}
 
 
@@ -76,7 +77,9 @@ async def build_image(body: ImageBuildRequest, request: Request) -> StreamingRes
         except asyncio.QueueFull:
             dropped[0] += 1
 
-    task = _svc(request).start_build(body, emit)
+    for step in body.steps:
+        access.check_secret_names(request.state.principal, getattr(step, "secret_names", []))
+    task = _svc(request).start_build(body, emit, request.state.principal.name)
 
     def line(obj: dict) -> bytes:
         return (json.dumps(obj) + "\n").encode()

@@ -16,11 +16,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from runtimes import AgentUnavailable, ExitFrame
-from security import token_matches
 
 from .. import _errors as E
 from .._ids import new_id
 from .._wire import STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT, ExecRequest, ExitStatus
+from . import _access as access
 from ._app import _validation_message, bearer_token
 from ._audit import exec_detail
 
@@ -39,8 +39,10 @@ async def _send_error(ws: WebSocket, exc: E.SandboxError) -> None:
 @ws_router.websocket("/v1/sandboxes/{sandbox_id}/exec/stream")
 async def exec_stream(ws: WebSocket, sandbox_id: str) -> None:
     await ws.accept()
-    if not token_matches(ws.app.state.token, bearer_token(ws.headers)):
-        await _send_error(ws, E.AuthenticationError("missing or wrong bearer token"))
+    principal = await access.resolve(ws.app, bearer_token(ws.headers))
+    if principal is None:
+        await _send_error(ws, E.AuthenticationError("missing, wrong, expired or revoked "
+                                                    "bearer token"))
         return
     mgr = ws.app.state.manager
     try:
@@ -59,9 +61,15 @@ async def exec_stream(ws: WebSocket, sandbox_id: str) -> None:
         with contextlib.suppress(Exception):
             await ws.close()
         return
+    try:  # after the request frame, so a client that sends first reads the answer
+        await access.check(ws.app, principal, "GET", f"/v1/sandboxes/{sandbox_id}/exec/stream")
+    except E.SandboxError as e:
+        await _send_error(ws, e)
+        return
     audit = ws.app.state.audit
     if audit is not None:
-        audit.record("admin", "sandbox.exec", sandbox_id, None, stream=True, **exec_detail(req.argv))
+        audit.record(principal.name, "sandbox.exec", sandbox_id, None, stream=True,
+                     **exec_detail(req.argv))
     try:
         async with mgr.exec_stream(sandbox_id, req) as stream:
             await ws.send_text(json.dumps({"type": "started", "exec_id": new_id("exec"),

@@ -1,0 +1,103 @@
+"""Who may touch what (server layer): resolving a bearer token to a principal, and the one
+check every /v1 request and WebSocket passes before its handler runs.
+
+- The admin token acts for "admin" and sees everything.
+- A `user` key sees only objects its principal created: another principal's sandbox or
+  image answers exactly like an id that does not exist (404), so existence never leaks.
+- A `sandbox` token reaches one sandbox: its info, logs, wait, exec and files; nothing
+  else (not terminate, snapshot, lists, images, secrets, keys).
+- An `app` token reaches the sandboxes of one app and may create sandboxes in it.
+Must not import a runtime.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from security._apikeys import ADMIN, Principal
+
+from .. import _errors as E
+
+_SANDBOX_PATH = re.compile(r"^/v1/sandboxes/([^/]+)(/.*)?$")
+_IMAGE_PATH = re.compile(r"^/v1/images/([^/]+)$")
+# what a sandbox-scoped token may do to its sandbox: (method, sub-path regex)
+_SANDBOX_TOKEN_OPS = (
+    ("GET", r""), ("GET", r"/logs"), ("POST", r"/wait"), ("POST", r"/exec"),
+    ("GET", r"/exec/stream"), ("GET", r"/files(/list|/stat)?"), ("PUT", r"/files"),
+    ("DELETE", r"/files"), ("POST", r"/files/mkdir"),
+)
+
+
+async def resolve(app: Any, token: str | None) -> Principal | None:
+    from security import token_matches
+
+    if token_matches(app.state.token, token):
+        return ADMIN
+    keys = getattr(app.state, "keys", None)
+    return await keys.resolve(token) if keys is not None else None
+
+
+def owns(principal: Principal, rec: dict[str, Any]) -> bool:
+    """Whether `principal` may see the sandbox record `rec` at all."""
+    if principal.is_admin:
+        return True
+    if principal.scope == "sandbox":
+        return rec.get("sandbox_id") == principal.target
+    if principal.scope == "app":
+        return rec.get("app_id") is not None and rec.get("app_id") == principal.target
+    return rec.get("owner", "admin") == principal.name
+
+
+async def check(app: Any, principal: Principal, method: str, path: str) -> None:
+    """Raise NotFound / PermissionDenied when `principal` may not make this request."""
+    if principal.is_admin:
+        return
+    m = _SANDBOX_PATH.match(path)
+    if principal.scope == "sandbox":
+        sub = (m.group(2) or "") if m else None
+        if m is None or not any(method == meth and re.fullmatch(rx, sub)
+                                for meth, rx in _SANDBOX_TOKEN_OPS):
+            raise E.PermissionDeniedError(
+                f"this token is limited to exec and files of sandbox {principal.target}: "
+                "use a key of the sandbox's owner for anything else")
+    if m is not None:
+        sandbox_id = m.group(1)
+        try:
+            rec = await app.state.manager.get(sandbox_id)
+        except E.NotFoundError:
+            raise
+        if not owns(principal, rec):
+            raise E.NotFoundError(f"no sandbox {sandbox_id!r}")
+        return
+    if principal.scope == "app" and path not in ("/v1/sandboxes", "/v1/apps/lookup",
+                                                 "/v1/tokens", "/v1/info"):
+        raise E.PermissionDeniedError(
+            f"this token is limited to the sandboxes of app {principal.target}")
+    mi = _IMAGE_PATH.match(path)
+    if mi is not None and mi.group(1) != "gc":
+        await check_image(app, principal, mi.group(1))
+    if path.startswith("/v1/audit") or path == "/v1/images/gc":
+        raise E.PermissionDeniedError("only the admin token may do this")
+    if path.startswith("/v1/secrets"):
+        raise E.PermissionDeniedError(SECRETS_ADMIN_ONLY)
+
+
+SECRETS_ADMIN_ONLY = ("named secrets are shared by the whole service and managed with the "
+                      "admin token for now; pass values with Secret.from_dict instead")
+
+
+def check_secret_names(principal: Principal, names: list[str]) -> None:
+    """Only the admin may use named secrets (they have no per-principal namespace yet)."""
+    if names and not principal.is_admin:
+        raise E.PermissionDeniedError(SECRETS_ADMIN_ONLY)
+
+
+async def check_image(app: Any, principal: Principal, image_id: str) -> None:
+    svc = app.state.image_service
+    if principal.is_admin or svc.base.get(image_id) is not None:
+        return
+    rec = await svc.store.get_image(image_id) if image_id.startswith("im-") else None
+    if rec is None or principal.name not in rec.get("owners", ["admin"]):
+        raise E.NotFoundError(f"no image {image_id!r}: `sbx image ls` lists the images; "
+                              "build one with Image...build()")
