@@ -29,6 +29,26 @@ class ResourcePolicy:
     nproc: int = 512
     nofile: int = 4096
     max_sandboxes: int = 200
+    # per principal (API keys; the admin token is the operator's and is not limited)
+    max_sandboxes_per_principal: int = 50
+    creates_per_minute: int = 120
+
+    def admit_create(self, principal: str, running: int, recent: list[float],
+                     now: float) -> str | None:
+        """Why a create by `principal` must wait (None: it may go). `recent` holds the
+        times of its creates in the last minute (pruned here)."""
+        if principal == "admin":
+            return None
+        recent[:] = [t for t in recent if now - t < 60.0]
+        if running >= self.max_sandboxes_per_principal:
+            return (f"{principal} has {running} running sandboxes, the limit per principal "
+                    f"is {self.max_sandboxes_per_principal}: terminate some and retry")
+        if len(recent) >= self.creates_per_minute:
+            wait = 60.0 - (now - recent[0])
+            return (f"{principal} created {len(recent)} sandboxes in the last minute, the "
+                    f"limit is {self.creates_per_minute}: retry in {wait:.0f}s")
+        recent.append(now)
+        return None
 
     def memory(self, requested: int | None) -> int:
         value = self.default_memory_mib if requested is None else requested

@@ -123,3 +123,17 @@ def test_dockerfile_copy_cannot_follow_a_symlink_out_of_the_context(tmp_path):
         _copy_adds(Copy(["keys"], "/x/", None, None, False, line=4), str(ctx), ())
     assert [a.remote for a in _copy_adds(Copy(["ok.txt"], "/x/", None, None, False, line=5),
                                          str(ctx), ())] == ["/x/ok.txt"]
+
+
+def test_per_principal_quotas():
+    from security import ResourcePolicy
+
+    p = ResourcePolicy(max_sandboxes_per_principal=2, creates_per_minute=3)
+    recent: list[float] = []
+    assert p.admit_create("alice", 0, recent, 100.0) is None
+    assert "limit per principal is 2" in p.admit_create("alice", 2, recent, 101.0)
+    assert p.admit_create("alice", 1, recent, 102.0) is None
+    assert p.admit_create("alice", 1, recent, 103.0) is None
+    assert "retry in 57s" in p.admit_create("alice", 1, recent, 103.0)
+    assert p.admit_create("alice", 1, recent, 161.0) is None  # the oldest aged out
+    assert p.admit_create("admin", 10_000, [], 0.0) is None   # the operator is not limited

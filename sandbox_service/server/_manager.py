@@ -66,6 +66,7 @@ class SandboxManager:
         self.monitor_interval_s = monitor_interval_s
         self.collector_interval_s = collector_interval_s
         self._live: dict[str, _Live] = {}
+        self._creates: dict[str, list[float]] = {}  # principal -> create times (last minute)
         self._tasks: list[asyncio.Task] = []
         self._pool = WarmPool(runtime, warm_pool, self._container_spec) if warm_pool > 0 else None
 
@@ -193,6 +194,11 @@ class SandboxManager:
             raise E.QuotaExceededError(
                 f"{len(self._live)} sandboxes are running, the limit is "
                 f"{self.policy.max_sandboxes}: terminate some and retry")
+        mine = sum(1 for lv in self._live.values() if lv.rec.get("owner", "admin") == owner)
+        why = self.policy.admit_create(owner, mine, self._creates.setdefault(owner, []),
+                                       time.monotonic())
+        if why:
+            raise E.QuotaExceededError(why)
         if req.name is not None and any(lv.rec.get("name") == req.name for lv in self._live.values()):
             raise E.ConflictError(f"a running sandbox is already named {req.name!r}: pick "
                                   "another name or terminate it first")

@@ -34,8 +34,12 @@ class Settings:
             kwargs["runsc_binary"] = env["SBX_RUNSC"]
         if env.get("SBX_WARM_POOL"):
             kwargs["warm_pool"] = int(env["SBX_WARM_POOL"])
-        if env.get("SBX_MAX_SANDBOXES"):
-            kwargs["policy"] = ResourcePolicy(max_sandboxes=int(env["SBX_MAX_SANDBOXES"]))
+        limits = {field: int(env[var]) for var, field in (
+            ("SBX_MAX_SANDBOXES", "max_sandboxes"),
+            ("SBX_MAX_SANDBOXES_PER_PRINCIPAL", "max_sandboxes_per_principal"),
+            ("SBX_CREATES_PER_MINUTE", "creates_per_minute")) if env.get(var)}
+        if limits:
+            kwargs["policy"] = ResourcePolicy(**limits)
         kwargs["build"] = build_settings_from_env(env)
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
