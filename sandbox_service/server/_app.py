@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -46,6 +47,26 @@ def bearer_token(headers: Any) -> str | None:
     value = headers.get("authorization") or ""
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+MAX_JSON_BODY = 32 << 20  # request bodies other than file and blob uploads
+_UPLOADS = re.compile(r"^/v1/(sandboxes/[^/]+/files|blobs/[0-9a-f]+)$")
+
+
+def _body_too_large(request: Request) -> E.SandboxError | None:
+    """A declared body over the JSON limit is refused before it is read (file and blob
+    uploads stream, with their own limit)."""
+    if request.method not in ("POST", "PUT", "PATCH") or _UPLOADS.match(request.url.path):
+        return None
+    try:
+        length = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        return E.InvalidRequestError("Content-Length is not a number")
+    if length > MAX_JSON_BODY:
+        return E.PayloadTooLargeError(
+            f"request body of {length} bytes is over the {MAX_JSON_BODY >> 20} MiB limit: send "
+            "large files with the files API (sb.open / PUT .../files) instead")
+    return None
 
 
 def _lock_home(home: str) -> int:
@@ -125,6 +146,9 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         path = request.url.path
         if not path.startswith("/v1/"):
             return await call_next(request)
+        too_big = _body_too_large(request)
+        if too_big:
+            return JSONResponse(too_big.to_wire(), status_code=too_big.http_status)
         principal = await access.resolve(request.app, bearer_token(request.headers))
         if principal is None:
             err = E.AuthenticationError("missing, wrong, expired or revoked bearer token: send "
