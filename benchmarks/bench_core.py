@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from conftest import Server  # noqa: E402  (the same real server the tests use)
+from sbxtest import Server  # noqa: E402  (the same real server the tests use)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
 from bench_core import RawRunsc, pct  # noqa: E402
-from conftest import Server  # noqa: E402
+from sbxtest import Server  # noqa: E402  (the same real server the tests use)
 
 
 def cell(ms: list[float]) -> str:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real `sbx serve` on a free port with its own SBX_HOME, real runsc.
+"""Shared fixtures: a real `sbx serve` (tests/sbxtest.py) on a free port with its own
+SBX_HOME, real runsc.
 
 The base image is built once (debootstrap) or unpacked from $SBX_IMAGE_CACHE, which
 .ci/run points at a directory that survives between runs.
@@ -8,89 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 
-import httpx
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault("SBX_IMAGE_CACHE", "/var/cache/sandbox-service/images")
-# the registry tests run a real registry on a loopback port
-os.environ.setdefault("SBX_PRIVATE_REGISTRIES", "127.0.0.1:*")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A real server process. `restart(kill=True)` simulates a crash."""
-
-    def __init__(self, home: str):
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.log_path = os.path.join(home, "server.log")
-
-    @property
-    def token(self) -> str:
-        with open(os.path.join(self.home, "token")) as f:
-            return f.read().strip()
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(SBX_HOME=self.home, SBX_URL=self.url)
-        env.pop("SBX_TOKEN", None)
-        return env
-
-    def start(self, timeout_s: float = 900) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox_service._cli", "serve", "--port", str(self.port),
-             "--log-level", "info"],
-            env=self.env(), stdout=log, stderr=log, cwd=REPO, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.tail()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.tail()}")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def restart(self, kill: bool = True) -> None:
-        self.stop(kill=kill)
-        self.start()
-
-    def tail(self, n: int = 4000) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"},
-                            timeout=120)
+from sbxtest import REPO, Server, free_port  # noqa: F401 (re-exported for tests)
 
 
 @pytest.fixture(scope="session")

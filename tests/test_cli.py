@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import REPO, free_port
+from sbxtest import REPO, free_port
 
 CLI = [sys.executable, "-m", "sandbox_service._cli"]
 

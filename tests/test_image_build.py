@@ -190,7 +190,7 @@ def test_build_steps_have_egress_but_not_to_private_ranges_or_the_host(server):
         "    except OSError as e:\n"
         "        print('BLOCKED', host, port, type(e).__name__)\n"
         "print('DNS', socket.getaddrinfo('deb.debian.org', 80)[0][4][0])\n")
-    steps = [BASE, {"kind": "run", "commands": [f"python3 -c \"$P\""],
+    steps = [BASE, {"kind": "run", "commands": ["python3 -c \"$P\""],
                     "secret_env": {"P": probe}, "force_build": True}]
     with server.api() as api:
         lines, final = build_events(api, steps)

@@ -238,7 +238,7 @@ def test_server_serves_after_restarts(server):
 
 def test_second_server_on_same_home_refuses(server):
     """Two servers on one SBX_HOME would reap each other's sandboxes: the second refuses."""
-    from conftest import Server
+    from sbxtest import Server
 
     other = Server(server.home)
     other.log_path = os.path.join(server.home, "second-server.log")

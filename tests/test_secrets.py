@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 import sandbox_service as sbx
-from conftest import REPO
+from sbxtest import REPO
 from sandbox_service._secret import parse_dotenv
 
 pytestmark = [pytest.mark.timeout(600)]
