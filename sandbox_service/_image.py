@@ -20,7 +20,7 @@ from . import _errors as E
 from ._client import _Client, default_client
 from ._ids import is_id
 from ._local_files import Ignore, LocalAdd, collect, python_source
-from ._secret import Secret, check_required_keys, merge_env, split_secrets
+from ._secret import Secret, check_required_keys, split_secrets
 from ._sync import Method
 
 log = logging.getLogger("sandbox_service.image")

@@ -20,6 +20,8 @@ import re
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ._keyfile import ensure_key_file
+
 SECRET_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_SECRET_BYTES = 64 * 1024
@@ -37,22 +39,11 @@ def secrets_key_path(home: str) -> str:
 
 def ensure_secrets_key(home: str) -> bytes:
     """Return the at-rest key, creating `$SBX_HOME/secrets.key` (0600) on first use."""
-    os.makedirs(home, mode=0o700, exist_ok=True)
     path = secrets_key_path(home)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, "rb") as f:
-            key = f.read()
-        if len(key) != _KEY_BYTES:
-            raise SecretCorrupted(f"{path} is {len(key)} bytes, not {_KEY_BYTES}: it is not a "
-                                  "secrets key (restore it from your backup)") from None
-        return key
-    key = os.urandom(_KEY_BYTES)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-        f.flush()
-        os.fsync(f.fileno())
+    key = ensure_key_file(path, lambda: os.urandom(_KEY_BYTES))
+    if len(key) != _KEY_BYTES:
+        raise SecretCorrupted(f"{path} is {len(key)} bytes, not {_KEY_BYTES}: it is not a "
+                              "secrets key (restore it from your backup)")
     return key
 
 

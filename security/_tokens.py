@@ -10,6 +10,8 @@ import hmac
 import os
 import secrets
 
+from ._keyfile import ensure_key_file
+
 TOKEN_PREFIX = "sbx_"
 
 
@@ -19,16 +21,9 @@ def token_path(home: str) -> str:
 
 def ensure_admin_token(home: str) -> str:
     """Return the admin token, creating it (0600) if it does not exist yet."""
-    os.makedirs(home, mode=0o700, exist_ok=True)
     path = token_path(home)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return read_token(path)
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
+    ensure_key_file(path, lambda: (TOKEN_PREFIX + secrets.token_urlsafe(32) + "\n").encode())
+    return read_token(path)
 
 
 def read_token(path: str) -> str:

@@ -24,6 +24,7 @@ from images import ImageStore
 from images._builder import Builder, BuildSettings
 from images._layers import Diff, LayerStore
 from images._steps import empty_config
+from security._keyfile import ensure_key_file
 from runtimes._untar import ExportError
 
 from .. import _errors as E
@@ -314,19 +315,7 @@ class ImageService:
 
 def _secret_key(path: str) -> bytes:
     """A server-side key (0600, made once) for the HMAC of build secrets in cache keys."""
-    try:
-        with open(path, "rb") as f:
-            key = f.read()
-        if len(key) >= 32:
-            return key
-    except FileNotFoundError:
-        pass
-    key = secrets.token_bytes(32)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    os.replace(path + ".tmp", path)
-    return key
+    return ensure_key_file(path, lambda: secrets.token_bytes(32))
 
 
 def _owners(rec: dict[str, Any]) -> list[str]:
