@@ -33,7 +33,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from ._model import ImageBuildError, write_json_atomic
-from ._rootfs import MOUNT_POINTS, is_executable_in_root, remove_tree
+from ._rootfs import MOUNT_POINTS, _ensure_dir, is_executable_in_root, remove_tree
 
 log = logging.getLogger("sbx.images.layers")
 
@@ -352,22 +352,3 @@ def apply_diff(rootfs: str, diff_dir: str, deleted: list[str], opaque: list[str]
                 os.lchown(dst, st.st_uid, st.st_gid)
             else:
                 os.link(src, dst, follow_symlinks=False)
-
-
-def _ensure_dir(root: str, path: str, mode: int) -> None:
-    target = _real_dir_path(root, path)
-    if target is None:
-        parent = os.path.dirname(path.rstrip("/"))
-        if parent not in ("", "/"):
-            _ensure_dir(root, parent, 0o755)
-        target = _real_dir_path(root, path)
-        if target is None:
-            raise ImageBuildError(f"{path} cannot be made a directory in the image")
-    try:
-        if stat.S_ISDIR(os.lstat(target).st_mode):
-            return
-        os.unlink(target)
-    except FileNotFoundError:
-        pass
-    os.mkdir(target)
-    os.chmod(target, mode)

@@ -20,9 +20,9 @@ from typing import Any, Callable
 from security import is_blocked_address
 
 from . import _registry, _steps
-from ._layers import Diff, Layer, LayerStore, _ensure_dir
+from ._layers import Diff, Layer, LayerStore
 from ._model import ImageBuildError
-from ._rootfs import remove_tree
+from ._rootfs import _ensure_dir, remove_tree
 from ._users import canonical_in_root
 
 Emit = Callable[[str], None]

@@ -9,8 +9,7 @@ import re
 
 import click
 
-from ._cli_common import fail, print_json, table
-from ._cli_image import _call
+from ._cli_common import api_call, fail, print_json, table
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -37,7 +36,7 @@ def audit(obj: str | None, action: str | None, principal: str | None, since: str
     params = {k: v for k, v in {"object": obj, "action": action, "principal": principal,
                                 "since_s": _seconds(since), "limit": limit}.items()
               if v is not None}
-    records = _call("GET", "/v1/audit", params=params)["records"]
+    records = api_call("GET", "/v1/audit", params=params)["records"]
     if as_json:
         print_json(records)
         return

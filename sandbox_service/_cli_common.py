@@ -109,3 +109,14 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return "\n".join(lines)
+
+
+def api_call(method: str, path: str, **kw: Any) -> Any:
+    """One REST request to the server with the SDK's client (SBX_URL, SBX_TOKEN); its
+    typed errors reach the CLI's error handler."""
+    from ._client import default_client
+    from ._sync import LOOP
+
+    async def go() -> Any:
+        return await default_client().request(method, path, **kw)
+    return LOOP.run(go())

@@ -9,20 +9,11 @@ from __future__ import annotations
 import os
 import runpy
 import time
-from typing import Any
 
 import click
 
-from ._cli_common import SbxGroup, fail, format_age, print_json, table
+from ._cli_common import api_call, SbxGroup, fail, format_age, print_json, table
 
-
-def _call(method: str, path: str, **kw: Any) -> Any:
-    from ._client import default_client
-    from ._sync import LOOP
-
-    async def go() -> Any:
-        return await default_client().request(method, path, **kw)
-    return LOOP.run(go())
 
 
 def _size(n: int) -> str:
@@ -64,7 +55,7 @@ def build(target: str, force_build: bool, as_json: bool) -> None:
     with sbx.enable_output():
         img.build(force_build=force_build)
     if as_json:
-        print_json(_call("GET", f"/v1/images/{img.object_id}"))
+        print_json(api_call("GET", f"/v1/images/{img.object_id}"))
     else:
         click.echo(f"{img.object_id}  built in {time.monotonic() - t0:.1f}s")
 
@@ -73,7 +64,7 @@ def build(target: str, force_build: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def ls(as_json: bool) -> None:
     """List images, with each one's layers and size, and the disk all layers use."""
-    data = _call("GET", "/v1/images")
+    data = api_call("GET", "/v1/images")
     if as_json:
         print_json(data)
         return
@@ -90,7 +81,7 @@ def ls(as_json: bool) -> None:
 @click.argument("image_id")
 def get(image_id: str) -> None:
     """Show one image's config (env, workdir, entrypoint, cmd, user) as JSON."""
-    print_json(_call("GET", f"/v1/images/{image_id}"))
+    print_json(api_call("GET", f"/v1/images/{image_id}"))
 
 
 @image.command("rm")
@@ -98,13 +89,13 @@ def get(image_id: str) -> None:
 def rm(image_ids: tuple[str, ...]) -> None:
     """Forget images; their layers go at the next `sbx image gc` unless still used."""
     for image_id in image_ids:
-        _call("DELETE", f"/v1/images/{image_id}")
+        api_call("DELETE", f"/v1/images/{image_id}")
         click.echo(f"removed {image_id}")
 
 
 @image.command("gc")
 def gc() -> None:
     """Delete layers no image, running sandbox or build uses."""
-    res = _call("POST", "/v1/images/gc", timeout=600)
+    res = api_call("POST", "/v1/images/gc", timeout=600)
     click.echo(f"removed {res['removed_layers']} layers, freed {_size(res['freed_bytes'])}; "
                f"{res['kept_layers']} layers kept")

@@ -7,20 +7,11 @@ key names and times only.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import click
 
-from ._cli_common import SbxGroup, fail, format_age, print_json, table
+from ._cli_common import api_call, SbxGroup, fail, format_age, print_json, table
 
-
-def _call(method: str, path: str, **kw: Any) -> Any:
-    from ._client import default_client
-    from ._sync import LOOP
-
-    async def go() -> Any:
-        return await default_client().request(method, path, **kw)
-    return LOOP.run(go())
 
 
 @click.group(cls=SbxGroup)
@@ -52,7 +43,7 @@ def create(name: str, pairs: tuple[str, ...], dotenv: str | None, force: bool) -
         env[key] = value
     if not env:
         fail("a secret needs at least one KEY=VALUE (or --from-dotenv FILE)", 2)
-    info = _call("POST", "/v1/secrets", json_body={"name": name, "env": env, "overwrite": force})
+    info = api_call("POST", "/v1/secrets", json_body={"name": name, "env": env, "overwrite": force})
     click.echo(f"secret {info['name']} {'written' if force else 'created'} "
                f"(keys: {', '.join(info['keys'])})")
 
@@ -61,7 +52,7 @@ def create(name: str, pairs: tuple[str, ...], dotenv: str | None, force: bool) -
 @click.option("--json", "as_json", is_flag=True)
 def ls(as_json: bool) -> None:
     """List secrets: names, key names and times (never values)."""
-    data = _call("GET", "/v1/secrets")
+    data = api_call("GET", "/v1/secrets")
     if as_json:
         print_json(data)
         return
@@ -76,5 +67,5 @@ def ls(as_json: bool) -> None:
 def rm(names: tuple[str, ...]) -> None:
     """Delete secrets; sandboxes already running keep the environment they got."""
     for name in names:
-        _call("DELETE", f"/v1/secrets/{name}")
+        api_call("DELETE", f"/v1/secrets/{name}")
         click.echo(f"removed {name}")

@@ -7,8 +7,7 @@ import time
 import click
 
 from ._cli_audit import _seconds
-from ._cli_common import SbxGroup, print_json, table
-from ._cli_image import _call
+from ._cli_common import api_call, SbxGroup, print_json, table
 
 
 @click.group(cls=SbxGroup)
@@ -30,7 +29,7 @@ def create(principal: str | None, scope: str, sandbox_id: str | None, app_id: st
     """Create a key; it is printed once and never shown again."""
     body = {"scope": scope, "principal": principal, "sandbox_id": sandbox_id,
             "app_id": app_id, "ttl_s": _seconds(ttl), "name": name}
-    data = _call("POST", "/v1/tokens", json_body={k: v for k, v in body.items() if v is not None})
+    data = api_call("POST", "/v1/tokens", json_body={k: v for k, v in body.items() if v is not None})
     if as_json:
         print_json(data)
         return
@@ -44,7 +43,7 @@ def create(principal: str | None, scope: str, sandbox_id: str | None, app_id: st
 @click.option("--json", "as_json", is_flag=True)
 def ls(as_json: bool) -> None:
     """List keys (never their secrets)."""
-    data = _call("GET", "/v1/tokens")["tokens"]
+    data = api_call("GET", "/v1/tokens")["tokens"]
     if as_json:
         print_json(data)
         return
@@ -67,5 +66,5 @@ def ls(as_json: bool) -> None:
 def revoke(token_ids: tuple[str, ...]) -> None:
     """Revoke keys now (requests with them fail within a second)."""
     for tid in token_ids:
-        _call("DELETE", f"/v1/tokens/{tid}")
+        api_call("DELETE", f"/v1/tokens/{tid}")
         click.echo(f"revoked {tid}")
