@@ -6,8 +6,10 @@ servers starting at once agree on one key). A copy of state.db alone therefore e
 secret names and key names, never values; back up secrets.key separately (and keep it as
 private as the admin token): without it, stored secrets cannot be read back.
 
-The secret's name is the AEAD associated data, so a ciphertext copied onto another name's
-row fails to open (SecretCorrupted) instead of handing out the wrong value.
+The secret's owner and name are the AEAD associated data, so a ciphertext copied onto
+another name's row, or into another principal's namespace, fails to open (SecretCorrupted)
+instead of handing out the wrong value. (The admin's secrets keep the v1 associated data,
+the name alone, which is what they were sealed with before secrets had owners.)
 Blob layout: b"\\x01" (version) + 12-byte nonce + ciphertext||tag of canonical JSON.
 """
 
@@ -74,20 +76,22 @@ class SecretBox:
         return cls(ensure_secrets_key(home))
 
     @staticmethod
-    def _aad(name: str) -> bytes:
-        return b"sbx-secret:v1:" + name.encode()
+    def _aad(name: str, owner: str) -> bytes:
+        if owner == "admin":
+            return b"sbx-secret:v1:" + name.encode()
+        return b"sbx-secret:v2:" + owner.encode() + b"\x00" + name.encode()
 
-    def seal(self, name: str, env: dict[str, str]) -> bytes:
+    def seal(self, name: str, env: dict[str, str], owner: str = "admin") -> bytes:
         nonce = os.urandom(12)
         plain = json.dumps(env, sort_keys=True, separators=(",", ":")).encode()
-        return _VERSION + nonce + self._aead.encrypt(nonce, plain, self._aad(name))
+        return _VERSION + nonce + self._aead.encrypt(nonce, plain, self._aad(name, owner))
 
-    def open(self, name: str, blob: bytes) -> dict[str, str]:
+    def open(self, name: str, blob: bytes, owner: str = "admin") -> dict[str, str]:
         blob = bytes(blob)
         if len(blob) < 1 + 12 + 16 or blob[:1] != _VERSION:
             raise SecretCorrupted(f"secret {name!r}: stored value is not in a known format")
         try:
-            plain = self._aead.decrypt(blob[1:13], blob[13:], self._aad(name))
+            plain = self._aead.decrypt(blob[1:13], blob[13:], self._aad(name, owner))
         except InvalidTag:
             raise SecretCorrupted(
                 f"secret {name!r} cannot be decrypted: it was written under another name or "

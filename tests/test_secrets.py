@@ -304,3 +304,34 @@ def test_cli_round_trip(server, tmp_path):
     assert p.returncode != 0 and name.encode() in p.stderr and b"Traceback" not in p.stderr
     p = run("create", name, "NOEQUALS")
     assert p.returncode != 0 and b"KEY=VALUE" in p.stderr
+
+
+def test_state_db_from_before_namespaces_keeps_its_secrets_as_the_admins(tmp_path):
+    import asyncio
+
+    from sandbox_service.server._store import SQLiteStore
+    from security._secrets import SecretBox
+
+    box = SecretBox(os.urandom(32))
+    path = str(tmp_path / "state.db")
+    db = sqlite3.connect(path, isolation_level=None)  # the schema secrets had before owners
+    db.execute("CREATE TABLE secrets (name TEXT PRIMARY KEY, created_at REAL NOT NULL, "
+               "updated_at REAL NOT NULL, ciphertext BLOB NOT NULL, keys TEXT NOT NULL)")
+    db.execute("INSERT INTO secrets VALUES (?,?,?,?,?)",
+               ("old", 1.0, 2.0, box.seal("old", {"K": "v"}), json.dumps(["K"])))
+    db.close()
+
+    async def check():
+        store = SQLiteStore(path)
+        try:
+            rec = await store.get_secret("admin", "old")
+            assert await store.get_secret("someone", "old") is None
+            assert [r["name"] for r in await store.list_secrets("admin")] == ["old"]
+            return rec
+        finally:
+            await store.close()
+
+    rec = asyncio.run(check())
+    assert rec["created_at"] == 1.0 and box.open("old", rec["ciphertext"], "admin") == {"K": "v"}
+    with pytest.raises(Exception, match="cannot be decrypted"):
+        box.open("old", rec["ciphertext"], "someone")

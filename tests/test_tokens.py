@@ -5,6 +5,7 @@ sandbox's exec and files only, app tokens one app, keys expire and revoke."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -211,11 +212,61 @@ def test_sbx_token_cli(server):
     assert "revoked" in [line.split()[-1] for line in run("ls").stdout.splitlines() if tid in line]
 
 
-def test_named_secrets_are_admin_only_for_now(people):
-    b = people["b"]
-    assert b.get("/v1/secrets").status_code == 403
-    r = b.post("/v1/sandboxes", json={"secret_names": ["anything"]})
-    assert r.status_code == 403 and "admin token" in r.json()["error"]["message"]
+def _env_of(c, sid, var):
+    r = c.post(f"/v1/sandboxes/{sid}/exec", json={"argv": ["sh", "-c", f'printf %s "${var}"']})
+    assert r.status_code == 200, r.text
+    return r.json()["stdout"]
+
+
+def test_named_secrets_have_one_namespace_per_principal(server, api, people, alices_sandbox):
+    a, b = people["a"], people["b"]
+    name = "db-" + uuid.uuid4().hex[:6]
+    va, vb = "alice-" + uuid.uuid4().hex, "bob-" + uuid.uuid4().hex
+    assert a.post("/v1/secrets", json={"name": name, "env": {"PW": va}}).status_code == 200
+    # bob cannot see, read, use, overwrite or delete alice's: it does not exist for him
+    unknown = b.get("/v1/secrets/never-made-" + uuid.uuid4().hex[:6])
+    seen = b.get(f"/v1/secrets/{name}")
+    assert seen.status_code == unknown.status_code == 404
+    assert seen.json()["error"]["message"].replace(name, "X") == \
+        unknown.json()["error"]["message"].replace(unknown.url.path.rsplit("/", 1)[1], "X")
+    assert name not in b.get("/v1/secrets").text
+    assert b.delete(f"/v1/secrets/{name}").status_code == 404
+    r = b.post("/v1/sandboxes", json={"secret_names": [name]})
+    assert r.status_code == 404 and va not in r.text
     r = b.post("/v1/images", json={"steps": [{"kind": "debian_slim"}, {
-        "kind": "run", "commands": ["true"], "secret_names": ["anything"]}]})
-    assert r.status_code == 403
+        "kind": "run", "commands": ["true"], "secret_names": [name]}]})
+    assert va not in r.text and (r.status_code == 404 or '"not_found"' in r.text), r.text
+    # ... and has his own of the same name; the admin's namespace is a third one
+    assert b.post("/v1/secrets", json={"name": name, "env": {"PW": vb}}).status_code == 200
+    assert api.get(f"/v1/secrets/{name}").status_code == 404
+    assert [s["name"] for s in a.get("/v1/secrets").json()["secrets"]] == [name]
+    sids = {}
+    for who, c in (("a", a), ("b", b)):
+        r = c.post("/v1/sandboxes", json={"secret_names": [name]})
+        assert r.status_code == 201, r.text
+        sids[who] = r.json()["sandbox_id"]
+    try:
+        assert _env_of(a, sids["a"], "PW") == va
+        assert _env_of(b, sids["b"], "PW") == vb
+    finally:
+        for who, c in (("a", a), ("b", b)):
+            c.delete(f"/v1/sandboxes/{sids[who]}")
+    # a ciphertext moved into another namespace does not open there
+    db = sqlite3.connect(os.path.join(server.home, "state.db"), isolation_level=None)
+    try:
+        ct = db.execute("SELECT ciphertext FROM secrets WHERE owner=? AND name=?",
+                        (people["alice"]["principal"], name)).fetchone()[0]
+        db.execute("UPDATE secrets SET ciphertext=? WHERE owner=? AND name=?",
+                   (ct, people["bob"]["principal"], name))
+    finally:
+        db.close()
+    r = b.post("/v1/sandboxes", json={"secret_names": [name]})
+    assert r.status_code == 409 and "cannot be decrypted" in r.text and va not in r.text
+    # sandbox tokens and app tokens cannot manage secrets
+    tok = a.post("/v1/tokens", json={"scope": "sandbox", "sandbox_id": alices_sandbox,
+                                      "ttl_s": 60})
+    assert tok.status_code == 201, tok.text
+    with client(server, tok.json()["token"]) as t:
+        assert t.get("/v1/secrets").status_code in (403, 404)
+    for c in (a, b):
+        assert c.delete(f"/v1/secrets/{name}").status_code == 200

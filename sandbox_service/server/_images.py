@@ -144,7 +144,7 @@ class ImageService:
         for step in steps:  # named secrets become secret_env: HMAC'd in keys, never logged
             names = step.pop("secret_names", None)
             if names:
-                step["secret_env"] = {**await self.secrets.resolve(names), **step["secret_env"]}
+                step["secret_env"] = {**await self.secrets.resolve(owner, names), **step["secret_env"]}
         t0 = time.monotonic()
         try:
             res = await self.builder.build(steps, force_build=force, emit=emit)

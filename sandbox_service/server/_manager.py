@@ -186,7 +186,7 @@ class SandboxManager:
         uid, gid, home = await self._image_user(image)
         env = dict(req.env)
         if req.secret_names:  # named secrets: over the image's env, under the sandbox's env=
-            env = {**await self.secrets.resolve(req.secret_names), **env}
+            env = {**await self.secrets.resolve(owner, req.secret_names), **env}
         if home and "HOME" not in env and "HOME" not in image.config.get("env", {}):
             env["HOME"] = home
         # checked after the last await before the sandbox is registered: no race

@@ -3,6 +3,10 @@
 opened only to be handed to a container's environment (a sandbox or a build step), and
 never appear in a response, a log line or an error message: errors name secrets and keys,
 never values.
+
+Every principal has its own namespace (the owner is the principal's name; the admin token's
+is "admin"): one principal's secret named "db" is invisible to another, who may have a "db"
+of its own, and a name that another principal uses answers exactly like an unknown one.
 """
 
 from __future__ import annotations
@@ -36,24 +40,26 @@ class SecretService:
             self._box = SecretBox.for_home(self.home)
         return self._box
 
-    async def create(self, name: str, env: dict[str, str], *, overwrite: bool) -> dict[str, Any]:
+    async def create(self, owner: str, name: str, env: dict[str, str], *,
+                     overwrite: bool) -> dict[str, Any]:
         try:
             check_secret(name, env)
         except ValueError as e:
             raise E.InvalidRequestError(str(e)) from None
         box = await asyncio.to_thread(self._sealer)
         now = time.time()
-        rec = {"name": name, "created_at": now, "updated_at": now, "keys": sorted(env),
-               "ciphertext": box.seal(name, env)}
+        rec = {"owner": owner, "name": name, "created_at": now, "updated_at": now,
+               "keys": sorted(env), "ciphertext": box.seal(name, env, owner)}
         if not await self.store.put_secret(rec, overwrite=overwrite):
             raise E.ConflictError(f"secret {name!r} already exists: pass overwrite=True "
                                   "(`sbx secret create --force`) to replace it")
-        log.info("secret %s %s (keys: %s)", name, "written" if overwrite else "created",
-                 ", ".join(sorted(env)))
-        return secret_meta(await self.get(name))
+        log.info("secret %s/%s %s (keys: %s)", owner, name,
+                 "written" if overwrite else "created", ", ".join(sorted(env)))
+        return secret_meta(await self.get(owner, name))
 
-    async def get(self, name: str, required_keys: Iterable[str] = ()) -> dict[str, Any]:
-        rec = await self.store.get_secret(name)
+    async def get(self, owner: str, name: str,
+                  required_keys: Iterable[str] = ()) -> dict[str, Any]:
+        rec = await self.store.get_secret(owner, name)
         if rec is None:
             raise E.NotFoundError(f"secret {name!r} not found: create it with `sbx secret "
                                   f"create {name} KEY=VALUE` or Secret.from_dict(...)")
@@ -64,23 +70,23 @@ class SecretService:
                                         f"{', '.join(rec['keys']) or 'none'})")
         return rec
 
-    async def list(self) -> list[dict[str, Any]]:
-        return [secret_meta(r) for r in await self.store.list_secrets()]
+    async def list(self, owner: str) -> list[dict[str, Any]]:
+        return [secret_meta(r) for r in await self.store.list_secrets(owner)]
 
-    async def delete(self, name: str) -> None:
-        if not await self.store.delete_secret(name):
+    async def delete(self, owner: str, name: str) -> None:
+        if not await self.store.delete_secret(owner, name):
             raise E.NotFoundError(f"secret {name!r} not found")
-        log.info("secret %s deleted", name)
+        log.info("secret %s/%s deleted", owner, name)
 
-    async def resolve(self, names: Iterable[str]) -> dict[str, str]:
-        """The merged environment of `names`, later names winning; NotFoundError naming the
-        first unknown one."""
+    async def resolve(self, owner: str, names: Iterable[str]) -> dict[str, str]:
+        """The merged environment of `owner`'s secrets `names`, later names winning;
+        NotFoundError naming the first unknown one."""
         env: dict[str, str] = {}
         for name in names:
-            rec = await self.get(name)
+            rec = await self.get(owner, name)
             box = await asyncio.to_thread(self._sealer)
             try:
-                env.update(box.open(name, rec["ciphertext"]))
+                env.update(box.open(name, rec["ciphertext"], owner))
             except SecretCorrupted as e:
                 raise E.ConflictError(str(e)) from None
         return env

@@ -53,21 +53,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_image(self, image_id: str) -> bool: ...
 
-    # secrets: `ciphertext` is sealed by security._secrets (the store never sees values);
-    # `keys` (the env names) stay in clear for listing
+    # secrets: one namespace per owner (the principal's name); `ciphertext` is sealed by
+    # security._secrets (the store never sees values); `keys` (env names) stay in clear
     @abc.abstractmethod
     async def put_secret(self, rec: dict[str, Any], *, overwrite: bool) -> bool:
-        """Insert (or replace when `overwrite`); False when it exists and not `overwrite`."""
+        """Insert (or replace when `overwrite`); False when it exists and not `overwrite`.
+        `rec` has owner, name, created_at, updated_at, keys, ciphertext."""
 
     @abc.abstractmethod
-    async def get_secret(self, name: str) -> dict[str, Any] | None: ...
+    async def get_secret(self, owner: str, name: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod
-    async def list_secrets(self) -> list[dict[str, Any]]:
+    async def list_secrets(self, owner: str) -> list[dict[str, Any]]:
         """Metadata only (name, keys, created_at, updated_at), no ciphertext."""
 
     @abc.abstractmethod
-    async def delete_secret(self, name: str) -> bool: ...
+    async def delete_secret(self, owner: str, name: str) -> bool: ...
 
     async def close(self) -> None:
         return None
@@ -83,8 +84,20 @@ CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY, digest TEXT UNIQUE NOT NULL, created_at REAL NOT NULL,
     data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS secrets (
-    name TEXT PRIMARY KEY, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    ciphertext BLOB NOT NULL, keys TEXT NOT NULL);
+    owner TEXT NOT NULL, name TEXT NOT NULL, created_at REAL NOT NULL,
+    updated_at REAL NOT NULL, ciphertext BLOB NOT NULL, keys TEXT NOT NULL,
+    PRIMARY KEY (owner, name));
+"""
+# state.db files written before secrets had owners: their secrets were the admin's
+_MIGRATE_SECRETS = """
+ALTER TABLE secrets RENAME TO secrets_v1;
+CREATE TABLE secrets (
+    owner TEXT NOT NULL, name TEXT NOT NULL, created_at REAL NOT NULL,
+    updated_at REAL NOT NULL, ciphertext BLOB NOT NULL, keys TEXT NOT NULL,
+    PRIMARY KEY (owner, name));
+INSERT INTO secrets SELECT 'admin', name, created_at, updated_at, ciphertext, keys
+    FROM secrets_v1;
+DROP TABLE secrets_v1;
 """
 
 
@@ -100,6 +113,9 @@ class SQLiteStore(Store):
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        cols = [r[1] for r in db.execute("PRAGMA table_info(secrets)")]
+        if cols and "owner" not in cols:
+            db.executescript("BEGIN;" + _MIGRATE_SECRETS + "COMMIT;")
         db.executescript(_SCHEMA)
         os.chmod(self.path, 0o600)
         self._db = db
@@ -168,39 +184,40 @@ class SQLiteStore(Store):
     async def put_secret(self, rec: dict[str, Any], *, overwrite: bool) -> bool:
         def _put() -> bool:
             assert self._db is not None
-            row = (rec["name"], rec["created_at"], rec["updated_at"], rec["ciphertext"],
-                   json.dumps(rec["keys"]))
+            row = (rec["owner"], rec["name"], rec["created_at"], rec["updated_at"],
+                   rec["ciphertext"], json.dumps(rec["keys"]))
+            insert = ("INSERT INTO secrets(owner, name, created_at, updated_at, ciphertext, "
+                      "keys) VALUES (?,?,?,?,?,?)")
             if overwrite:  # keeps the first created_at
                 self._db.execute(
-                    "INSERT INTO secrets(name, created_at, updated_at, ciphertext, keys) "
-                    "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                    insert + " ON CONFLICT(owner, name) DO UPDATE SET "
                     "updated_at=excluded.updated_at, ciphertext=excluded.ciphertext, "
                     "keys=excluded.keys", row)
                 return True
-            return self._db.execute(
-                "INSERT OR IGNORE INTO secrets(name, created_at, updated_at, ciphertext, keys) "
-                "VALUES (?,?,?,?,?)", row).rowcount > 0
+            return self._db.execute(insert.replace("INSERT", "INSERT OR IGNORE", 1),
+                                    row).rowcount > 0
         return await self._run(_put)
 
-    async def get_secret(self, name: str) -> dict[str, Any] | None:
+    async def get_secret(self, owner: str, name: str) -> dict[str, Any] | None:
         rows = await self._run(self._exec, "SELECT name, created_at, updated_at, keys, ciphertext "
-                               "FROM secrets WHERE name=?", (name,))
+                               "FROM secrets WHERE owner=? AND name=?", (owner, name))
         if not rows:
             return None
         n, c, u, k, ct = rows[0]
-        return {"name": n, "created_at": c, "updated_at": u, "keys": json.loads(k),
-                "ciphertext": bytes(ct)}
+        return {"owner": owner, "name": n, "created_at": c, "updated_at": u,
+                "keys": json.loads(k), "ciphertext": bytes(ct)}
 
-    async def list_secrets(self) -> list[dict[str, Any]]:
+    async def list_secrets(self, owner: str) -> list[dict[str, Any]]:
         rows = await self._run(self._exec, "SELECT name, created_at, updated_at, keys "
-                               "FROM secrets ORDER BY name")
+                               "FROM secrets WHERE owner=? ORDER BY name", (owner,))
         return [{"name": n, "created_at": c, "updated_at": u, "keys": json.loads(k)}
                 for n, c, u, k in rows]
 
-    async def delete_secret(self, name: str) -> bool:
+    async def delete_secret(self, owner: str, name: str) -> bool:
         def _delete() -> bool:
             assert self._db is not None
-            return self._db.execute("DELETE FROM secrets WHERE name=?", (name,)).rowcount > 0
+            return self._db.execute("DELETE FROM secrets WHERE owner=? AND name=?",
+                                    (owner, name)).rowcount > 0
         return await self._run(_delete)
 
     async def close(self) -> None:
