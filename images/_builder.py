@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,7 +26,7 @@ import secrets
 import shutil
 import stat
 import string
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from runtimes import ContainerSpec, ExecSpec, ExitFrame, Runtime
 
@@ -185,7 +186,18 @@ class Builder:
     async def _registry(self, step: dict[str, Any], force: bool,
                         emit: Emit) -> tuple[Layer, dict[str, Any]]:
         return await registry_layer(self.layers, self.settings.private_registries, step,
-                                    force, emit)
+                                    force, emit, namespace=self._pull_namespace)
+
+    @contextlib.asynccontextmanager
+    async def _pull_namespace(self) -> AsyncIterator[str | None]:
+        """A policed network namespace for a registry pull, kept from the collector."""
+        cid = _build_cid()
+        self.active.add(cid)
+        try:
+            async with self.runtime.egress_namespace(cid) as path:
+                yield path
+        finally:
+            self.active.discard(cid)
 
     # ---- file-system steps ------------------------------------------------------------
     def _files_producer(self, parent: Layer, step: dict[str, Any]):

@@ -7,7 +7,9 @@ read-only. Every tool runs as an argument list with a timeout, in its own sessio
 killed with its children on timeout or cancellation. Credentials go to skopeo through a 0600
 auth file in a private temporary directory, never through argv or logs; without credentials
 skopeo is told to use none (the host's own registry logins are never used on a caller's
-behalf).
+behalf). With `netns` (a network namespace path), skopeo runs inside it under `nsenter
+--net`: the caller hands it a namespace policed like a sandbox's egress, so a redirect or a
+name that re-resolves to a private address goes nowhere (umoci never touches the network).
 
 This module must not import the server (`sandbox_service.server`), FastAPI, or
 `sandbox_service`.
@@ -142,7 +144,9 @@ class _Access:
     """Per-call skopeo options (credentials, TLS, trust policy), with their files in a
     private temporary directory; close() removes it."""
 
-    def __init__(self, ref: _Ref, auth: tuple[str, str] | None, insecure: bool):
+    def __init__(self, ref: _Ref, auth: tuple[str, str] | None, insecure: bool,
+                 netns: str | None = None):
+        self.netns = netns
         if auth is not None and (not auth[0] or ":" in auth[0] or not auth[1]):
             raise RegistryError("invalid credentials: give a non-empty username without ':' "
                                 "and a non-empty password (or token)")
@@ -167,6 +171,10 @@ class _Access:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
+
+    def skopeo(self, skopeo: str) -> list[str]:
+        """The start of a skopeo command line: in the caller's namespace when given."""
+        return ["nsenter", f"--net={self.netns}", "--", skopeo] if self.netns else [skopeo]
 
     def global_args(self) -> list[str]:
         policy = os.path.join(self._dir, "policy.json")
@@ -229,7 +237,7 @@ def _skopeo_error(stderr: str, ref: _Ref, access: _Access) -> RegistryError:
 async def _run(argv: list[str], *, timeout_s: float, cwd: str | None = None,
                on_line: Callable[[str], None] | None = None) -> tuple[int, bytes, str]:
     """Run `argv` (never through a shell); returns (exit code, stdout, stderr)."""
-    tool = os.path.basename(argv[0])
+    tool = os.path.basename(argv[argv.index("--") + 1] if argv[0] == "nsenter" else argv[0])
     if timeout_s <= 0:
         raise RegistryError(f"{tool} not started: the pull ran out of time; retry with a longer timeout")
     log.debug("running %s", argv)
@@ -278,11 +286,11 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 
 
 async def inspect_digest(ref: str, *, auth: tuple[str, str] | None = None,
-                         insecure: bool = False) -> str:
+                         insecure: bool = False, netns: str | None = None) -> str:
     """The manifest digest ("sha256:<hex>") `ref` resolves to, without fetching layers (for
     a multi-arch image, the index's digest). Use it as a cache key before pulling."""
     parsed, skopeo = _parse(ref), _tool("skopeo")
-    access = _Access(parsed, auth, insecure)
+    access = _Access(parsed, auth, insecure, netns)
     try:
         return await _inspect(skopeo, parsed, access, INSPECT_TIMEOUT_S)
     finally:
@@ -290,7 +298,7 @@ async def inspect_digest(ref: str, *, auth: tuple[str, str] | None = None,
 
 
 async def _inspect(skopeo: str, ref: _Ref, access: _Access, timeout_s: float) -> str:
-    argv = [skopeo, *access.global_args(), "inspect", "--raw", *access.source_args(""), f"docker://{ref}"]
+    argv = [*access.skopeo(skopeo), *access.global_args(), "inspect", "--raw", *access.source_args(""), f"docker://{ref}"]
     rc, raw, stderr = await _run(argv, timeout_s=timeout_s)
     if rc != 0:
         raise _skopeo_error(stderr, ref, access)
@@ -302,7 +310,7 @@ async def _inspect(skopeo: str, ref: _Ref, access: _Access, timeout_s: float) ->
 
 async def pull(ref: str, dest: str, *, auth: tuple[str, str] | None = None,
                insecure: bool = False, progress: Callable[[str], None] | None = None,
-               timeout_s: float = 1800) -> PulledImage:
+               timeout_s: float = 1800, netns: str | None = None) -> PulledImage:
     """Pull `ref` into `dest` (a directory that must not exist yet): `dest/rootfs` is the
     finalized rootfs and nothing else is left there. On failure `dest` is removed."""
     parsed, skopeo, umoci = _parse(ref), _tool("skopeo"), _tool("umoci")
@@ -313,7 +321,7 @@ async def pull(ref: str, dest: str, *, auth: tuple[str, str] | None = None,
                             "first if it is a leftover of an earlier pull)")
     deadline = time.monotonic() + timeout_s
     emit(f"pulling {parsed}")
-    access = _Access(parsed, auth, insecure)
+    access = _Access(parsed, auth, insecure, netns)
     try:
         digest = await _inspect(skopeo, parsed, access, min(INSPECT_TIMEOUT_S, timeout_s))
         try:
@@ -335,7 +343,7 @@ async def _fetch_and_unpack(skopeo: str, umoci: str, ref: _Ref, digest: str, des
                             access: _Access, emit: Callable[[str], None],
                             deadline: float) -> PulledImage:
     pinned = _Ref(ref.domain, ref.path, None, digest)
-    argv = [skopeo, *access.global_args(), "copy", *access.source_args("src-"),
+    argv = [*access.skopeo(skopeo), *access.global_args(), "copy", *access.source_args("src-"),
             f"docker://{pinned}", f"oci:{_LAYOUT}:{_TAG}"]
     rc, _, stderr = await _run(argv, timeout_s=deadline - time.monotonic(), cwd=dest,
                                on_line=lambda ln: emit(ln) if ln.startswith("Copying ") else None)

@@ -3,19 +3,26 @@
 The layer's key is the repository *and* the manifest digest inspected first; the copy is
 pinned to that digest and checked against it, so a registry that answers two lookups
 differently (or a tag that moves between them) can never put other content under a
-digest some other image is known by. The host runs the pull, so registries on private,
-loopback or link-local addresses (literal, or what the name resolves to) are refused
-unless the operator allows them (SBX_PRIVATE_REGISTRIES). Must not import the server.
+digest some other image is known by. Registries on private, loopback or link-local
+addresses (literal, or what the name resolves to) are refused unless the operator allows
+them (SBX_PRIVATE_REGISTRIES), and a public registry is then reached from a network
+namespace policed like a sandbox's egress (`namespace`, from the runtime): a redirect, or
+a name that resolves differently the second time, cannot lead the pull to the host, its
+networks or a metadata address. Allowed private registries are reached from the host's
+network, as are all registries when the host sends its traffic through an HTTP(S) proxy
+from the environment (the namespace could not reach a proxy on a private address).
+Must not import the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import ipaddress
 import os
 import socket
-from typing import Any, Callable
+from typing import Any, AsyncContextManager, Callable
 
 from security import is_blocked_address
 
@@ -26,6 +33,8 @@ from ._rootfs import _ensure_dir, remove_tree
 from ._users import canonical_in_root
 
 Emit = Callable[[str], None]
+Namespace = Callable[[], AsyncContextManager[str | None]]
+_PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
 
 
 def _hostname(domain: str) -> str:
@@ -72,23 +81,34 @@ async def check_host(domain: str, allowed: frozenset[str]) -> bool:
 
 
 async def registry_layer(layers: LayerStore, private: frozenset[str], step: dict[str, Any],
-                         force: bool, emit: Emit) -> tuple[Layer, dict[str, Any]]:
+                         force: bool, emit: Emit,
+                         namespace: Namespace | None = None) -> tuple[Layer, dict[str, Any]]:
     parsed = _registry._parse(step["ref"])
-    repo = f"{parsed.domain}/{parsed.path}"
     insecure = await check_host(parsed.domain, private)
+    policed = namespace is not None and not insecure and not any(
+        os.environ.get(v) for v in _PROXY_VARS)
+    async with (namespace() if policed else contextlib.nullcontext(None)) as netns:
+        return await _registry_layer(layers, parsed, insecure, netns, step, force, emit)
+
+
+async def _registry_layer(layers: LayerStore, parsed: Any, insecure: bool, netns: str | None,
+                          step: dict[str, Any], force: bool,
+                          emit: Emit) -> tuple[Layer, dict[str, Any]]:
+    repo = f"{parsed.domain}/{parsed.path}"
     env = step.get("secret_env") or {}
     auth = None
     if env.get("REGISTRY_USERNAME") or env.get("REGISTRY_PASSWORD"):
         auth = (env.get("REGISTRY_USERNAME", ""), env.get("REGISTRY_PASSWORD", ""))
     emit(f"[1] from_registry {parsed}")
-    digest = await _registry.inspect_digest(str(parsed), auth=auth, insecure=insecure)
+    digest = await _registry.inspect_digest(str(parsed), auth=auth, insecure=insecure,
+                                            netns=netns)
     key = _steps.layer_key(None, {"kind": "registry", "repository": repo, "digest": digest},
                            {}, force or bool(step.get("force_build")))
     pulled: dict[str, Any] = {}
 
     async def pull(tmp: str) -> Diff:
         img = await _registry.pull(f"{repo}@{digest}", os.path.join(tmp, "pull"), auth=auth,
-                                   insecure=insecure, progress=emit)
+                                   insecure=insecure, progress=emit, netns=netns)
         if img.digest != digest:
             raise ImageBuildError(f"{repo} answered with {img.digest} after announcing "
                                   f"{digest}: refusing an image that changed under its name")

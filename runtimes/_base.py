@@ -8,6 +8,7 @@ must not import the server, FastAPI or any backend; backends import it.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 from typing import AsyncIterator
 
@@ -146,6 +147,14 @@ class Runtime(abc.ABC):
         """Write what the container changed relative to `base_rootfs` into `dest_dir` (a
         layer diff) and return a `runtimes._export.ExportResult` (deleted paths, counts)."""
         raise NotImplementedError(f"{self.name} cannot snapshot a container's file system")
+
+    @contextlib.asynccontextmanager
+    async def egress_namespace(self, name: str) -> AsyncIterator[str | None]:
+        """A network namespace policed like a sandbox's open egress, for host tools that
+        fetch on a caller's behalf (registry pulls run skopeo in it); yields its path, or
+        None when this runtime has none (the caller then uses the host's network). `name`
+        is a container id the caller keeps in its `known` set while it is open."""
+        yield None
 
     async def close(self) -> None:
         return None

@@ -9,6 +9,7 @@ Must not import the server. Layout under `state_dir` (SBX_HOME/runtime):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -16,6 +17,7 @@ import logging
 import os
 import shutil
 import time
+from typing import AsyncIterator
 
 from .._agent_client import AgentClient, AgentError, AgentUnavailable
 from .._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, Runtime
@@ -254,6 +256,18 @@ class GVisorRuntime(Runtime):
         self._agent_known.pop(cid, None)
         self._profiles.pop(cid, None)
         return ContainerStatus(running=False, oom_killed=oom)
+
+    @contextlib.asynccontextmanager
+    async def egress_namespace(self, name: str) -> AsyncIterator[str | None]:
+        if not self.net.resolvers:  # names could not resolve in it: the host's network
+            log.warning("no non-loopback DNS resolver: %s runs on the host's network", name)
+            yield None
+            return
+        path = await self.net.create(name)
+        try:
+            yield path
+        finally:
+            await self.net.destroy(name)
 
     def _reap(self) -> None:
         if self.runsc:
