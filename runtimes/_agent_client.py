@@ -114,6 +114,21 @@ class AgentClient:
         _raise_if_error(json.loads(payload))
         raise AgentError("agent_error", f"unexpected frame {ftype!r}")
 
+    async def port_connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A raw byte stream to 127.0.0.1:`port` inside the sandbox (see sbxagent/ports.py):
+        after the agent's OK, the connection carries the TCP bytes both ways, unframed."""
+        reader, writer = await self._request({"op": "port_connect", "port": int(port)})
+        ftype, payload = await read_frame(reader)
+        if ftype == proto.RESP:
+            obj = json.loads(payload)
+            if obj.get("ok"):
+                return reader, writer
+        writer.close()
+        if ftype is None:
+            raise AgentUnavailable("agent closed the connection")
+        _raise_if_error(json.loads(payload))
+        raise AgentError("agent_error", f"unexpected frame {ftype!r}")
+
     async def read_file(self, path: str) -> AsyncIterator[bytes]:
         reader, writer = await self._request({"op": "read", "path": path})
         try:

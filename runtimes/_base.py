@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +124,13 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     async def file_op(self, container_id: str, op: str, path: str, **kwargs) -> dict: ...
+
+    async def open_port(self, container_id: str, port: int) -> tuple[Any, Any]:
+        """A byte stream (asyncio reader, writer) to TCP `port` on the container's own
+        loopback, reached through the in-container agent, never through a network: it
+        works with no network at all. Raises AgentError("port_refused") when nothing
+        listens there."""
+        raise NotImplementedError(f"{self.name} cannot reach ports inside a container")
 
     @abc.abstractmethod
     async def status(self, container_id: str) -> ContainerStatus: ...

@@ -12,7 +12,8 @@ package never imports the server or FastAPI: it reaches the service over HTTP/We
 from ._app import App, enable_output
 from ._errors import (AuthenticationError, ConflictError, ExecTimeoutError, ImageBuildError,
                       InvalidRequestError, NotFoundError, PayloadTooLargeError,
-                      PermissionDeniedError, QuotaExceededError, RuntimeUnavailableError,
+                      PermissionDeniedError, PortUnreachableError, QuotaExceededError,
+                      RuntimeUnavailableError,
                       SandboxError, SandboxFileError, SandboxFileNotFoundError, SandboxOOMError,
                       SandboxTerminatedError, SandboxTimeoutError, ServerUnreachableError)
 from ._filesystem import Filesystem, SandboxFile
@@ -21,14 +22,15 @@ from ._process import ContainerProcess
 from ._sandbox import Sandbox
 from ._secret import Secret
 from ._streams import StreamReader, StreamWriter
+from ._tunnel import PortForward, Tunnel
 from ._version import __version__
 
 __all__ = [
     "App", "AuthenticationError", "ConflictError", "ContainerProcess", "ExecTimeoutError",
     "Filesystem", "Image", "ImageBuildError", "InvalidRequestError", "NotFoundError",
-    "PayloadTooLargeError", "PermissionDeniedError", "QuotaExceededError",
-    "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
+    "PayloadTooLargeError", "PermissionDeniedError", "PortForward", "PortUnreachableError",
+    "QuotaExceededError", "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
     "SandboxFile", "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
     "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
-    "__version__", "enable_output",
+    "Tunnel", "__version__", "enable_output",
 ]

@@ -3,7 +3,7 @@ inside `serve` only, so client commands start fast and never need FastAPI.
 
     sbx serve                      run the service on this machine
     sbx doctor [--json]            check runsc, cgroups, root, disk and the server
-    sbx sandbox create|ls|get|exec|rm
+    sbx sandbox create|ls|get|exec|rm|port-forward
     sbx image build FILE::VAR | ls | get | rm | gc
     sbx audit [--object ID] [--action A] [--since 2h]
     sbx token create|ls|revoke
@@ -23,6 +23,7 @@ from ._cli_audit import audit
 from ._cli_common import SbxGroup
 from ._cli_doctor import doctor
 from ._cli_image import image
+from ._cli_ports import port_forward  # noqa: F401 (registers `sbx sandbox port-forward`)
 from ._cli_sandbox import sandbox
 from ._cli_secret import secret
 from ._cli_shell import shell

@@ -51,17 +51,21 @@ def sandbox() -> None:
 @click.option("--env", "env", multiple=True, callback=parse_pairs, metavar="KEY=VALUE",
               help="environment variable (repeatable)")
 @click.option("--name", default=None, help="a unique name for the sandbox")
+@click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
+              help="expose this port through the service's proxy (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print the sandbox's info as JSON")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def create(image: str, timeout: float, idle_timeout: float | None, cpu: float | None,
            memory: int | None, workdir: str | None, tags: dict[str, str], env: dict[str, str],
-           name: str | None, as_json: bool, command: tuple[str, ...]) -> None:
+           name: str | None, ports: tuple[int, ...], as_json: bool,
+           command: tuple[str, ...]) -> None:
     """Create a sandbox and print its id. With `-- CMD ARGS...` that command is its main
     command, and the sandbox ends when it exits."""
     sbx = _sdk()
     sb = sbx.Sandbox.create(*command, image=image_for(image), timeout=timeout,
                             idle_timeout=idle_timeout, cpu=cpu, memory=memory, workdir=workdir,
-                            tags=tags or None, env=env or None, name=name)
+                            tags=tags or None, env=env or None, name=name,
+                            encrypted_ports=list(ports))
     if as_json:
         print_json(sb.info)
     else:

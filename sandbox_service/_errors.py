@@ -101,6 +101,12 @@ class QuotaExceededError(SandboxError):
     code, http_status = "quota_exceeded", 429
 
 
+class PortUnreachableError(SandboxError, ConnectionError):
+    """The sandbox declares the port, but nothing answered on it inside the sandbox."""
+
+    code, http_status = "port_unreachable", 502
+
+
 class PayloadTooLargeError(InvalidRequestError):
     """The request body is larger than the server accepts."""
 

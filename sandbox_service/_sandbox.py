@@ -16,6 +16,7 @@ from ._process import _AsyncContainerProcess
 from ._secret import Secret, check_required_keys, merge_env, split_secrets
 from ._streams import _AsyncStreamReader
 from ._sync import Wrapped, classmethod_both
+from ._tunnel import Tunnel, _AsyncPortForward, tunnels_of
 from ._wire import SandboxInfo
 
 FINISHED_WAIT_S = 30.0
@@ -47,6 +48,7 @@ class _AsyncSandbox:
                      cpu: float | None = None, memory: int | None = None, gpu: Any = None,
                      block_network: bool = True, cidr_allowlist: Sequence[str] | None = None,
                      tags: dict[str, str] | None = None, name: str | None = None,
+                     encrypted_ports: Sequence[int] = (), unencrypted_ports: Sequence[int] = (),
                      client: _Client | None = None, **unsupported: Any) -> "_AsyncSandbox":
         """Boot a new gVisor sandbox. With `args`, they are its main command and the sandbox
         ends when that command exits; without, it runs until `terminate()` or `timeout`."""
@@ -79,6 +81,9 @@ class _AsyncSandbox:
         }
         if secret_names:
             body["secret_names"] = secret_names
+        if encrypted_ports or unencrypted_ports:  # reachable only through the service's proxy
+            body["encrypted_ports"] = list(encrypted_ports)
+            body["unencrypted_ports"] = list(unencrypted_ports)
         data = await client.request("POST", "/v1/sandboxes", json_body=body, timeout=600)
         return cls(client, SandboxInfo(**data))
 
@@ -185,6 +190,24 @@ class _AsyncSandbox:
         data = await self._client.request("POST", "/v1/tokens", json_body={
             "scope": "sandbox", "sandbox_id": self.object_id, "ttl_s": ttl})
         return data["token"]
+
+    async def tunnels(self, timeout: float = 50) -> dict[int, Tunnel]:
+        """{port: Tunnel} for the ports declared at create (`encrypted_ports`,
+        `unencrypted_ports`): each is reachable through the service's authenticated proxy
+        (`tunnel.url`), never directly. `timeout` is accepted for Modal compatibility."""
+        info = await self.refresh()
+        return tunnels_of(self._client, self.object_id, info.encrypted_ports,
+                          info.unencrypted_ports)
+
+    async def forward_port(self, port: int, local_port: int = 0,
+                           host: str = "127.0.0.1") -> _AsyncPortForward:
+        """Listen on `host:local_port` here (0: any free port, see `.local_port`) and tunnel
+        every connection to `port` inside the sandbox over the service's WebSocket, with
+        this client's token: raw TCP, any protocol. Close it (or use `with`) when done."""
+        if port not in (await self.tunnels()):
+            raise E.NotFoundError(f"sandbox {self.object_id} does not expose port {port}: "
+                                  f"declare it at create, e.g. encrypted_ports=[{port}]")
+        return await _AsyncPortForward(self._client, self.object_id, port)._start(host, local_port)
 
     async def snapshot_filesystem(self, timeout: float = 600) -> Image:
         """A new Image holding everything this sandbox wrote, on top of the image it booted

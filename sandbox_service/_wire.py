@@ -24,6 +24,7 @@ MAX_ARGV_BYTES = 256 * 1024
 MAX_ENV_BYTES = 256 * 1024
 MAX_TIMEOUT_S = 24 * 3600
 MAX_CIDR_ALLOWLIST = 64
+MAX_PORTS = 16  # encrypted_ports + unencrypted_ports of one sandbox
 STREAM_STDIN, STREAM_STDOUT, STREAM_STDERR = 0, 1, 2
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:/=-]{1,128}$")
@@ -84,10 +85,30 @@ class SandboxCreate(_Model):
         description="with block_network=False: the only IPv4 CIDRs the sandbox may reach")
     secret_names: list[str] = Field(default_factory=list, max_length=64,
                                     description="named secrets merged into env (env= wins)")
+    encrypted_ports: list[int] = Field(
+        default_factory=list, max_length=MAX_PORTS,
+        description="ports inside the sandbox reachable through the service's authenticated "
+                    "proxy (docs/network.md, Inbound ports)")
+    unencrypted_ports: list[int] = Field(default_factory=list, max_length=MAX_PORTS,
+                                         description="same as encrypted_ports (Modal's name)")
 
     _v_env = field_validator("env")(lambda cls, v: _check_env(v))
     _v_argv = field_validator("command")(lambda cls, v: _check_argv(v))
     _v_workdir = field_validator("workdir")(lambda cls, v: check_abs_path(v))
+
+    @model_validator(mode="after")
+    def _v_ports(self) -> "SandboxCreate":
+        ports = [*self.encrypted_ports, *self.unencrypted_ports]
+        bad = next((p for p in ports if not 1 <= p <= 65535), None)
+        if bad is not None:
+            raise ValueError(f"port {bad} is not a TCP port: use 1-65535")
+        if len(set(ports)) != len(ports):
+            raise ValueError("a port appears twice in encrypted_ports/unencrypted_ports: "
+                             "declare each port once")
+        if len(ports) > MAX_PORTS:
+            raise ValueError(f"{len(ports)} ports declared; a sandbox may expose at most "
+                             f"{MAX_PORTS}")
+        return self
 
     @field_validator("cidr_allowlist")
     @classmethod
@@ -173,6 +194,8 @@ class SandboxInfo(_Model):
     cpu: float | None = None
     memory_mib: int
     has_command: bool = False
+    encrypted_ports: list[int] = Field(default_factory=list)
+    unencrypted_ports: list[int] = Field(default_factory=list)
 
 
 class SandboxList(_Model):

@@ -9,11 +9,11 @@ from sandbox_service import _errors as E
 EXPECTED = {
     "App", "AuthenticationError", "ConflictError", "ContainerProcess", "ExecTimeoutError",
     "Filesystem", "Image", "ImageBuildError", "InvalidRequestError", "NotFoundError",
-    "PayloadTooLargeError", "PermissionDeniedError", "QuotaExceededError",
-    "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
+    "PayloadTooLargeError", "PermissionDeniedError", "PortForward", "PortUnreachableError",
+    "QuotaExceededError", "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
     "SandboxFile", "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
     "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
-    "__version__", "enable_output",
+    "Tunnel", "__version__", "enable_output",
 }
 
 

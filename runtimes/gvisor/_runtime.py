@@ -334,6 +334,9 @@ class GVisorRuntime(Runtime):
     async def file_op(self, cid: str, op: str, path: str, **kwargs) -> dict:
         return await self._require_agent(cid).call({"op": op, "path": path, **kwargs})
 
+    async def open_port(self, cid: str, port: int):
+        return await self._require_agent(cid, "inbound ports").port_connect(port)
+
     async def export_changes(self, cid: str, base_rootfs: str, dest_dir: str):
         from .._export import export_changes
 

@@ -4,8 +4,8 @@ check every /v1 request and WebSocket passes before its handler runs.
 - The admin token acts for "admin" and sees everything.
 - A `user` key sees only objects its principal created: another principal's sandbox or
   image answers exactly like an id that does not exist (404), so existence never leaks.
-- A `sandbox` token reaches one sandbox: its info, logs, wait, exec and files; nothing
-  else (not terminate, snapshot, lists, images, secrets, keys).
+- A `sandbox` token reaches one sandbox: its info, logs, wait, exec, files and declared
+  ports; nothing else (not terminate, snapshot, lists, images, secrets, keys).
 - An `app` token reaches the sandboxes of one app and may create sandboxes in it (with its
   principal's named secrets, which it cannot list or change).
 - Named secrets live in one namespace per principal (server/_secrets.py), so they need no
@@ -29,6 +29,7 @@ _SANDBOX_TOKEN_OPS = (
     ("GET", r""), ("GET", r"/logs"), ("POST", r"/wait"), ("POST", r"/exec"),
     ("GET", r"/exec/stream"), ("GET", r"/files(/list|/stat)?"), ("PUT", r"/files"),
     ("DELETE", r"/files"), ("POST", r"/files/mkdir"),
+    ("*", r"/ports/[0-9]+(/.*)?"),  # its declared ports, through the proxy (any method)
 )
 
 
@@ -59,7 +60,7 @@ async def check(app: Any, principal: Principal, method: str, path: str) -> None:
     m = _SANDBOX_PATH.match(path)
     if principal.scope == "sandbox":
         sub = (m.group(2) or "") if m else None
-        if m is None or not any(method == meth and re.fullmatch(rx, sub)
+        if m is None or not any(meth in (method, "*") and re.fullmatch(rx, sub)
                                 for meth, rx in _SANDBOX_TOKEN_OPS):
             raise E.PermissionDeniedError(
                 f"this token is limited to exec and files of sandbox {principal.target}: "

@@ -50,7 +50,7 @@ def bearer_token(headers: Any) -> str | None:
 
 
 MAX_JSON_BODY = 32 << 20  # request bodies other than file and blob uploads
-_UPLOADS = re.compile(r"^/v1/(sandboxes/[^/]+/files|blobs/[0-9a-f]+)$")
+_UPLOADS = re.compile(r"^/v1/(sandboxes/[^/]+/files|sandboxes/[^/]+/ports/.*|blobs/[0-9a-f]+)$")
 
 
 def _body_too_large(request: Request) -> E.SandboxError | None:
@@ -188,6 +188,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                             status_code=500)
 
     from ._audit import audit_router
+    from ._ports import ports_router
+    from ._ports_ws import ports_ws_router
     from ._routes_tokens import tokens_router
     from ._routes import router
     from ._routes_images import images_router
@@ -200,4 +202,6 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
     app.include_router(images_router)
     app.include_router(secrets_router)
     app.include_router(ws_router)
+    app.include_router(ports_router)
+    app.include_router(ports_ws_router)
     return app

@@ -3,7 +3,7 @@
 The app's middleware calls `audit_request` after every /v1 response; actions are named
 by route template, objects are the path's id (or what the handler put in
 `request.state.audit_object`, e.g. a new sandbox's id). WebSocket execs are recorded by
-the WebSocket handler. Must not import a runtime.
+the WebSocket handlers (exec; port tunnels as `port.connect`). Must not import a runtime.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ ACTIONS = {
     ("POST", "/v1/apps/lookup"): "app.lookup",
     ("POST", "/v1/tokens"): "token.create",
     ("DELETE", "/v1/tokens/{token_id}"): "token.revoke",
+    # inbound ports (any method): port and method only, never headers, body or query
+    ("*", "/v1/sandboxes/{sandbox_id}/ports/{port}"): "port.http",
+    ("*", "/v1/sandboxes/{sandbox_id}/ports/{port}/{path:path}"): "port.http",
 }
 ID_PARAMS = ("sandbox_id", "image_id", "name", "token_id")
 
@@ -52,7 +55,7 @@ def audit_request(request: Request, status: int) -> None:
         return
     route = request.scope.get("route")
     template = getattr(route, "path", None)
-    action = ACTIONS.get((request.method, template or ""))
+    action = ACTIONS.get((request.method, template or "")) or ACTIONS.get(("*", template or ""))
     who = getattr(request.state, "principal", None)
     principal = getattr(who, "name", None) or "anonymous"
     if status == 401:
@@ -64,7 +67,7 @@ def audit_request(request: Request, status: int) -> None:
     obj = getattr(request.state, "audit_object", None) or next(
         (str(request.path_params[p]) for p in ID_PARAMS if p in request.path_params), None)
     detail = dict(getattr(request.state, "audit_detail", None) or {})
-    if "path" in request.query_params:
+    if "path" in request.query_params and action.startswith("file."):
         detail["path"] = request.query_params["path"][:512]
     audit.record(principal, action, obj, status, **detail)
 

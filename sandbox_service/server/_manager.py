@@ -218,6 +218,8 @@ class SandboxManager:
             "owner": owner,
             "layer": image.layer, "rootfs": image.rootfs, "image_config": image.config,
             "uid": uid, "gid": gid,
+            "encrypted_ports": list(req.encrypted_ports),
+            "unencrypted_ports": list(req.unencrypted_ports),
         }
         live = self._live[cid] = _Live(rec)
         stage = ""

@@ -19,6 +19,7 @@ import time
 from .execs import handle_exec
 from .files import handle_file
 from .mainproc import handle_main
+from .ports import handle_port
 from .procs import REAPER
 from .proto import REQ, RESP, Conn, recv_frame
 from .snapshot import handle_snapshot
@@ -43,6 +44,8 @@ def handle(sock):
             handle_exec(conn, req)
         elif op in ("main_start", "main_attach"):
             handle_main(conn, req)
+        elif op == "port_connect":
+            handle_port(conn, req)
         elif op in ("fs_manifest", "fs_tar"):
             handle_snapshot(conn, req)
         else:
