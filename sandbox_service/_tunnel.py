@@ -146,6 +146,8 @@ class _AsyncPortForward:
                 writer.close()
                 return
             await splice(ws, reader, writer)
+        except asyncio.CancelledError:
+            writer.close()  # close() cut it; end quietly (asyncio logs a cancelled handler)
         finally:
             self._conns.discard(task)  # type: ignore[arg-type]
 

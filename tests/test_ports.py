@@ -230,7 +230,7 @@ def test_python_http_server_with_no_network(api):
     try:
         assert sb.ls("/sys/class/net") == ["lo"]  # loopback only: the agent is the way in
         sb.filesystem.write_text("hello from inside\n", "/srv/www/hello.txt")
-        sb.exec("python3", "-m", "http.server", "8001", "--directory", "/srv/www")
+        web = sb.exec("python3", "-m", "http.server", "8001", "--directory", "/srv/www")
         tunnels = sb.tunnels()
         assert list(tunnels) == [8001]
         t = tunnels[8001]
@@ -242,6 +242,7 @@ def test_python_http_server_with_no_network(api):
         assert r.status_code == 200 and r.text == "hello from inside\n"
         assert api.head(f"/v1/sandboxes/{sb.object_id}/ports/8001/hello.txt").status_code == 200
         assert api.get(f"/v1/sandboxes/{sb.object_id}/ports/8001/nope").status_code == 404
+        assert web.poll() is None  # still serving
     finally:
         sb.terminate()
 
