@@ -305,3 +305,32 @@ def test_matplotlib_figures_come_back_as_png(matplotlib_image):
         assert sb.run_code("import os\nos.environ['MPLBACKEND']", context=ctx).text == "'Agg'"
     finally:
         sb.terminate()
+
+
+def test_contexts_run_as_the_sandboxes_user_in_its_workdir(server):
+    img = (sbx.Image.debian_slim().run_commands("useradd --create-home alice")
+           .dockerfile_commands("USER alice", "WORKDIR /home/alice")
+           .env({"SBX_IMAGE_VAR": "from-image"}))
+    sb = sbx.Sandbox.create(image=img, env={"SBX_SANDBOX_VAR": "from-sandbox"})
+    try:
+        ex = sb.run_code("import os, getpass\n"
+                         "open('note.txt', 'w').write('mine')\n"
+                         "(getpass.getuser(), os.getcwd(), os.environ['SBX_IMAGE_VAR'],\n"
+                         " os.environ['SBX_SANDBOX_VAR'], os.environ['HOME'])")
+        assert ex.error is None, ex.error
+        assert ex.text == ("('alice', '/home/alice', 'from-image', 'from-sandbox', "
+                           "'/home/alice')")
+    finally:
+        sb.terminate()
+
+
+def test_a_context_survives_a_server_restart(server):
+    sb = sbx.Sandbox.create(timeout=300)
+    try:
+        ctx = sb.create_context()
+        sb.run_code("survivor = 'still here'", context=ctx)
+        server.restart(kill=True)
+        assert sb.run_code("survivor", context=ctx).text == "'still here'"
+        assert [c.context_id for c in sb.list_contexts()] == [ctx.context_id]
+    finally:
+        sb.terminate()
