@@ -34,7 +34,7 @@ def test_state_persists_across_calls(sandbox):
 
 
 def test_default_context_needs_no_create(sandbox):
-    assert sandbox.run_code("y = 5\nprint('hi')").logs.stdout == ["hi\n"]
+    assert "".join(sandbox.run_code("y = 5\nprint('hi')").logs.stdout) == "hi\n"
     assert sandbox.run_code("y + 1").text == "6"
     assert [c.context_id for c in sandbox.list_contexts()] == ["default"]
 
@@ -53,7 +53,7 @@ def test_exception_comes_back_structured_and_the_context_survives(sandbox):
     sandbox.run_code("kept = [1, 2]", context=ctx)
     ex = sandbox.run_code("print('before')\ndef f():\n    raise ValueError('boom')\nf()",
                           context=ctx)
-    assert ex.logs.stdout == ["before\n"]
+    assert "".join(ex.logs.stdout) == "before\n"
     assert (ex.error.name, ex.error.value) == ("ValueError", "boom")
     tb = ex.error.traceback
     assert "Traceback" in tb and "<cell 2>" in tb and "in f" in tb and "raise ValueError('boom')" in tb
@@ -93,8 +93,14 @@ def test_output_streams_while_the_cell_runs_in_order(sandbox):
     writer[0].join()
     assert ex.error is None
     assert "".join(ex.logs.stdout) == "waiting\nreleased\nlast\n"
-    assert ex.logs.stderr == ["to stderr\n"]
-    lines = [(k, line) for k, t in seen for line in t.splitlines()]
+    assert "".join(ex.logs.stderr) == "to stderr\n"
+    merged: list[list[str]] = []  # consecutive chunks of one stream, joined
+    for kind, text in seen:
+        if merged and merged[-1][0] == kind:
+            merged[-1][1] += text
+        else:
+            merged.append([kind, text])
+    lines = [(k, line) for k, t in merged for line in t.splitlines()]
     assert lines == [("out", "waiting"), ("out", "released"), ("err", "to stderr"), ("out", "last")]
 
 
@@ -137,6 +143,23 @@ def test_interrupt_by_request(sandbox):
     assert ex.interrupted and not ex.timed_out and ex.context_alive
     assert ex.error.name == "KeyboardInterrupt" and "time.sleep(120)" in ex.error.traceback
     assert sandbox.run_code("2", context=ctx).text == "2"
+
+
+def test_a_client_that_goes_away_interrupts_its_cell(server, sandbox):
+    ctx = sandbox.create_context()
+    sandbox.run_code("kept = 1", context=ctx)
+    url = f"/v1/sandboxes/{sandbox.object_id}/contexts/{ctx.context_id}/run"
+    with server.api() as c:
+        with c.stream("POST", url, json={"code": "print('started', flush=True)\n"
+                                                 "import time\ntime.sleep(300)",
+                                         "timeout_s": None}) as r:
+            assert json.loads(next(r.iter_lines())) == {"type": "stdout", "text": "started\n"}
+    # the run's connection is gone: the cell is interrupted, the context is free again
+    for _ in range(600):
+        if not [c for c in sandbox.list_contexts() if c.context_id == ctx.context_id][0].busy:
+            break
+        time.sleep(0.05)
+    assert sandbox.run_code("kept", context=ctx).text == "1"
 
 
 def test_a_cell_that_ignores_interrupts_loses_its_context(sandbox):
@@ -231,8 +254,9 @@ def test_rest_sandbox_token_may_use_contexts_another_principal_may_not(server, a
                 r = t.post(f"{base}/{cid}/run", json={"code": f"s = {secret!r}\nprint(len(s))\n7*6"})
                 assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
                 events = _ndjson(r)
-                assert [e["type"] for e in events] == ["stdout", "result", "end"]
-                assert events[1]["data"] == {"text/plain": "42"}
+                assert "".join(e["text"] for e in events if e["type"] == "stdout") == f"{len(secret)}\n"
+                assert [e["type"] for e in events if e["type"] != "stdout"] == ["result", "end"]
+                assert events[-2]["data"] == {"text/plain": "42"}
                 assert [c["context_id"] for c in t.get(base).json()["contexts"]] == [cid]
                 assert t.post(f"{base}/{cid}/interrupt").json() == {"context_id": cid,
                                                                      "interrupted": False}

@@ -82,7 +82,7 @@ class Context:
         python = "python3" if shutil.which("python3", path=path) else sys.executable
         req_r, self.req_w = os.pipe()
         self.ev_r, ev_w = os.pipe()
-        proc = Process({"argv": [python, "-u", "-c", BOOT, str(req_r), str(ev_w)], "env": env,
+        proc = Process({"argv": [python, "-c", BOOT, str(req_r), str(ev_w)], "env": env,
                         "cwd": req.get("cwd"), "uid": req.get("uid"), "gid": req.get("gid")})
         proc.pass_fds = (req_r, ev_w)
         try:

@@ -11,7 +11,8 @@ Protocol (both fds are pipes to the agent, passed as argv):
             {"type": "display", "data": {mime: value}}  display() calls, matplotlib figures
             {"type": "error", "name", "value", "traceback"}
             and always {"type": "done"} last.
-stdout and stderr (fd 1 and 2) are pipes the agent reads and streams as they are written.
+stdout and stderr (fd 1 and 2) are pipes the agent reads and streams as they are written
+(sys.stdout/sys.stderr are line-buffered and flushed at the end of every cell).
 SIGINT interrupts a running cell (KeyboardInterrupt); between cells it is ignored.
 """
 
@@ -22,7 +23,6 @@ import io
 import json
 import linecache
 import os
-import platform
 import signal
 import sys
 import traceback
@@ -210,12 +210,12 @@ def main():
     agent_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if agent_dir in sys.path:
         sys.path.remove(agent_dir)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
-        except (AttributeError, ValueError, io.UnsupportedOperation):
-            pass
+    # line-buffered, so a print() reaches the agent as one piece as soon as it ends a line
+    sys.stdout = io.open(1, "w", encoding="utf-8", errors="backslashreplace", buffering=1,
+                         closefd=False)
+    sys.stderr = io.open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1,
+                         closefd=False)
     kernel = Kernel(req_fd, ev_fd)
-    kernel.emit({"type": "ready", "pid": os.getpid(), "python": platform.python_version(),
+    kernel.emit({"type": "ready", "pid": os.getpid(), "python": sys.version.split()[0],
                  "cwd": os.getcwd()})
     kernel.serve()
