@@ -1,7 +1,7 @@
 """The driver of one interpreter context: a long-lived python3 process, like a Jupyter kernel.
 
 Runs INSIDE the sandbox as the sandbox's exec user, in the image's own python3 (with its
-site-packages), started by `contexts.py`. Stdlib only, Python 3.9+; must not import anything
+site-packages), started by `kernels.py`. Stdlib only, Python 3.9+; must not import anything
 outside this package, and never imports matplotlib itself (it only looks in sys.modules).
 
 Protocol (both fds are pipes to the agent, passed as argv):
