@@ -336,6 +336,11 @@ class GVisorRuntime(Runtime):
 
     async def open_port(self, cid: str, port: int):
         return await self._require_agent(cid, "inbound ports").port_connect(port)
+    async def context_op(self, cid: str, req: dict) -> dict:
+        return await self._require_agent(cid, "a code interpreter context").call(req)
+
+    async def context_run(self, cid: str, req: dict):
+        return await self._require_agent(cid, "a code interpreter context").context_run(req)
 
     async def export_changes(self, cid: str, base_rootfs: str, dest_dir: str):
         from .._export import export_changes

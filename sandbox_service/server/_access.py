@@ -4,8 +4,9 @@ check every /v1 request and WebSocket passes before its handler runs.
 - The admin token acts for "admin" and sees everything.
 - A `user` key sees only objects its principal created: another principal's sandbox or
   image answers exactly like an id that does not exist (404), so existence never leaks.
-- A `sandbox` token reaches one sandbox: its info, logs, wait, exec, files and declared
-  ports; nothing else (not terminate, snapshot, lists, images, secrets, keys).
+- A `sandbox` token reaches one sandbox: its info, logs, wait, exec, files, declared
+  ports and code interpreter contexts; nothing else (not terminate, snapshot, lists,
+  images, secrets, keys).
 - An `app` token reaches the sandboxes of one app and may create sandboxes in it (with its
   principal's named secrets, which it cannot list or change).
 - Named secrets live in one namespace per principal (server/_secrets.py), so they need no
@@ -30,6 +31,9 @@ _SANDBOX_TOKEN_OPS = (
     ("GET", r"/exec/stream"), ("GET", r"/files(/list|/stat)?"), ("PUT", r"/files"),
     ("DELETE", r"/files"), ("POST", r"/files/mkdir"),
     ("*", r"/ports/[0-9]+(/.*)?"),  # its declared ports, through the proxy (any method)
+    # the code interpreter's contexts
+    ("GET", r"/contexts(/[^/]+)?"), ("POST", r"/contexts(/[^/]+/(run|interrupt))?"),
+    ("DELETE", r"/contexts/[^/]+"),
 )
 
 

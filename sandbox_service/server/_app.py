@@ -190,6 +190,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
     from ._audit import audit_router
     from ._ports import ports_router
     from ._ports_ws import ports_ws_router
+    from ._routes_contexts import contexts_router
     from ._routes_tokens import tokens_router
     from ._routes import router
     from ._routes_images import images_router
@@ -204,4 +205,5 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
     app.include_router(ws_router)
     app.include_router(ports_router)
     app.include_router(ports_ws_router)
+    app.include_router(contexts_router)
     return app
