@@ -41,10 +41,13 @@ PNG_CODE = (
     "print('drew it')\n")
 
 
-def http_client(server, token: str | None) -> Client:
+def http_client(server, token: str | None, mode: str = "auto") -> Client:
+    """mode="legacy": the handshake-era protocol with an Mcp-Session-Id; "auto" picks the
+    2026-07-28 protocol, where every request stands alone (no session)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return Client(streamable_http_client(server.url + "/mcp",
-                                         http_client=create_mcp_http_client(headers=headers)))
+                                         http_client=create_mcp_http_client(headers=headers)),
+                  mode=mode)
 
 
 def user_token(server, name: str) -> str:
@@ -221,7 +224,7 @@ def test_http_refuses_a_foreign_host_header(server):
 
 async def test_http_run_code_and_principals_cannot_share_handles(server):
     alice, bob = user_token(server, "alice"), user_token(server, "bob")
-    async with http_client(server, alice) as a:
+    async with http_client(server, alice, mode="legacy") as a:
         names = {t.name for t in (await a.list_tools()).tools}
         assert {"run_code", "create_sandbox", "exec_command", "read_file", "write_file",
                 "list_files", "terminate_sandbox", "create_context", "run_in_context"} <= names
@@ -240,8 +243,22 @@ async def test_http_run_code_and_principals_cannot_share_handles(server):
                 assert r.is_error and "not_found" in text_of(r), (tool, text_of(r))
         r = await a.call_tool("exec_command", {"sandbox_id": sid, "command": "echo hi"})
         assert r.structured_content["stdout"] == "hi\n"
-    # alice's MCP client went away: what her session created is destroyed
+    # alice's MCP session ended (the client sent DELETE): what it created is destroyed
     assert wait_ended(server, sid) not in ("creating", "running")
+
+
+async def test_http_sessionless_protocol_keeps_sandboxes_until_idle(server):
+    """2026-07-28 clients have no session: a sandbox outlives one request and is found again
+    by the same token, and ends with its idle timeout (or terminate_sandbox)."""
+    token = user_token(server, "dora")
+    async with http_client(server, token) as c:
+        r = await c.call_tool("create_sandbox", {"idle_timeout_s": 30})
+        sid = r.structured_content["sandbox_id"]
+    async with http_client(server, token) as c:
+        r = await c.call_tool("exec_command", {"sandbox_id": sid, "command": "echo again"})
+        assert r.structured_content["stdout"] == "again\n", text_of(r)
+        r = await c.call_tool("terminate_sandbox", {"sandbox_id": sid})
+        assert not r.is_error
 
 
 async def test_http_sandboxes_end_when_the_token_is_revoked(server):
@@ -272,21 +289,30 @@ async def test_stdio_sbx_mcp(server):
     assert wait_ended(server, sid) not in ("creating", "running")
 
 
-# ---- an independent client: the MCP Inspector CLI (npm) ------------------------------------
-INSPECTOR = "@modelcontextprotocol/inspector@0.16.8"
+# ---- an independent client: the MCP Inspector CLI (npm, TypeScript SDK) --------------------
+# 0.15.0 is the newest release that runs on node 20 (0.16+ needs node >= 22.7.5); its CLI
+# has no --header option, so it drives `sbx mcp` over stdio and checks that /mcp refuses it
+# without a token. .ci/run pre-fetches it (scripts/install-system-deps.sh installs node).
+INSPECTOR = "@modelcontextprotocol/inspector@0.15.0"
+
+
+def inspector(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    out = subprocess.run(["npx", "-y", INSPECTOR, "--cli", *args], capture_output=True,
+                         text=True, timeout=240, env=env)
+    if out.returncode != 0 and any(s in out.stderr for s in ("ENOTFOUND", "EAI_AGAIN", "E404")):
+        pytest.skip("the npm registry is not reachable: " + out.stderr[-300:])
+    return out
 
 
 @pytest.mark.skipif(not shutil.which("npx"), reason="node/npx not installed (scripts/install-system-deps.sh)")
-def test_mcp_inspector_cli_lists_and_calls_tools(server):
-    base = ["npx", "-y", INSPECTOR, "--cli", server.url + "/mcp", "--transport", "http",
-            "--header", f"Authorization: Bearer {server.token}"]
-    out = subprocess.run(base + ["--method", "tools/list"], capture_output=True, text=True, timeout=240)
-    if out.returncode != 0 and ("ENOTFOUND" in out.stderr or "EAI_AGAIN" in out.stderr):
-        pytest.skip("the npm registry is not reachable: " + out.stderr[-300:])
+def test_mcp_inspector_cli(server):
+    env = {**server.env(), "SBX_TOKEN": server.token, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "sandbox_service._cli", "mcp"]
+    out = inspector([*cmd, "--method", "tools/list"], env)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert '"run_code"' in out.stdout
-    out = subprocess.run(base + ["--method", "tools/call", "--tool-name", "run_code",
-                                 "--tool-arg", "code=print(7*6)"], capture_output=True, text=True,
-                         timeout=240)
-    assert out.returncode == 0 and "42" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
-
+    assert '"run_code"' in out.stdout and '"outputSchema"' in out.stdout
+    out = inspector([*cmd, "--method", "tools/call", "--tool-name", "run_code",
+                     "--tool-arg", "code=print(7*6)"], env)
+    assert out.returncode == 0 and '"stdout": "42\\n"' in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    out = inspector([server.url + "/mcp", "--transport", "http", "--method", "tools/list"], env)
+    assert out.returncode != 0 and "run_code" not in out.stdout
