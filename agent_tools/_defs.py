@@ -141,7 +141,11 @@ class AgentTools:
                 pass
 
     async def acall(self, name: str, arguments: Any, progress=None) -> Outcome:
-        """Run a call; a failure comes back as an is_error Outcome, never raised."""
+        """Run a call; a failure comes back as an is_error Outcome, never raised. Runs on
+        the SDK's own loop, so sync and async callers share one client."""
+        return await LOOP.run_async(self._acall(name, arguments, progress))
+
+    async def _acall(self, name: str, arguments: Any, progress=None) -> Outcome:
         try:
             spec, args = parse_arguments(name, arguments)
             client = self._get_client()
@@ -174,6 +178,9 @@ class AgentTools:
                 **({"is_error": True} if out.is_error else {})}
 
     async def aclose(self) -> None:
+        await LOOP.run_async(self._aclose())
+
+    async def _aclose(self) -> None:
         await self.registry.close_all()
         if self._client is not None:
             await self._client.close()
