@@ -190,6 +190,8 @@ class RunInContextOutput(_Out):
     stderr: str
     text: str | None = Field(description="repr of the cell's last expression")
     error: CellError | None = Field(description="the exception the cell raised, if any")
+    timed_out: bool = Field(description="interrupted for running past timeout_s (the context "
+                                        "and its variables survive)")
     truncated: bool
     duration_ms: float
     images: int = Field(description="number of images returned as image content")

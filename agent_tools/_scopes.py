@@ -1,5 +1,5 @@
 """Who created what (agent-tools layer): a `Scope` per MCP session (or, for session-less
-callers, per principal) remembers the sandboxes and interpreter contexts it made, so they
+callers, per token) remembers the sandboxes it made (contexts die with them), so they
 are destroyed when the session ends, when it sits idle too long, or when its token stops
 being valid. Sandboxes also carry a server-side idle timeout, so they end even if this
 process dies. Must not import `mcp`, the server or a runtime.
@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 log = logging.getLogger("sbx.agent_tools")
 
@@ -24,7 +24,6 @@ class Scope:
         self.key = key
         self.token = token
         self.sandboxes: set[str] = set()
-        self.contexts: dict[tuple[str, str], Any] = {}
         self.last_used = time.monotonic()
 
     def touch(self) -> None:
@@ -35,8 +34,6 @@ class Scope:
 
     def forget(self, sandbox_id: str) -> None:
         self.sandboxes.discard(sandbox_id)
-        for key in [k for k in self.contexts if k[0] == sandbox_id]:
-            del self.contexts[key]
 
 
 class ScopeRegistry:
@@ -64,7 +61,6 @@ class ScopeRegistry:
             return
         ids = sorted(scope.sandboxes)
         scope.sandboxes.clear()
-        scope.contexts.clear()
         log.info("agent tools: scope %s ended; terminating %s", key[:24], ", ".join(ids))
         try:
             await self._terminate(ids, scope.token)

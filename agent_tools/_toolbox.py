@@ -352,24 +352,22 @@ class Toolbox:
         except E.SandboxError as e:
             raise failure_from(e, "creating a Python context") from None
         cid = str(getattr(ctx, "context_id", None) or getattr(ctx, "id"))
-        self.scope.contexts[(a.sandbox_id, cid)] = ctx
         return Outcome(M.ContextOutput(sandbox_id=a.sandbox_id, context_id=cid),
                        f"context {cid} in sandbox {a.sandbox_id}")
 
     async def tool_run_in_context(self, a: M.RunInContextInput) -> Outcome:
         sb = await self._sandbox(a.sandbox_id)
-        ctx = self.scope.contexts.get((a.sandbox_id, a.context_id))
-        if ctx is None:
-            raise ToolFailure(f"no context {a.context_id!r} in sandbox {a.sandbox_id} for this "
-                              "session: create one with create_context")
+        if not hasattr(sb, "run_code"):
+            raise ToolFailure("this server's SDK has no code interpreter contexts yet: use "
+                              "run_code or exec_command")
         t0 = time.monotonic()
         out, err = _Capped(a.max_output_chars), _Capped(a.max_output_chars)
 
         def feed(buf: _Capped) -> Callable[[Any], None]:
             return lambda chunk: buf.add(chunk.encode() if isinstance(chunk, str) else bytes(chunk))
 
-        try:
-            ex = await sb.run_code(a.code, context=ctx, timeout=a.timeout_s,
+        try:  # the context id goes to the server as is: its access rules decide
+            ex = await sb.run_code(a.code, context=a.context_id, timeout=a.timeout_s,
                                    on_stdout=feed(out), on_stderr=feed(err))
         except E.SandboxError as e:
             raise failure_from(e, "running the cell") from None
@@ -383,11 +381,18 @@ class Toolbox:
         e = getattr(ex, "error", None)
         so, t1 = out.text()
         se, t2 = err.text()
+        timed_out = bool(getattr(ex, "timed_out", False))
         res = M.RunInContextOutput(
-            stdout=so, stderr=se, text=getattr(ex, "text", None), truncated=t1 or t2,
+            stdout=so, stderr=se, text=getattr(ex, "text", None), timed_out=timed_out,
+            truncated=t1 or t2 or bool(getattr(ex, "stdout_truncated", False)
+                                       or getattr(ex, "stderr_truncated", False)),
             error=M.CellError(name=e.name, value=str(e.value), traceback=str(e.traceback))
             if e else None, duration_ms=round((time.monotonic() - t0) * 1000, 1),
             images=len(images))
         text = json.dumps({k: v for k, v in res.model_dump().items() if v not in (None, "", 0)},
                           indent=1)
-        return Outcome(res, text, images=images)
+        if timed_out:
+            text = (f"the cell ran past its timeout of {a.timeout_s:g}s and was interrupted; "
+                    "the context and its variables are kept: raise timeout_s or make the cell "
+                    "faster. " + text)
+        return Outcome(res, text, images=images, is_error=timed_out)
