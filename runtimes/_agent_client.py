@@ -114,6 +114,19 @@ class AgentClient:
         _raise_if_error(json.loads(payload))
         raise AgentError("agent_error", f"unexpected frame {ftype!r}")
 
+    async def context_run(self, req: dict) -> "AgentCellRun":
+        """Start a cell in an interpreter context (op ctx_run); errors before it starts
+        (unknown, busy or dead context) raise AgentError."""
+        reader, writer = await self._request(req)
+        ftype, payload = await read_frame(reader)
+        if ftype == proto.STARTED:
+            return AgentCellRun(reader, writer)
+        writer.close()
+        if ftype is None:
+            raise AgentUnavailable("agent closed the connection before the cell started")
+        _raise_if_error(json.loads(payload))
+        raise AgentError("agent_error", f"unexpected frame {ftype!r}")
+
     async def read_file(self, path: str) -> AsyncIterator[bytes]:
         reader, writer = await self._request({"op": "read", "path": path})
         try:
@@ -196,6 +209,41 @@ class AgentExec(ExecStream):
 
     async def resize(self, rows: int, cols: int) -> None:
         await self._send(proto.encode_json(proto.RESIZE, {"rows": rows, "cols": cols}))
+
+    async def close(self) -> None:
+        self._writer.close()
+
+
+class AgentCellRun:
+    """One cell running in an interpreter context. Closing it before its end interrupts
+    the cell (the agent sees the host go away); the context keeps its state."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self._reader = reader
+        self._writer = writer
+
+    async def events(self):
+        """("stdout" | "stderr", bytes) and ("event", dict), ending with the "end" event."""
+        while True:
+            ftype, payload = await read_frame(self._reader)
+            if ftype == proto.OUT:
+                yield ("stdout", payload)
+            elif ftype == proto.ERR:
+                yield ("stderr", payload)
+            elif ftype == proto.EVENT:
+                ev = json.loads(payload)
+                yield ("event", ev)
+                if ev.get("type") == "end":
+                    return
+            elif ftype is None:
+                raise AgentUnavailable("the sandbox stopped while the cell was running")
+
+    async def interrupt(self) -> None:
+        try:
+            self._writer.write(proto.encode_json(proto.SIG, {"signal": 2}))
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError):
+            pass
 
     async def close(self) -> None:
         self._writer.close()

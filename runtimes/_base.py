@@ -143,6 +143,16 @@ class Runtime(abc.ABC):
     async def stats(self, container_id: str) -> dict:
         return {}
 
+    async def context_op(self, container_id: str, req: dict) -> dict:
+        """A request about the container's interpreter contexts (op ctx_create, ctx_list,
+        ctx_get, ctx_interrupt or ctx_delete; see agent/sbxagent/contexts.py)."""
+        raise NotImplementedError(f"{self.name} has no interpreter contexts")
+
+    async def context_run(self, container_id: str, req: dict):
+        """Start a cell (op ctx_run); returns a stream whose `events()` yields ("stdout" |
+        "stderr", bytes) and ("event", dict) up to the "end" event, and `close()`."""
+        raise NotImplementedError(f"{self.name} has no interpreter contexts")
+
     async def export_changes(self, container_id: str, base_rootfs: str, dest_dir: str):
         """Write what the container changed relative to `base_rootfs` into `dest_dir` (a
         layer diff) and return a `runtimes._export.ExportResult` (deleted paths, counts)."""

@@ -17,6 +17,7 @@ from ._errors import (AuthenticationError, ConflictError, ExecTimeoutError, Imag
                       SandboxTerminatedError, SandboxTimeoutError, ServerUnreachableError)
 from ._filesystem import Filesystem, SandboxFile
 from ._image import Image
+from ._interpreter import Context, Execution, ExecutionError, Logs, Result
 from ._process import ContainerProcess
 from ._sandbox import Sandbox
 from ._secret import Secret
@@ -32,3 +33,4 @@ __all__ = [
     "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
     "__version__", "enable_output",
 ]
+__all__ += ["Context", "Execution", "ExecutionError", "Logs", "Result"]  # code interpreter

@@ -12,7 +12,8 @@ import string
 
 _ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 20
-PREFIXES = {"sandbox": "sb", "app": "ap", "image": "im", "exec": "ex", "function_call": "fc"}
+PREFIXES = {"sandbox": "sb", "app": "ap", "image": "im", "exec": "ex", "function_call": "fc",
+            "context": "cx"}
 
 
 def new_id(kind: str) -> str:

@@ -12,6 +12,7 @@ from ._app import _AsyncApp
 from ._client import _Client, default_client
 from ._filesystem import _AsyncFilesystem, _AsyncSandboxFile
 from ._image import Image
+from ._interpreter import _InterpreterMixin
 from ._process import _AsyncContainerProcess
 from ._secret import Secret, check_required_keys, merge_env, split_secrets
 from ._streams import _AsyncStreamReader
@@ -30,7 +31,7 @@ def _check_args(args: Sequence[Any], what: str) -> list[str]:
     return list(args)
 
 
-class _AsyncSandbox:
+class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_interpreter.py)
     def __init__(self, client: _Client, info: SandboxInfo):
         self._client = client
         self._info = info

@@ -14,6 +14,8 @@ EXPECTED = {
     "SandboxFile", "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
     "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
     "__version__", "enable_output",
+    # the code interpreter (E2B's names)
+    "Context", "Execution", "ExecutionError", "Logs", "Result",
 }
 
 

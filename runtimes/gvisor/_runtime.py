@@ -334,6 +334,12 @@ class GVisorRuntime(Runtime):
     async def file_op(self, cid: str, op: str, path: str, **kwargs) -> dict:
         return await self._require_agent(cid).call({"op": op, "path": path, **kwargs})
 
+    async def context_op(self, cid: str, req: dict) -> dict:
+        return await self._require_agent(cid, "a code interpreter context").call(req)
+
+    async def context_run(self, cid: str, req: dict):
+        return await self._require_agent(cid, "a code interpreter context").context_run(req)
+
     async def export_changes(self, cid: str, base_rootfs: str, dest_dir: str):
         from .._export import export_changes
 

@@ -4,7 +4,8 @@ check every /v1 request and WebSocket passes before its handler runs.
 - The admin token acts for "admin" and sees everything.
 - A `user` key sees only objects its principal created: another principal's sandbox or
   image answers exactly like an id that does not exist (404), so existence never leaks.
-- A `sandbox` token reaches one sandbox: its info, logs, wait, exec and files; nothing
+- A `sandbox` token reaches one sandbox: its info, logs, wait, exec, files and code
+  interpreter contexts; nothing
   else (not terminate, snapshot, lists, images, secrets, keys).
 - An `app` token reaches the sandboxes of one app and may create sandboxes in it (with its
   principal's named secrets, which it cannot list or change).
@@ -29,6 +30,9 @@ _SANDBOX_TOKEN_OPS = (
     ("GET", r""), ("GET", r"/logs"), ("POST", r"/wait"), ("POST", r"/exec"),
     ("GET", r"/exec/stream"), ("GET", r"/files(/list|/stat)?"), ("PUT", r"/files"),
     ("DELETE", r"/files"), ("POST", r"/files/mkdir"),
+    # the code interpreter's contexts
+    ("GET", r"/contexts(/[^/]+)?"), ("POST", r"/contexts(/[^/]+/(run|interrupt))?"),
+    ("DELETE", r"/contexts/[^/]+"),
 )
 
 

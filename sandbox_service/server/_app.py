@@ -195,6 +195,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         terminate=lambda sid: app.state.manager.terminate(sid))
 
     from ._audit import audit_router
+    from ._routes_contexts import contexts_router
     from ._routes_tokens import tokens_router
     from ._routes import router
     from ._routes_images import images_router
@@ -207,4 +208,5 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
     app.include_router(images_router)
     app.include_router(secrets_router)
     app.include_router(ws_router)
+    app.include_router(contexts_router)
     return app

@@ -428,6 +428,17 @@ class SandboxManager:
             live.active_execs -= 1
             live.touch()
 
+    @contextlib.asynccontextmanager
+    async def in_use(self, sandbox_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Hold a running sandbox busy (no idle timeout) for the block; yields its record."""
+        live = await self._running(sandbox_id)
+        live.active_execs += 1
+        try:
+            yield live.rec
+        finally:
+            live.active_execs -= 1
+            live.touch()
+
     async def file_call(self, sandbox_id: str, op: str, path: str, **kwargs) -> dict:
         await self._running(sandbox_id)
         try:

@@ -103,6 +103,7 @@ class Process:
         self.slot = None
         self.stdin_fd = None
         self.out_fds = []  # [(fd, frame type)]
+        self.pass_fds = ()  # extra fds the child keeps (an interpreter context's protocol)
 
     def start(self):
         import subprocess
@@ -144,7 +145,7 @@ class Process:
         def fn():
             p = subprocess.Popen(
                 self.argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env,
-                cwd=cwd, close_fds=True, start_new_session=True,
+                cwd=cwd, close_fds=True, pass_fds=self.pass_fds, start_new_session=True,
                 user=self.uid, group=self.gid,
                 extra_groups=[] if self.gid is not None else None,
                 preexec_fn=_set_ctty(pty_slave) if pty_slave is not None else None,

@@ -24,6 +24,7 @@ SIG = ord("S")  # JSON {"signal": n}
 RESIZE = ord("Z")  # JSON {"rows", "cols"}
 EXIT = ord("X")  # JSON {"exit_code", "timed_out", "signal"}
 DATA = ord("D")  # file bytes, either way
+EVENT = ord("V")  # agent -> host: JSON event of an interpreter context's cell
 
 EXIT_TIMEOUT = 124
 READ_CHUNK = 64 * 1024

@@ -45,6 +45,10 @@ def handle(sock):
             handle_main(conn, req)
         elif op in ("fs_manifest", "fs_tar"):
             handle_snapshot(conn, req)
+        elif str(op).startswith("ctx_"):  # interpreter contexts: imported on first use
+            from .contexts import handle_context
+
+            handle_context(conn, req)
         else:
             handle_file(conn, req)
     except Exception as e:  # never let one bad request take PID 1 down
