@@ -24,10 +24,10 @@ from mcp.client.stdio import StdioServerParameters  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 
-import sandbox_service as sbx  # noqa: E402
 from agent_tools import create_mcp_server  # noqa: E402
 from agent_tools._mcp import FixedClient  # noqa: E402
 from sandbox_service._client import _Client  # noqa: E402
+from sandbox_service._sandbox import _AsyncSandbox  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("server")]
 
@@ -181,7 +181,7 @@ async def test_progress_notifications_stream_output(server):
         assert any(m and "line1" in m for m in seen), seen
 
 
-@pytest.mark.skipif(not hasattr(sbx.Sandbox, "create_context"),
+@pytest.mark.skipif(not hasattr(_AsyncSandbox, "create_context"),
                     reason="the stateful interpreter (Sandbox.create_context) is not on this branch")
 async def test_context_keeps_state_between_calls(server):
     async with in_memory(server) as memory:
@@ -195,7 +195,15 @@ async def test_context_keeps_state_between_calls(server):
             r = await memory.call_tool("run_in_context", {"sandbox_id": sid, "context_id": cid, "code": "x + 1"})
             assert r.structured_content["text"] == "42"
             r = await memory.call_tool("run_in_context", {"sandbox_id": sid, "context_id": cid, "code": "1/0"})
-            assert r.structured_content["error"]["name"] == "ZeroDivisionError"
+            assert not r.is_error and r.structured_content["error"]["name"] == "ZeroDivisionError"
+            assert "ZeroDivisionError" in r.structured_content["error"]["traceback"]
+            r = await memory.call_tool("run_in_context", {"sandbox_id": sid, "context_id": cid,
+                                                          "code": "import time; x = 7; time.sleep(60)",
+                                                          "timeout_s": 2})
+            assert r.is_error and r.structured_content["timed_out"] and "kept" in text_of(r)
+            r = await memory.call_tool("run_in_context", {"sandbox_id": sid, "context_id": cid,
+                                                          "code": "print('x is', x)"})
+            assert r.structured_content["stdout"] == "x is 7\n", text_of(r)
         finally:
             await memory.call_tool("terminate_sandbox", {"sandbox_id": sid})
 
