@@ -8,6 +8,7 @@ inside `serve` only, so client commands start fast and never need FastAPI.
     sbx audit [--object ID] [--action A] [--since 2h]
     sbx token create|ls|revoke
     sbx shell [SANDBOX_ID] [-- CMD]
+    sbx mcp                        the agent tools over MCP (stdio)
 
 Client commands use the SDK; its errors print `sbx: <message>` and exit 1 (usage errors 2).
 """
@@ -24,6 +25,7 @@ from ._cli_common import SbxGroup
 from ._cli_doctor import doctor
 from ._cli_image import image
 from ._cli_ports import port_forward  # noqa: F401 (registers `sbx sandbox port-forward`)
+from ._cli_mcp import mcp
 from ._cli_sandbox import sandbox
 from ._cli_secret import secret
 from ._cli_shell import shell
@@ -65,6 +67,7 @@ def serve(host: str, port: int, log_level: str) -> None:
 main.add_command(audit)
 main.add_command(doctor)
 main.add_command(image)
+main.add_command(mcp)
 main.add_command(sandbox)
 main.add_command(secret)
 main.add_command(shell)

@@ -3,7 +3,9 @@
 # iproute2 + nftables (egress for image builds), skopeo + umoci (registry pulls), procps,
 # and gcc (builds a 1 KB compatibility shim for old runsc). The tests also need
 # docker-registry, apache2-utils (htpasswd) and openssl (a real registry on loopback) and
-# busybox-static (a tiny image to push). Installs only what is missing; needs root.
+# busybox-static (a tiny image to push), and node + npm for the MCP Inspector CLI check of
+# the MCP server (Debian's nodejs 18 is enough for the pinned inspector 0.15.0; an existing
+# newer node is kept). Installs only what is missing; needs root.
 set -euo pipefail
 pkgs=(runsc debootstrap iproute2 nftables skopeo umoci procps ca-certificates gcc libc6-dev make
       docker-registry apache2-utils openssl busybox-static)
@@ -11,6 +13,7 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+command -v npx >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -124,7 +124,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         app.state.images = images
         log.info("sbx %s serving with runtime %s; home %s", __version__, runtime.name, settings.home)
         try:
-            yield
+            async with mcp_lifespan():  # MCP sessions end (and clean up) before the manager
+                yield
         finally:
             await app.state.audit.close()
             await app.state.keys.close()
@@ -186,6 +187,12 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         log.exception("unhandled error")
         return JSONResponse(E.SandboxError(f"internal error: {type(exc).__name__}: {exc}").to_wire(),
                             status_code=500)
+
+    from agent_tools._http import mount_mcp
+
+    mcp_lifespan = mount_mcp(  # /mcp: streamable HTTP, the REST API's tokens
+        app, resolve=lambda tok: access.resolve(app, tok), host=settings.host, port=settings.port,
+        terminate=lambda sid: app.state.manager.terminate(sid))
 
     from ._audit import audit_router
     from ._ports import ports_router

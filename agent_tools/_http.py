@@ -1,0 +1,170 @@
+"""The MCP server over streamable HTTP, mounted at `/mcp` on the main app (agent-tools
+layer, server-facing glue).
+
+- Authentication: the REST API's bearer tokens, through a `TokenVerifier` over the
+  injected `resolve(token) -> principal | None`; a request without a valid token gets 401
+  with `WWW-Authenticate: Bearer ... resource_metadata=".../.well-known/oauth-protected-resource/mcp"`.
+- Tools act as the caller: each call uses an SDK client pointed at this server's own
+  loopback URL with the caller's token, so every access check, quota and audit record of the
+  REST API applies unchanged. The token never enters a sandbox.
+- DNS-rebinding protection: Host must be loopback or listed in SBX_MCP_ALLOWED_HOSTS
+  (comma-separated host:port patterns; `*` turns the check off).
+- Cleanup: a scope's sandboxes end with its MCP session, after SBX_MCP_IDLE_S (1800) idle,
+  or when its token stops resolving; that cleanup goes through the injected `terminate`.
+
+Imports FastAPI/Starlette and `mcp`; must not import `sandbox_service.server` (the server
+passes in what it needs) or a runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import OrderedDict
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware, get_access_token
+from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Route
+
+from sandbox_service._client import _Client
+
+from ._mcp import create_mcp_server, token_key
+from ._scopes import ScopeRegistry
+
+Resolve = Callable[[str | None], Awaitable[Any]]
+MAX_CLIENTS = 256
+
+
+class SbxTokenVerifier:
+    """The REST API's tokens, as the MCP SDK's TokenVerifier."""
+
+    def __init__(self, resolve: Resolve):
+        self._resolve = resolve
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        principal = await self._resolve(token)
+        if principal is None:
+            return None
+        who = f"{principal.name}/{principal.scope}/{principal.target or '-'}"
+        return AccessToken(token=token, client_id=who, scopes=[], subject=principal.name,
+                           expires_at=int(principal.expires_at) if principal.expires_at else None)
+
+
+class CallerClients:
+    """A loopback SDK client per caller token (the ClientSource of the HTTP mount)."""
+
+    def __init__(self, loopback_url: str, resolve: Resolve):
+        self.url = loopback_url
+        self._resolve = resolve
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
+
+    async def for_call(self, ctx: Context) -> tuple[_Client, str]:
+        token = None
+        request = getattr(ctx.request_context, "request", None)
+        headers = getattr(request, "headers", None)
+        if headers is not None:
+            scheme, _, value = (headers.get("authorization") or "").partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else None
+        if not token and (access := get_access_token()) is not None:
+            token = access.token
+        if not token or await self._resolve(token) is None:
+            raise ToolError("the bearer token of this MCP request is missing, expired or "
+                            "revoked: reconnect with a valid token (`sbx token create`)")
+        client = self._clients.get(token)
+        if client is None:
+            client = self._clients[token] = _Client(self.url, token)
+            while len(self._clients) > MAX_CLIENTS:
+                _, old = self._clients.popitem(last=False)
+                asyncio.ensure_future(old.close())
+        self._clients.move_to_end(token)
+        return client, token_key(token)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+
+def loopback_url(host: str, port: int) -> str:
+    override = os.environ.get("SBX_MCP_LOOPBACK_URL")
+    if override:
+        return override.rstrip("/")
+    if host in ("", "0.0.0.0", "127.0.0.1", "localhost"):
+        return f"http://127.0.0.1:{port}"
+    if host in ("::", "::1"):
+        return f"http://[::1]:{port}"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def transport_security() -> TransportSecuritySettings:
+    extra = [h.strip() for h in os.environ.get("SBX_MCP_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    if "*" in extra:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *extra]
+    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in extra]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+                                     allowed_origins=origins)
+
+
+def mount_mcp(app: Any, *, resolve: Resolve, terminate: Callable[[str], Awaitable[Any]],
+              host: str, port: int) -> Callable[[], contextlib.AbstractAsyncContextManager]:
+    """Add `/mcp` (and its protected-resource metadata) to `app`; returns the lifespan to
+    enter inside the app's own lifespan (it runs the session manager and the reaper)."""
+    base = os.environ.get("SBX_MCP_PUBLIC_URL", "").rstrip("/") or loopback_url(host, port)
+    resource = AnyHttpUrl(base + "/mcp")
+    auth = AuthSettings(issuer_url=AnyHttpUrl(base), resource_server_url=resource,
+                        validate_token_resource=False)
+    verifier = SbxTokenVerifier(resolve)
+    clients = CallerClients(loopback_url(host, port), resolve)
+
+    async def cleanup(ids: list[str], token: str | None) -> None:
+        for sid in ids:  # with the server's own authority: the token may be revoked by now
+            with contextlib.suppress(Exception):
+                await terminate(sid)
+
+    async def token_valid(token: str | None) -> bool:
+        return bool(token) and await resolve(token) is not None
+
+    registry = ScopeRegistry(cleanup, idle_s=float(os.environ.get("SBX_MCP_IDLE_S", "1800")),
+                             token_valid=token_valid)
+    server, _ = create_mcp_server(clients, registry, token_verifier=verifier, auth=auth,
+                                  log_level="WARNING")
+    server.streamable_http_app(streamable_http_path="/mcp", transport_security=transport_security(),
+                               host=host)  # builds server.session_manager
+    manager = server.session_manager
+
+    async def handle(scope, receive, send) -> None:
+        await manager.handle_request(scope, receive, send)
+
+    endpoint = AuthenticationMiddleware(
+        AuthContextMiddleware(RequireAuthMiddleware(handle, [], build_resource_metadata_url(resource))),
+        backend=BearerAuthBackend(verifier))
+    app.router.routes.append(Route("/mcp", endpoint=endpoint, methods=["GET", "POST", "DELETE"],
+                                   include_in_schema=False))
+    app.router.routes.extend(create_protected_resource_routes(
+        resource_url=resource, authorization_servers=[AnyHttpUrl(base)],
+        resource_name="sandbox-service MCP"))
+    app.state.mcp_registry = registry
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        reaper = asyncio.ensure_future(registry.run_reaper(float(os.environ.get("SBX_MCP_SWEEP_S", "30"))))
+        try:
+            async with manager.run():
+                yield
+        finally:
+            reaper.cancel()
+            await registry.close_all()
+            await clients.close()
+
+    return lifespan
