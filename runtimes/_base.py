@@ -24,6 +24,9 @@ class ContainerSpec:
     cpu: float | None = None
     nproc: int = 512
     nofile: int = 4096
+    # Writable disk in MiB, separate from memory (a write past it gets ENOSPC); None keeps
+    # writes in memory (they count against memory_mib).
+    disk_mib: int | None = None
     # The rootfs is this container's own directory (an image build's overlay mount):
     # writes land in it instead of a private in-memory overlay.
     writable_rootfs: bool = False
@@ -93,6 +96,8 @@ class Runtime(abc.ABC):
     """A container backend. Every method takes fixed-length container ids."""
 
     name: str = "abstract"
+    # Why ContainerSpec.disk_mib cannot be honoured here (None: it can); set by start().
+    disk_quota_unavailable: str | None = "this runtime has no disk quotas"
 
     @abc.abstractmethod
     async def create(self, spec: ContainerSpec) -> None:

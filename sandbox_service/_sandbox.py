@@ -47,6 +47,7 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
                      workdir: str | None = None, env: dict[str, str | None] | None = None,
                      secrets: Sequence[Secret] | None = None, volumes: dict | None = None,
                      cpu: float | None = None, memory: int | None = None, gpu: Any = None,
+                     ephemeral_disk: int | None = None,
                      block_network: bool = True, cidr_allowlist: Sequence[str] | None = None,
                      tags: dict[str, str] | None = None, name: str | None = None,
                      encrypted_ports: Sequence[int] = (), unencrypted_ports: Sequence[int] = (),
@@ -85,6 +86,8 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
         if encrypted_ports or unencrypted_ports:  # reachable only through the service's proxy
             body["encrypted_ports"] = list(encrypted_ports)
             body["unencrypted_ports"] = list(unencrypted_ports)
+        if ephemeral_disk is not None:  # MiB of writable disk, separate from memory
+            body["disk_mib"] = ephemeral_disk
         data = await client.request("POST", "/v1/sandboxes", json_body=body, timeout=600)
         return cls(client, SandboxInfo(**data))
 

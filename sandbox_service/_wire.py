@@ -76,6 +76,9 @@ class SandboxCreate(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     cpu: float | None = Field(None, gt=0, le=64, description="CPU cores (quota)")
     memory_mib: int | None = Field(None, ge=32, le=256 * 1024)
+    disk_mib: int | None = Field(None, ge=16, le=16 * 1024 * 1024, description=(
+        "writable disk in MiB, separate from memory; a write past it fails with ENOSPC "
+        "(default: the server's SBX_DEFAULT_DISK_MIB)"))
     tags: dict[str, str] = Field(default_factory=dict, max_length=64)
     name: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     app_id: str | None = Field(None, max_length=64)
@@ -193,6 +196,7 @@ class SandboxInfo(_Model):
     reason: str | None = None
     cpu: float | None = None
     memory_mib: int
+    disk_mib: int | None = None
     has_command: bool = False
     encrypted_ports: list[int] = Field(default_factory=list)
     unencrypted_ports: list[int] = Field(default_factory=list)

@@ -26,6 +26,10 @@ class ResourcePolicy:
     default_memory_mib: int = 1024
     max_memory_mib: int = dataclasses.field(default_factory=host_memory_mib)
     max_cpu: float = float(os.cpu_count() or 1)
+    # writable disk per sandbox (a sparse file: host blocks only as written); 0 = writes
+    # stay in memory unless the request asks for a disk
+    default_disk_mib: int = 4096
+    max_disk_mib: int = 64 * 1024
     nproc: int = 512
     nofile: int = 4096
     max_sandboxes: int = 200
@@ -56,6 +60,20 @@ class ResourcePolicy:
             raise ValueError(f"memory={value} MiB is more than this host allows "
                              f"({self.max_memory_mib} MiB); ask for less")
         return value
+
+    def disk(self, requested: int | None, unavailable: str | None = None) -> int | None:
+        """MiB of writable disk for a sandbox, or None: writes stay in memory. `unavailable`
+        says why the runtime cannot enforce a disk quota (the server default then quietly
+        falls back to memory; an explicit request is refused)."""
+        if requested is None:
+            return None if unavailable else (self.default_disk_mib or None)
+        if unavailable:
+            raise ValueError(f"ephemeral_disk={requested} MiB cannot be given: this server "
+                             f"has no disk quotas ({unavailable}); leave ephemeral_disk unset")
+        if requested > self.max_disk_mib:
+            raise ValueError(f"ephemeral_disk={requested} MiB is more than this server allows "
+                             f"({self.max_disk_mib} MiB, SBX_MAX_DISK_MIB); ask for less")
+        return requested
 
     def cpu(self, requested: float | None) -> float | None:
         if requested is not None and requested > self.max_cpu:

@@ -4,6 +4,7 @@ Must not import the server. Layout under `state_dir` (SBX_HOME/runtime):
   runsc/                     runsc --root (state files)
   sandboxes/<id>/bundle/     config.json
   sandboxes/<id>/run/        bind-mounted rw at /.sbx/run: holds only the agent socket
+  sandboxes/<id>/disk*, rootfs/  with a disk quota: see _disk.py
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import AsyncIterator
 
 from .._agent_client import AgentClient, AgentError, AgentUnavailable
 from .._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, Runtime
-from . import _cgroups, _procs
+from . import _cgroups, _disk, _procs
 from ._fallback import RunscExec
 from ._netns import EgressNetworks, NetworkSetupError
 from ._runsc import Features, Profile, Runsc, RunscError, detect_features, find_runsc
@@ -117,6 +118,9 @@ class GVisorRuntime(Runtime):
             self.statx_shim = await asyncio.to_thread(build_statx_shim, self.agent_dir)
         os.makedirs(os.path.join(self.state_dir, "sandboxes"), mode=0o700, exist_ok=True)
         self.devices_locked = _cgroups.ensure_parent(self.cgroup_parent)
+        self.disk_quota_unavailable = _disk.unavailable()
+        if self.disk_quota_unavailable:
+            log.warning("disk quotas are off: %s", self.disk_quota_unavailable)
         if not _procs.become_subreaper():
             log.warning("could not become a child subreaper; sandbox teardown may be slow")
 
@@ -182,23 +186,30 @@ class GVisorRuntime(Runtime):
         python = self._python_in(spec.rootfs)
         if spec.writable_rootfs:  # a build's one-off mount: do not remember it
             self._python.pop(spec.rootfs, None)
+        disk = bool(spec.disk_mib) and not spec.writable_rootfs
         prof = Profile(("--network=sandbox" if spec.egress else "--network=none",
-                        "--overlay2=none" if spec.writable_rootfs else "--overlay2=root:memory"),
+                        "--overlay2=none" if spec.writable_rootfs or disk
+                        else "--overlay2=root:memory"),
                        self.net.ns_path(cid) if spec.egress else None)
         with open(os.path.join(base, "meta.json"), "w") as f:
             json.dump({"agent": bool(python), "created": time.time(),
-                       "flags": list(prof.flags), "netns": prof.netns}, f)
+                       "flags": list(prof.flags), "netns": prof.netns,
+                       "disk_mib": spec.disk_mib if disk else None}, f)
         self._agent_known[cid] = bool(python)
         self._profiles[cid] = prof
         try:
+            rootfs, tmp_dir = spec.rootfs, None
+            if disk:
+                rootfs, tmp_dir = await _disk.create(base, spec.rootfs, spec.disk_mib)
             if spec.egress:
                 await self.net.create(cid, allow=spec.egress_allowlist)
                 spec = dataclasses.replace(
                     spec, mounts=((self.net.resolv_conf(), "/etc/resolv.conf"), *spec.mounts))
-            config = build_spec(spec, rootfs=spec.rootfs, agent_dir=self.agent_dir,
+            config = build_spec(spec, rootfs=rootfs, agent_dir=self.agent_dir,
                                 run_dir=os.path.join(base, "run"),
                                 cgroups_path=self._cgroup(cid), python=python,
-                                preload=self._preload(spec.rootfs), netns=prof.netns)
+                                preload=self._preload(spec.rootfs), netns=prof.netns,
+                                tmp_dir=tmp_dir)
             with open(os.path.join(base, "bundle", "config.json"), "w") as f:
                 json.dump(config, f)
             await self.runsc.call("run", "--detach", "--bundle", os.path.join(base, "bundle"),
@@ -209,7 +220,7 @@ class GVisorRuntime(Runtime):
         except BaseException as e:
             await self.destroy(cid)
             if isinstance(e, (RunscError, AgentUnavailable, asyncio.TimeoutError,
-                              NetworkSetupError)):
+                              NetworkSetupError, _disk.DiskSetupError)):
                 raise BootError(f"sandbox {cid} failed to boot: {e}") from e
             raise
 
@@ -252,7 +263,8 @@ class GVisorRuntime(Runtime):
         self._reap()
         if self.net.has(cid):
             await self.net.destroy(cid)
-        shutil.rmtree(self._dir(cid), ignore_errors=True)
+        if await _disk.destroy(self._dir(cid)):  # never rmtree through a live mount
+            shutil.rmtree(self._dir(cid), ignore_errors=True)
         self._agent_known.pop(cid, None)
         self._profiles.pop(cid, None)
         return ContainerStatus(running=False, oom_killed=oom)

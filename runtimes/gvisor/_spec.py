@@ -43,7 +43,7 @@ def pids_limit(nproc: int) -> int:
 
 def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str,
                cgroups_path: str, python: str | None, preload: str | None = None,
-               netns: str | None = None) -> dict[str, Any]:
+               netns: str | None = None, tmp_dir: str | None = None) -> dict[str, Any]:
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
     if preload:  # compatibility shim for this runsc (see _compat.py), from the agent dir
         env["LD_PRELOAD"] = preload
@@ -98,6 +98,10 @@ def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str
              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs",
              "options": ["nosuid", "noexec", "nodev", "ro"]},
+            # with a disk quota /tmp is the rootfs's own /tmp (same disk, same quota; without
+            # the bind gVisor would mount an in-memory tmpfs there), else a tmpfs in memory
+            {"destination": "/tmp", "type": "bind", "source": tmp_dir, "options": ["rbind", "rw"]}
+            if tmp_dir else
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
              "options": ["nosuid", "nodev", "mode=1777"]},
             {"destination": AGENT_MOUNT, "type": "bind", "source": agent_dir,

@@ -23,7 +23,8 @@ _HINTS = {
     "not_empty": "the directory is not empty: pass recursive=True to remove it",
     "already_exists": "it already exists",
     "permission_denied": "permission denied inside the sandbox",
-    "no_space": "the sandbox's writable space is full: remove files or raise memory=",
+    "no_space": ("the sandbox's disk is full: remove files, or create the sandbox with "
+                 "a larger ephemeral_disk= (MiB; or memory= when it has no disk quota)"),
     "read_only": "that part of the filesystem is read-only",
 }
 

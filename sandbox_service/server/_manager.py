@@ -68,18 +68,25 @@ class SandboxManager:
         self._live: dict[str, _Live] = {}
         self._creates: dict[str, list[float]] = {}  # principal -> create times (last minute)
         self._tasks: list[asyncio.Task] = []
-        self._pool = WarmPool(runtime, warm_pool, self._container_spec) if warm_pool > 0 else None
+        self._pool = WarmPool(runtime, warm_pool, self._pool_spec) if warm_pool > 0 else None
 
     def _container_spec(self, cid: str, image: Any, env: dict[str, str] | None = None,
                         memory_mib: int | None = None, cpu: float | None = None,
                         egress: bool = False,
-                        allowlist: list[str] | None = None) -> ContainerSpec:
+                        allowlist: list[str] | None = None,
+                        disk_mib: int | None = None) -> ContainerSpec:
         return ContainerSpec(container_id=cid, rootfs=image.rootfs,
                              env={**image.config.get("env", {}), **(env or {})},
                              egress=egress,
                              egress_allowlist=None if allowlist is None else tuple(allowlist),
                              memory_mib=memory_mib or self.policy.default_memory_mib, cpu=cpu,
-                             nproc=self.policy.nproc, nofile=self.policy.nofile)
+                             nproc=self.policy.nproc, nofile=self.policy.nofile,
+                             disk_mib=disk_mib)
+
+    def _pool_spec(self, cid: str, image: Any) -> ContainerSpec:
+        """Pooled sandboxes have the default limits, the default disk included."""
+        return self._container_spec(cid, image, disk_mib=self.policy.disk(
+            None, self.runtime.disk_quota_unavailable))
 
     def _known(self) -> set[str]:
         return (set(self._live) | (self._pool.ids() if self._pool else set())
@@ -177,6 +184,7 @@ class SandboxManager:
         try:
             memory = self.policy.memory(req.memory_mib)
             cpu = self.policy.cpu(req.cpu)
+            disk = self.policy.disk(req.disk_mib, self.runtime.disk_quota_unavailable)
         except ValueError as e:
             raise E.InvalidRequestError(str(e)) from None
         if req.app_id is not None and await self.store.get_app(req.app_id) is None:
@@ -205,7 +213,7 @@ class SandboxManager:
         pooled = None
         if (self._pool and req.memory_mib in (None, self.policy.default_memory_mib)
                 and req.cpu is None and req.block_network):  # pooled ones have no network
-            pooled = self._pool.take(image)  # no await before _live holds it (collector)
+            pooled = self._pool.take(image, disk)  # no await before _live holds it (collector)
         cid = pooled or new_id("sandbox")
         now = time.time()
         rec: dict[str, Any] = {
@@ -215,7 +223,7 @@ class SandboxManager:
             "timeout_s": req.timeout_s, "idle_timeout_s": req.idle_timeout_s,
             "exit_code": None, "reason": None, "cpu": cpu, "memory_mib": memory,
             "has_command": bool(req.command), "workdir": req.workdir or image.config.get("workdir"),
-            "owner": owner,
+            "owner": owner, "disk_mib": disk,
             "layer": image.layer, "rootfs": image.rootfs, "image_config": image.config,
             "uid": uid, "gid": gid,
             "encrypted_ports": list(req.encrypted_ports),
@@ -227,7 +235,7 @@ class SandboxManager:
         try:
             spec = self._container_spec(cid, image, env, memory, cpu,
                                         egress=not req.block_network,
-                                        allowlist=req.cidr_allowlist)
+                                        allowlist=req.cidr_allowlist, disk_mib=disk)
             if pooled:
                 try:
                     await self.runtime.set_env(cid, env)

@@ -28,6 +28,7 @@ class WarmPool:
         self.size = max(0, size)
         self._spec_for = spec_for  # (container_id, image) -> ContainerSpec with defaults
         self._ready: dict[str, Any] = {}  # container id -> image it booted
+        self._disk: dict[str, int | None] = {}  # container id -> its disk quota (MiB)
         self._booting: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -49,7 +50,8 @@ class WarmPool:
     async def _boot(self, cid: str, image: Any, delay_s: float) -> None:
         try:
             await asyncio.sleep(delay_s)  # let the caller's first exec have the CPU
-            await self.runtime.create(self._spec_for(cid, image))
+            spec = self._spec_for(cid, image)
+            await self.runtime.create(spec)
         except Exception as e:  # a failed boot just leaves the pool smaller; create goes cold
             log.warning("warm pool: boot failed: %s", e)
             self._booting.discard(cid)
@@ -63,14 +65,17 @@ class WarmPool:
             await self.runtime.destroy(cid)
         else:
             self._ready[cid] = image
+            self._disk[cid] = spec.disk_mib
 
-    def take(self, image: Any) -> str | None:
-        """A booted, never-used container for `image`, or None. Synchronous on purpose: the
-        caller registers the id before its next await, so the collector never sees it
-        unowned."""
-        cid = next((c for c, img in self._ready.items() if img.image_id == image.image_id), None)
+    def take(self, image: Any, disk_mib: int | None) -> str | None:
+        """A booted, never-used container for `image` with a disk of `disk_mib` MiB (None:
+        writes in memory), or None. Synchronous on purpose: the caller registers the id
+        before its next await, so the collector never sees it unowned."""
+        cid = next((c for c, img in self._ready.items() if img.image_id == image.image_id
+                    and self._disk.get(c) == disk_mib), None)
         if cid is not None:
             del self._ready[cid]
+            self._disk.pop(cid, None)
         self.refill(image, delay_s=REFILL_DELAY_S)
         return cid
 
@@ -85,3 +90,4 @@ class WarmPool:
         for cid in list(self._ready):
             await self.runtime.destroy(cid)
         self._ready.clear()
+        self._disk.clear()

@@ -37,7 +37,9 @@ class Settings:
         limits = {field: int(env[var]) for var, field in (
             ("SBX_MAX_SANDBOXES", "max_sandboxes"),
             ("SBX_MAX_SANDBOXES_PER_PRINCIPAL", "max_sandboxes_per_principal"),
-            ("SBX_CREATES_PER_MINUTE", "creates_per_minute")) if env.get(var)}
+            ("SBX_CREATES_PER_MINUTE", "creates_per_minute"),
+            ("SBX_DEFAULT_DISK_MIB", "default_disk_mib"),
+            ("SBX_MAX_DISK_MIB", "max_disk_mib")) if env.get(var)}
         if limits:
             kwargs["policy"] = ResourcePolicy(**limits)
         kwargs["build"] = build_settings_from_env(env)
