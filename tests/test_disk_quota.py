@@ -175,3 +175,33 @@ def test_pool_hands_out_only_sandboxes_with_the_asked_disk(server, api):
     finally:
         other.terminate()
         default.terminate()
+
+
+async def test_collector_of_a_restarted_runtime_reaps_a_stray_disk(server, tmp_path):
+    """A sandbox with a disk that no server knows (as after a crash mid-create) is reaped by
+    the next runtime's collector: container, mounts, loop device and files."""
+    from runtimes import ContainerSpec
+    from runtimes.gvisor import GVisorRuntime
+    from sandbox_service._ids import new_id
+
+    rootfs = glob.glob(os.path.join(server.home, "images", "im-*", "rootfs"))[0]
+    first = GVisorRuntime(str(tmp_path / "rt"))
+    await first.start()
+    cid = new_id("sandbox")
+    await first.create(ContainerSpec(cid, rootfs, memory_mib=128, disk_mib=32))
+    base = os.path.join(first.state_dir, "sandboxes", cid)
+    with open("/proc/self/mountinfo") as f:
+        assert sum(base in line for line in f) == 2
+    again = GVisorRuntime(str(tmp_path / "rt"))  # the next server's runtime
+    await again.start()
+    try:
+        assert await again.collect(set()) == [cid]
+        assert not (await again.status(cid)).running
+        with open("/proc/self/mountinfo") as f:
+            assert not [line for line in f if base in line]
+        assert not any(open(bf).read().startswith(base)
+                       for bf in glob.glob("/sys/block/loop*/loop/backing_file"))
+        assert not os.path.exists(base)
+    finally:
+        await again.collect(set())
+        await again.close()

@@ -1,7 +1,8 @@
 """Runs last (by file name): after every sandbox of this session is terminated through the
 API, nothing of them may remain on the host: runsc state, bundle directories, cgroups,
 runsc processes, zombies of the server, open file descriptors, and of image builds:
-network namespaces, veths, the nftables table and overlay mounts."""
+network namespaces, veths, the nftables table and overlay mounts; of sandboxes' disks:
+mounts and loop devices."""
 
 from __future__ import annotations
 
@@ -90,6 +91,16 @@ def _leftovers(server, ids: set[str]) -> dict[str, list[str]]:
         mounts = [line.split()[1] for line in f if server.home in line]
     if mounts:
         found["mounts under SBX_HOME"] = mounts
+    loops = []  # sandboxes' disks (runtimes/gvisor/_disk.py)
+    for bf in glob.glob("/sys/block/loop*/loop/backing_file"):
+        try:
+            with open(bf) as f:
+                if f.read().startswith(server.home):
+                    loops.append(bf.split("/")[3])
+        except OSError:
+            pass
+    if loops:
+        found["loop devices backed by SBX_HOME"] = loops
     if subprocess.run(["nft", "list", "table", "inet", f"sbx_{key}"], capture_output=True,
                       check=False).returncode == 0:
         found["nftables table"] = [f"inet sbx_{key}"]

@@ -29,10 +29,11 @@ import logging
 import os
 import shutil
 import stat
+import time
 
 log = logging.getLogger("sbx.runtime.disk")
 
-MIN_DISK_MIB = 16
+LOOP_RELEASE_S = 2.0
 TOOLS = ("mkfs.ext4", "mount", "umount", "losetup")
 # no journal (the disk dies with the sandbox), no blocks reserved for root, one inode per
 # 8 KiB (package trees are many small files), inode tables initialised lazily
@@ -156,7 +157,12 @@ async def destroy(base: str) -> bool:
         if rc != 0:
             log.warning("umount %s failed (%s); detaching lazily", point, out)
             await _run("umount", "-l", point, check=False)
-    for dev in loops_backed_by(base):  # autoclear normally did this already
+    # autoclear frees the loop device once the ext4 is unmounted, asynchronously
+    deadline = time.monotonic() + LOOP_RELEASE_S
+    while loops_backed_by(base) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    for dev in loops_backed_by(base):
+        log.warning("loop device %s still attached to %s; detaching it", dev, base)
         await _run("losetup", "-d", dev, check=False)
     left = mounts_under(base)
     if left:
