@@ -2,7 +2,7 @@
 (runtimes layer; must not import the server, FastAPI, `sandbox_service` or `images`).
 
 Every write of a sandbox lives in gVisor's memory overlay (runsc --overlay2=root:memory),
-invisible to the host. `export_changes` computes the image rootfs's manifest on the host,
+invisible to the host, or on its disk (a host overlayfs: see `upper` below). `export_changes` computes the image rootfs's manifest on the host,
 asks the in-sandbox agent for the sandbox's (fs_manifest, see agent/sbxagent/snapshot.py),
 and fetches a tar of only the entries that differ (fs_tar), which it extracts into
 `dest_dir`. Deletions are returned, not materialised (the caller writes whiteouts).
@@ -260,7 +260,8 @@ def _differs(base: tuple | None, cur: tuple) -> bool:
 
 
 def diff_manifests(base: dict[str, tuple], cur: dict[str, tuple], unreadable=(), *,
-                   pruned: bool = False) -> tuple[list[str], list[str], list[str]]:
+                   pruned: bool = False, copied: frozenset[str] = frozenset()
+                   ) -> tuple[list[str], list[str], list[str]]:
     """(changed, deleted, skipped), each sorted. changed: exportable entries (f/d/l) that
     are new or differ; deleted: top-most paths of the image gone in the sandbox;
     skipped: changed special files, and unreadable directories. `pruned`: `cur` came from
@@ -272,7 +273,8 @@ def diff_manifests(base: dict[str, tuple], cur: dict[str, tuple], unreadable=(),
             (changed if rec[0] != "o" else skipped).append(path)
     opaque = set(unreadable)  # directories whose contents `cur` does not show
     if pruned:
-        opaque.update(p for p, rec in cur.items() if p in base and _same_dir(base[p], rec))
+        opaque.update(p for p, rec in cur.items()
+                      if p in base and p not in copied and _same_dir(base[p], rec))
     gone = set()
     for path, rec in base.items():
         now = cur.get(path)
@@ -337,11 +339,26 @@ class _TarSource:
             self.writer.close()
 
 
+def upper_dirs(upper: str) -> frozenset[str]:
+    """Every directory in an overlayfs upper directory, as absolute paths of the sandbox.
+    The tree is sandbox-written: walked by descriptor, never through a symlink."""
+    out = set()
+    for dirpath, _dirs, _files, _fd in os.fwalk(upper, follow_symlinks=False):
+        rel = os.path.relpath(dirpath, upper)
+        if rel != ".":
+            out.add("/" + rel)
+        if len(out) > MAX_ENTRIES:
+            raise ExportError(f"the sandbox has more than {MAX_ENTRIES} directories: too "
+                              "many to snapshot")
+    return frozenset(out)
+
+
 # ---- the whole export ----------------------------------------------------------------------
 
 async def export_changes(agent: AgentClient, base_rootfs: str, dest_dir: str, *,
                          max_bytes: int = 8 << 30, prune: bool = True,
-                         exclude: Iterable[str] = ()) -> ExportResult:
+                         exclude: Iterable[str] = (), upper: str | None = None
+                         ) -> ExportResult:
     """Write the sandbox's changes relative to `base_rootfs` into `dest_dir` (an existing,
     empty directory) and list what it deleted. Raises ExportError (dest_dir then holds a
     partial tree for the caller to remove), AgentError or AgentUnavailable.
@@ -349,13 +366,20 @@ async def export_changes(agent: AgentClient, base_rootfs: str, dest_dir: str, *,
     `prune=False` walks the sandbox's whole tree instead of skipping directories that are
     identical to the image's (same result; ~10x slower on an unchanged image).
     `exclude`: absolute paths left out on both sides with everything below them (the
-    sandbox's bind mounts: they are not part of its filesystem)."""
+    sandbox's bind mounts: they are not part of its filesystem).
+    `upper`: the host directory holding the sandbox's writes when its rootfs is a host
+    overlayfs (its disk, gvisor/_disk.py). Kernel overlayfs copies a directory up with the
+    image's mtime and its ext4 size, so an exact match does not mean nothing below it
+    changed: every directory present in `upper` is entered instead of pruned."""
     exclude = [os.path.normpath(p) for p in exclude]
     if not all(p.startswith("/") and p != "/" for p in exclude):
         raise ValueError("exclude takes absolute paths other than /")
     base = await asyncio.to_thread(rootfs_manifest, base_rootfs, exclude)
-    cur, unreadable = await sandbox_manifest(agent, base if prune else None, exclude=exclude)
-    changed, deleted, skipped = diff_manifests(base, cur, unreadable, pruned=prune)
+    copied = await asyncio.to_thread(upper_dirs, upper) if upper else frozenset()
+    same = {p: r for p, r in base.items() if p not in copied} if prune else None
+    cur, unreadable = await sandbox_manifest(agent, same, exclude=exclude)
+    changed, deleted, skipped = diff_manifests(base, cur, unreadable, pruned=prune,
+                                               copied=copied)
     planned = sum(cur[p][4] for p in changed if cur[p][0] == "f")
     if planned > max_bytes:
         raise ExportError(f"the snapshot is too large: {planned} bytes of changed files, "

@@ -205,6 +205,12 @@ def _home_checks() -> list[Check]:
         out.append(Check("disk", WARN, gib, "the base image alone needs ~300 MB; free some space"))
     else:
         out.append(Check("disk", OK, gib))
+    from runtimes.gvisor._disk import unavailable
+
+    why = unavailable()
+    out.append(Check("disk quota", WARN, f"per-sandbox disks are off: {why}",
+                     "sandboxes write to memory; ephemeral_disk= is refused") if why else
+               Check("disk quota", OK, "loop devices, ext4 and overlayfs available"))
     return out
 
 

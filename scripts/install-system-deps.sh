@@ -5,9 +5,11 @@
 # docker-registry, apache2-utils (htpasswd) and openssl (a real registry on loopback) and
 # busybox-static (a tiny image to push), and node + npm for the MCP Inspector CLI check of
 # the MCP server (Debian's nodejs 18 is enough for the pinned inspector 0.15.0; an existing
-# newer node is kept). Installs only what is missing; needs root.
+# newer node is kept). e2fsprogs + mount: per-sandbox disks (mkfs.ext4, loop mounts).
+# Installs only what is missing; needs root.
 set -euo pipefail
 pkgs=(runsc debootstrap iproute2 nftables skopeo umoci procps ca-certificates gcc libc6-dev make
+      e2fsprogs mount
       docker-registry apache2-utils openssl busybox-static)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -358,7 +358,9 @@ class GVisorRuntime(Runtime):
         from .._export import export_changes
 
         agent = self._require_agent(cid, "a file-system snapshot")
-        return await export_changes(agent, base_rootfs, dest_dir)
+        upper = os.path.join(self._dir(cid), "disk", "upper")  # with a disk (_disk.py)
+        return await export_changes(agent, base_rootfs, dest_dir,
+                                    upper=upper if os.path.isdir(upper) else None)
 
     async def close(self) -> None:
         """Server shutdown: sandboxes keep running; only an empty cgroup parent goes."""
