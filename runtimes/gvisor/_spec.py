@@ -32,7 +32,12 @@ CAPABILITIES = [
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD_US = 100_000
-THREADS_PER_PROCESS = 8  # ptrace platform: ~7.5 host threads per guest process
+# ptrace platform: a guest process that exec'd (sleep) costs 8.0-8.1 host threads (measured:
+# 40 idle, 1606 with 196 such processes), so 8 per process let a fork bomb reach pids.max
+# just before RLIMIT_NPROC (the sandbox died); 10 leaves NPROC to trip first (EAGAIN).
+# Root inside is not exempt: gVisor skips the NPROC check only for CAP_SYS_ADMIN or
+# CAP_SYS_RESOURCE, which CAPABILITIES leaves out.
+THREADS_PER_PROCESS = 10
 PIDS_BASE = 40
 
 

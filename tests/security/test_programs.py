@@ -19,13 +19,6 @@ pytestmark = pytest.mark.timeout(180)
 
 
 # ---- resource exhaustion -------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a fork bomb bounded by RLIMIT_NPROC=512 (children exec `sleep`) makes the "
-    "whole sandbox stop on its own (state failed, exit 137, 'init process was killed or it "
-    "crashed') instead of fork() failing with EAGAIN while the sandbox lives on; with Python "
-    "children it ends as oom at the 1024 MiB default. The host-side pids cgroup limit "
-    "(8*nproc+40) or memory is reached before the guest's NPROC limit. Contained: other "
-    "sandboxes and the server are fine (the autouse `survives` fixture checks)."))
 def test_fork_bomb_hits_nproc_with_eagain(victim):
     code, out, err = run(victim, r"""
 import os, time
