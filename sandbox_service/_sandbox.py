@@ -53,7 +53,9 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
                      encrypted_ports: Sequence[int] = (), unencrypted_ports: Sequence[int] = (),
                      client: _Client | None = None, **unsupported: Any) -> "_AsyncSandbox":
         """Boot a new gVisor sandbox. With `args`, they are its main command and the sandbox
-        ends when that command exits; without, it runs until `terminate()` or `timeout`."""
+        ends when that command exits; without, it runs until `terminate()` or `timeout`.
+        `ephemeral_disk`: MiB of writable disk, separate from `memory` (a write past it
+        fails with ENOSPC; default: the server's SBX_DEFAULT_DISK_MIB)."""
         for harmless in ("verbose", "region", "cloud"):  # placement/logging: one machine here
             unsupported.pop(harmless, None)
         if unsupported:
