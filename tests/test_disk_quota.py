@@ -124,6 +124,11 @@ def test_default_disk_and_limits(server, api):
         assert sb.info.disk_mib == 4096  # SBX_DEFAULT_DISK_MIB's default
     finally:
         sb.terminate()
+    smallest = sbx.Sandbox.create(ephemeral_disk=16, timeout=60)  # the wire's minimum boots
+    try:
+        assert _sh(smallest, "echo small") == "small\n"
+    finally:
+        smallest.terminate()
     with pytest.raises(sbx.InvalidRequestError) as exc:
         sbx.Sandbox.create(ephemeral_disk=10 ** 6, timeout=60)
     assert "SBX_MAX_DISK_MIB" in str(exc.value) and "ask for less" in str(exc.value)
