@@ -162,7 +162,10 @@ async def destroy(base: str) -> bool:
     while loops_backed_by(base) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     for dev in loops_backed_by(base):
-        log.warning("loop device %s still attached to %s; detaching it", dev, base)
+        # seen only when many sandboxes start and stop at once (a runsc starting up
+        # still holds a copy of the mount for a moment); -d frees it once unused
+        log.info("loop device %s still attached to %s after %.0fs; detaching it", dev,
+                 base, LOOP_RELEASE_S)
         await _run("losetup", "-d", dev, check=False)
     left = mounts_under(base)
     if left:
