@@ -36,6 +36,10 @@ class ContainerSpec:
     # With egress: None for open egress (minus the always-blocked ranges), else the only
     # IPv4 CIDRs the container may reach (DNS to the host's resolvers stays allowed).
     egress_allowlist: tuple[str, ...] | None = None
+    # With egress: names (`*.example.com`: every name below it) whose resolved IPv4
+    # addresses the container may also reach; its DNS then goes only to the runtime's
+    # filtering resolver (DNS pinning). None: no domain rule.
+    egress_domains: tuple[str, ...] | None = None
     # Extra read-only bind mounts: (host path, path inside the container).
     mounts: tuple[tuple[str, str], ...] = ()
 

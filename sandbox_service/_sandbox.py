@@ -49,6 +49,7 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
                      cpu: float | None = None, memory: int | None = None, gpu: Any = None,
                      ephemeral_disk: int | None = None,
                      block_network: bool = True, cidr_allowlist: Sequence[str] | None = None,
+                     domain_allowlist: Sequence[str] | None = None,
                      tags: dict[str, str] | None = None, name: str | None = None,
                      encrypted_ports: Sequence[int] = (), unencrypted_ports: Sequence[int] = (),
                      client: _Client | None = None, **unsupported: Any) -> "_AsyncSandbox":
@@ -90,6 +91,8 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
             body["unencrypted_ports"] = list(unencrypted_ports)
         if ephemeral_disk is not None:  # MiB of writable disk, separate from memory
             body["disk_mib"] = ephemeral_disk
+        if domain_allowlist is not None:  # names resolved and reached only through DNS pinning
+            body["domain_allowlist"] = list(domain_allowlist)
         data = await client.request("POST", "/v1/sandboxes", json_body=body, timeout=600)
         return cls(client, SandboxInfo(**data))
 

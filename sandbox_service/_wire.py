@@ -25,6 +25,8 @@ MAX_ENV_BYTES = 256 * 1024
 MAX_TIMEOUT_S = 24 * 3600
 MAX_CIDR_ALLOWLIST = 64
 MAX_PORTS = 16  # encrypted_ports + unencrypted_ports of one sandbox
+MAX_DOMAIN_ALLOWLIST = 64
+_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 STREAM_STDIN, STREAM_STDOUT, STREAM_STDERR = 0, 1, 2
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:/=-]{1,128}$")
@@ -66,6 +68,31 @@ def check_abs_path(p: str | None) -> str | None:
     return p
 
 
+def check_domain_pattern(entry: str) -> str:
+    """A domain_allowlist entry, normalised (lower case, no trailing dot): a host name of
+    two or more labels, or `*.` and such a name (every name below it, not itself)."""
+    d = str(entry).strip().lower().rstrip(".")
+    name = d[2:] if d.startswith("*.") else d
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        raise ValueError(f"{entry!r} is an IP address: put addresses in cidr_allowlist")
+    if not name.isascii():
+        raise ValueError(f"{entry!r}: write internationalised names in their ASCII (IDNA, "
+                         "xn--...) form")
+    labels = name.split(".")
+    if (len(name) > 253 or not all(_DOMAIN_LABEL.match(label) for label in labels)
+            or labels[-1].isdigit()):
+        raise ValueError(f"{entry!r} is not a host name (like example.com, or *.example.com "
+                         "for every name below example.com)")
+    if len(labels) < 2:
+        raise ValueError(f"{entry!r}: name a domain of two or more labels (example.com, "
+                         "*.example.com); a single label or a top-level wildcard is refused")
+    return d
+
+
 class SandboxCreate(_Model):
     image: str = Field("debian_slim", description="image id (im-...) or name", max_length=256)
     command: list[str] | None = Field(None, description="main command; the sandbox ends when it exits",
@@ -86,6 +113,10 @@ class SandboxCreate(_Model):
     cidr_allowlist: list[str] | None = Field(
         None, max_length=MAX_CIDR_ALLOWLIST,
         description="with block_network=False: the only IPv4 CIDRs the sandbox may reach")
+    domain_allowlist: list[str] | None = Field(
+        None, max_length=MAX_DOMAIN_ALLOWLIST,
+        description="with block_network=False: host names the sandbox may resolve and reach "
+                    "(`example.com` only itself, `*.example.com` every name below it)")
     secret_names: list[str] = Field(default_factory=list, max_length=64,
                                     description="named secrets merged into env (env= wins)")
     encrypted_ports: list[int] = Field(
@@ -131,8 +162,17 @@ class SandboxCreate(_Model):
             out.append(str(net))
         return out
 
+    @field_validator("domain_allowlist")
+    @classmethod
+    def _v_domains(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else list(dict.fromkeys(check_domain_pattern(d) for d in v))
+
     @model_validator(mode="after")
     def _v_network(self) -> "SandboxCreate":
+        if self.block_network and self.domain_allowlist is not None:
+            raise ValueError("domain_allowlist only applies to a sandbox with network: pass "
+                             "block_network=False with it (block_network=True means no "
+                             "network at all)")
         if self.block_network and self.cidr_allowlist is not None:
             raise ValueError("cidr_allowlist only applies to a sandbox with network: pass "
                              "block_network=False with it (block_network=True means no "

@@ -18,11 +18,20 @@ Must not import the server. A sandbox with egress gets:
         chain `allow_<veth>` that accepts only its CIDR allowlist and rejects the rest.
         Keyed by the host-side interface, so nothing done inside the sandbox (a spoofed
         source address, also dropped) can pick another sandbox's policy;
-      * what is left is NATed out of the host's default route.
+      * what is left is NATed out of the host's default route;
+      * a sandbox with a domain allowlist (DNS pinning): every DNS packet it sends (UDP
+        and TCP port 53, whatever the destination) is DNAT'ed to its own listener of the
+        service's resolver (_dns.py) on the host end of its veth (map `dns_redirect`,
+        keyed by the incoming veth), it may send no DNS anywhere else (set `dns_pinned`),
+        and its chain also accepts the addresses that resolver answered with, which sit
+        in its own set `dom_<veth>` with a timeout. The chain accepts `ct state
+        established` first, so a pin that expires never cuts a connection it allowed (a
+        connection is established only after its first packet passed the checks).
 Each sandbox's policy is also written to `state_dir/egress/<id>.json`, so a server that
 rebuilds the table (first egress after a restart) puts the live sandboxes' entries back in
 the same transaction. This is the egress of image builds (package registries) and of
-sandboxes created with block_network=False (optionally with a cidr_allowlist). `net.ipv4.ip_forward` is
+sandboxes created with block_network=False (optionally with a cidr_allowlist and/or a
+domain_allowlist; the stored policy then also has "domains"). `net.ipv4.ip_forward` is
 switched on the first time egress is used (logged): NAT needs it.
 """
 
@@ -35,8 +44,11 @@ import json
 import logging
 import os
 import re
+import time
 
 from security import BLOCKED_V4
+
+from ._dns import DomainResolver, parse_upstreams
 
 log = logging.getLogger("sbx.runtime.netns")
 
@@ -48,6 +60,7 @@ IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 FORWARD_MARKER = "/run/sbx-ip-forward"
 SANDBOX_IF_PREFIX = "sbxs"
 POLICY_DIR = "egress"  # under state_dir: <container id>.json, {"allow": null | [cidr, ...]}
+#                       plus "domains": [pattern, ...] for DNS pinning (absent: none)
 
 
 class NetworkSetupError(Exception):
@@ -89,7 +102,7 @@ class EgressNetworks:
     """Creates and removes per-sandbox namespaces and owns the host's nftables table."""
 
     def __init__(self, key: str, state_dir: str, *, subnet: str = DEFAULT_SUBNET,
-                 resolvers: list[str] | None = None):
+                 resolvers: list[str] | None = None, dns_upstream: str | None = None):
         self.key = key
         self.table = f"sbx_{key}"
         self.state_dir = state_dir
@@ -98,6 +111,12 @@ class EgressNetworks:
         self._ready = False
         self._lock = asyncio.Lock()
         self.mtu = 1500
+        # DNS pinning: upstreams of the service's resolver (SBX_DNS_UPSTREAM, else the
+        # host's resolvers), the resolver itself (made on first use), what is pinned
+        self.dns_upstreams = parse_upstreams(dns_upstream, self.resolvers)
+        self._dns: DomainResolver | None = None
+        self._pinned: dict[str, dict[str, float]] = {}  # cid -> address -> expiry (monotonic)
+        self._blocked_nets = [ipaddress.IPv4Network(n) for n in ALWAYS_BLOCKED] + [self.subnet]
 
     # ---- names ------------------------------------------------------------------------
     def ns_name(self, cid: str) -> str:
@@ -129,9 +148,9 @@ class EgressNetworks:
     def _policy_path(self, cid: str) -> str:
         return os.path.join(self.state_dir, POLICY_DIR, cid + ".json")
 
-    def _policies(self) -> dict[str, list[str] | None]:
-        """Stored policies: container id -> CIDR allowlist (None: open egress)."""
-        found: dict[str, list[str] | None] = {}
+    def _policies(self) -> dict[str, tuple[list[str] | None, list[str]]]:
+        """Stored policies: container id -> (CIDR allowlist (None: open egress), domains)."""
+        found: dict[str, tuple[list[str] | None, list[str]]] = {}
         try:
             names = os.listdir(os.path.join(self.state_dir, POLICY_DIR))
         except OSError:
@@ -141,23 +160,35 @@ class EgressNetworks:
                 continue
             try:
                 with open(os.path.join(self.state_dir, POLICY_DIR, name)) as f:
-                    allow = json.load(f)["allow"]
-                found[name[:-5]] = None if allow is None else [
-                    str(ipaddress.IPv4Network(a)) for a in allow]
-            except (OSError, ValueError, KeyError, TypeError):
-                found[name[:-5]] = []  # unreadable: fail closed (DNS only)
+                    pol = json.load(f)
+                allow, domains = pol["allow"], [str(d) for d in pol.get("domains") or ()]
+                found[name[:-5]] = (None if allow is None and not domains else [
+                    str(ipaddress.IPv4Network(a)) for a in allow or ()], domains)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                found[name[:-5]] = ([], [])  # unreadable: fail closed (DNS only)
         return found
 
-    def _policy_rules(self, cid: str, allow: list[str] | None) -> str:
-        """nft statements that give `cid` its policy (the table and map must exist)."""
+    def _policy_rules(self, cid: str, allow: list[str] | None, domains: list[str] = (),
+                      pins: dict[str, int] | None = None) -> str:
+        """nft statements that give `cid` its policy (the table and map must exist).
+        With `domains`: its DNS is pinned (see the module docstring); `pins` are addresses
+        to put back in its set (address -> seconds left), after a table rebuild."""
         hif, _ = self._ifnames(cid)
-        if allow is None:
+        if allow is None and not domains:
             return f'add element inet {self.table} egress {{ "{hif}" : accept }}\n'
         chain = f"allow_{hif}"
         # overlapping entries would be conflicting intervals in one anonymous set
-        nets = ipaddress.collapse_addresses(ipaddress.IPv4Network(a) for a in allow)
+        nets = ipaddress.collapse_addresses(ipaddress.IPv4Network(a) for a in allow or ())
         accept = f"    ip daddr {{ {', '.join(map(str, nets))} }} accept\n" if allow else ""
-        return (f"add chain inet {self.table} {chain}\n"
+        pinned = ""
+        if domains:
+            elems = ", ".join(f"{a} timeout {s}s" for a, s in (pins or {}).items())
+            pinned = (f"add set inet {self.table} dom_{hif} {{ type ipv4_addr; flags timeout; }}\n"
+                      + (f"add element inet {self.table} dom_{hif} {{ {elems} }}\n" if elems else "")
+                      + f'add element inet {self.table} dns_pinned {{ "{hif}" }}\n')
+            accept = (f"    ct state established,related accept\n{accept}"
+                      f"    ip daddr @dom_{hif} accept\n")
+        return (f"{pinned}add chain inet {self.table} {chain}\n"
                 f"flush chain inet {self.table} {chain}\n"
                 f"table inet {self.table} {{\n  chain {chain} {{\n{accept}"
                 f"    reject with icmp type admin-prohibited\n  }}\n}}\n"
@@ -190,7 +221,8 @@ class EgressNetworks:
         return nets
 
     def ruleset(self, host_subnets: list[str], forward_only_sandboxes: bool = False,
-                policies: dict[str, list[str] | None] | None = None) -> str:
+                policies: dict[str, tuple[list[str] | None, list[str]]] | None = None,
+                pins: dict[str, dict[str, int]] | None = None) -> str:
         blocked = ", ".join(sorted(set(ALWAYS_BLOCKED) | set(host_subnets)))
         dns = "".join(
             f'    iifname "{HOST_IF_PREFIX}*" ip daddr {r} meta l4proto {{ tcp, udp }} th dport 53 accept\n'
@@ -199,11 +231,24 @@ class EgressNetworks:
             f"table inet {self.table} {{\n"
             f"  set blocked4 {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {blocked} }} }}\n"
             "  map egress { type ifname : verdict; }\n"
+            # DNS pinning: the veths whose DNS goes only to the service's resolver, and
+            # where (the resolver's listener for that veth, on the veth's host end)
+            "  set dns_pinned { type ifname; }\n"
+            "  map dns_redirect { type ifname : ipv4_addr . inet_service; }\n"
+            "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n"
+            f'    iifname "{HOST_IF_PREFIX}*" meta l4proto {{ tcp, udp }} th dport 53 '
+            "dnat ip to iifname map @dns_redirect\n  }\n"
             "  chain input {\n    type filter hook input priority -10; policy accept;\n"
+            # only what the DNAT above sent to a resolver listener reaches the host
+            f'    iifname "{HOST_IF_PREFIX}*" ip saddr {self.subnet} meta l4proto {{ tcp, udp }} '
+            "ct status dnat accept\n"
             f'    iifname "{HOST_IF_PREFIX}*" drop\n  }}\n'
             "  chain forward {\n    type filter hook forward priority -10; policy accept;\n"
             # a spoofed source address (root inside may set one) goes nowhere
             f'    iifname "{HOST_IF_PREFIX}*" ip saddr != {self.subnet} drop\n'
+            # a pinned sandbox's DNS never reaches a resolver unfiltered (no listener yet)
+            "    iifname @dns_pinned meta l4proto { tcp, udp } th dport 53 "
+            "reject with icmp type admin-prohibited\n"
             f"{dns}"
             f'    iifname "{HOST_IF_PREFIX}*" meta nfproto ipv6 drop\n'
             # a smaller MTU on the way out (1400 on some clouds) must not stall TLS handshakes
@@ -221,7 +266,8 @@ class EgressNetworks:
             "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n"
             f'    ip saddr {self.subnet} oifname != "{HOST_IF_PREFIX}*" masquerade\n  }}\n'
             "}\n"
-            + "".join(self._policy_rules(cid, allow) for cid, allow in (policies or {}).items()))
+            + "".join(self._policy_rules(cid, allow, domains, (pins or {}).get(cid))
+                      for cid, (allow, domains) in (policies or {}).items()))
 
     async def _ensure_host(self) -> None:
         if self._ready:
@@ -237,9 +283,15 @@ class EgressNetworks:
         # with the policies of sandboxes that are still up (a restarted server)
         live = self._namespaces()
         policies = {c: a for c, a in self._policies().items() if c in live}
+        host_subnets = self._host_subnets(addrs)
+        pins = await self._current_pins(policies)  # kept across the rebuild
         rules = (f"table inet {self.table} {{}}\ndelete table inet {self.table}\n"
-                 + self.ruleset(self._host_subnets(addrs), forward_only_sandboxes=ours,
-                                policies=policies))
+                 + self.ruleset(host_subnets, forward_only_sandboxes=ours,
+                                policies=policies, pins=pins))
+        for cid in policies:  # listeners of this process (a table dropped and made again)
+            where = self._dns.where(cid) if self._dns else None
+            if where:
+                rules += self._redirect_rule(cid, *where)
         try:
             await _run("nft", "-f", "-", stdin=rules.encode())
         except FileNotFoundError as e:
@@ -251,6 +303,8 @@ class EgressNetworks:
             with open(IP_FORWARD, "w") as w:
                 w.write("1")
         self.mtu = await _uplink_mtu()
+        self._blocked_nets = ([ipaddress.IPv4Network(n) for n in ALWAYS_BLOCKED] + [self.subnet]
+                              + [ipaddress.IPv4Network(n) for n in host_subnets])
         if not self.resolvers:
             log.warning("no non-loopback DNS resolver in /etc/resolv.conf: sandboxes with "
                         "egress cannot resolve names")
@@ -266,17 +320,21 @@ class EgressNetworks:
                 return net
         raise NetworkSetupError(f"no free address left in {self.subnet} for sandbox egress")
 
-    async def create(self, cid: str, allow: list[str] | tuple[str, ...] | None = None) -> str:
+    async def create(self, cid: str, allow: list[str] | tuple[str, ...] | None = None,
+                     domains: list[str] | tuple[str, ...] | None = None) -> str:
         """Make the sandbox's namespace; returns its path. `allow`: None for open egress
         (minus the always-blocked ranges), else the only IPv4 CIDRs it may reach (DNS to
-        the host's resolvers is always let through)."""
-        allow = None if allow is None else [str(ipaddress.IPv4Network(a, strict=False))
-                                            for a in allow]
+        the host's resolvers is always let through). `domains`: names (`*.example.com`
+        for every name below) whose resolved addresses it may also reach; its DNS then
+        goes only to the service's resolver, which answers only those names."""
+        domains = list(domains or ())
+        allow = None if allow is None and not domains else [
+            str(ipaddress.IPv4Network(a, strict=False)) for a in allow or ()]
         async with self._lock:
             path = self._policy_path(cid)
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             with open(path + ".tmp", "w") as f:  # first: a table rebuilt meanwhile keeps it
-                json.dump({"allow": allow}, f)
+                json.dump({"allow": allow, **({"domains": domains} if domains else {})}, f)
             os.replace(path + ".tmp", path)
             await self._ensure_host()
             net = await self._free_slot()
@@ -293,7 +351,9 @@ class EgressNetworks:
                 await _run("ip", "-n", ns, "link", "set", sif, "up")
                 await _run("ip", "-n", ns, "link", "set", "lo", "up")
                 await _run("ip", "-n", ns, "route", "add", "default", "via", host_ip)
-                await _run("nft", "-f", "-", stdin=self._policy_rules(cid, allow).encode())
+                await _run("nft", "-f", "-", stdin=self._policy_rules(cid, allow, domains).encode())
+                if domains:
+                    await self._listen(cid, host_ip, sb_ip, domains)
             except BaseException:
                 await self.destroy(cid)
                 raise
@@ -302,6 +362,9 @@ class EgressNetworks:
 
     async def destroy(self, cid: str) -> None:
         hif, _ = self._ifnames(cid)
+        if self._dns:
+            await self._dns.forget(cid)
+        self._pinned.pop(cid, None)
         await _run("ip", "link", "del", hif, check=False)
         if self.has(cid):
             await _run("ip", "netns", "del", self.ns_name(cid), check=False)
@@ -309,6 +372,11 @@ class EgressNetworks:
             await _run("nft", "delete", "element", "inet", self.table, "egress",
                        f'{{ "{hif}" }}', check=False)
             await _run("nft", "delete", "chain", "inet", self.table, f"allow_{hif}", check=False)
+            await _run("nft", "-f", "-", check=False, stdin=(  # DNS pinning, if it had any
+                f'delete element inet {self.table} dns_redirect {{ "{hif}" }}\n').encode())
+            await _run("nft", "-f", "-", check=False, stdin=(
+                f'delete element inet {self.table} dns_pinned {{ "{hif}" }}\n'
+                f"delete set inet {self.table} dom_{hif}\n").encode())
         except FileNotFoundError:
             pass
         try:
@@ -316,8 +384,93 @@ class EgressNetworks:
         except FileNotFoundError:
             pass
 
+    # ---- DNS pinning -----------------------------------------------------------------------
+    def _resolver(self) -> DomainResolver:
+        if self._dns is None:
+            self._dns = DomainResolver(self.dns_upstreams, self.pin, lambda: self._blocked_nets)
+        return self._dns
+
+    def _redirect_rule(self, cid: str, host_ip: str, port: int) -> str:
+        hif, _ = self._ifnames(cid)
+        return f'add element inet {self.table} dns_redirect {{ "{hif}" : {host_ip} . {port} }}\n'
+
+    async def _listen(self, cid: str, host_ip: str, sb_ip: str, domains: list[str]) -> None:
+        try:
+            port = await self._resolver().listen(cid, host_ip, sb_ip, domains)
+        except OSError as e:
+            raise NetworkSetupError(f"the DNS resolver for {cid} could not start: {e}") from e
+        await _run("nft", "-f", "-", stdin=self._redirect_rule(cid, host_ip, port).encode())
+
+    async def resume(self, cid: str) -> None:
+        """After a server restart: put a live sandbox's DNS pinning back (its rules with the
+        table, which this rebuilds once, and its resolver listener). Nothing to do for a
+        sandbox without a domain allowlist."""
+        allow, domains = self._policies().get(cid, (None, []))
+        if not domains or not self.has(cid):
+            return
+        hif, _ = self._ifnames(cid)
+        async with self._lock:
+            await self._ensure_host()
+            out = await _run("ip", "-o", "-4", "addr", "show", "dev", hif)
+            m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/30", out)
+            if not m:
+                raise NetworkSetupError(f"the veth {hif} of {cid} has no address")
+            host_ip = m.group(1)
+            sb_ip = str(ipaddress.IPv4Address(host_ip) + 1)
+            await self._listen(cid, host_ip, sb_ip, domains)
+
+    async def pin(self, cid: str, addrs: list[str], seconds: int) -> None:
+        """Let `cid` reach `addrs` for `seconds` (its resolver answered them). An address
+        pinned with at least half of that left is not touched again."""
+        hif, _ = self._ifnames(cid)
+        now = time.monotonic()
+        mine = self._pinned.setdefault(cid, {})
+        todo = [a for a in addrs if mine.get(a, 0) - now < seconds / 2]
+        if not todo:
+            return
+        s = f"dom_{hif}"
+        # add (a no-op if present), delete, add: one transaction that also refreshes the
+        # timeout of an address already there
+        rules = "".join(f"add element inet {self.table} {s} {{ {a} timeout {seconds}s }}\n"
+                        f"delete element inet {self.table} {s} {{ {a} }}\n"
+                        f"add element inet {self.table} {s} {{ {a} timeout {seconds}s }}\n"
+                        for a in todo)
+        await _run("nft", "-f", "-", stdin=rules.encode())
+        for a in todo:
+            mine[a] = now + seconds
+        log.info("dns: %s may reach %s for %ds", cid, ", ".join(todo), seconds)
+
+    async def _current_pins(self, policies) -> dict[str, dict[str, int]]:
+        """Addresses pinned in the table as it is now (cid -> address -> seconds left)."""
+        want = {f"dom_{self._ifnames(c)[0]}": c for c, (_, domains) in policies.items() if domains}
+        if not want:
+            return {}
+        try:
+            out = await _run("nft", "-j", "list", "table", "inet", self.table, check=False)
+            items = json.loads(out).get("nftables", []) if out.strip() else []
+        except (ValueError, FileNotFoundError):
+            return {}
+        pins: dict[str, dict[str, int]] = {}
+        for item in items:
+            st = item.get("set") if isinstance(item, dict) else None
+            if not st or st.get("name") not in want:
+                continue
+            for e in st.get("elem") or ():
+                e = e.get("elem") if isinstance(e, dict) else None
+                if isinstance(e, dict) and isinstance(e.get("expires"), int) and e["expires"] > 1:
+                    try:
+                        addr = str(ipaddress.IPv4Address(e.get("val")))
+                    except ValueError:
+                        continue
+                    pins.setdefault(want[st["name"]], {})[addr] = e["expires"]
+        return pins
+
     async def close(self) -> None:
-        """Drop the host rules once no sandbox namespace of ours is left."""
+        """Drop the host rules once no sandbox namespace of ours is left; stop the resolver
+        (a restarted server starts it again for the sandboxes it re-attaches)."""
+        if self._dns:
+            await self._dns.close()
+            self._dns = None
         if not self._namespaces():  # also a table an earlier server process made
             try:
                 await _run("nft", "delete", "table", "inet", self.table, check=False)

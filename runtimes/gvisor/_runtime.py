@@ -100,7 +100,8 @@ class GVisorRuntime(Runtime):
         self.statx_shim: str | None = None
         self._agent_known: dict[str, bool] = {}
         self._profiles: dict[str, Profile] = {}
-        self.net = EgressNetworks(self.cgroup_parent[4:], self.state_dir)
+        self.net = EgressNetworks(self.cgroup_parent[4:], self.state_dir,
+                                  dns_upstream=os.environ.get("SBX_DNS_UPSTREAM"))
         self._python: dict[str, str | None] = {}
 
     async def start(self) -> None:
@@ -202,7 +203,8 @@ class GVisorRuntime(Runtime):
             if disk:
                 rootfs, tmp_dir = await _disk.create(base, spec.rootfs, spec.disk_mib)
             if spec.egress:
-                await self.net.create(cid, allow=spec.egress_allowlist)
+                await self.net.create(cid, allow=spec.egress_allowlist,
+                                      domains=spec.egress_domains)
                 spec = dataclasses.replace(
                     spec, mounts=((self.net.resolv_conf(), "/etc/resolv.conf"), *spec.mounts))
             config = build_spec(spec, rootfs=rootfs, agent_dir=self.agent_dir,
@@ -289,6 +291,11 @@ class GVisorRuntime(Runtime):
         assert self.runsc
         if not (await self.status(cid)).running:
             return False
+        try:  # DNS pinning (domain_allowlist) lives in this process: start it again
+            await self.net.resume(cid)
+        except (NetworkSetupError, OSError) as e:
+            log.error("sandbox %s: its domain_allowlist resolver did not come back (its DNS "
+                      "fails until it is recreated): %s", cid, e)
         if not self._has_agent(cid):
             return True
         try:

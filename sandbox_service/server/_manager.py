@@ -74,11 +74,13 @@ class SandboxManager:
                         memory_mib: int | None = None, cpu: float | None = None,
                         egress: bool = False,
                         allowlist: list[str] | None = None,
-                        disk_mib: int | None = None) -> ContainerSpec:
+                        disk_mib: int | None = None,
+                        domains: list[str] | None = None) -> ContainerSpec:
         return ContainerSpec(container_id=cid, rootfs=image.rootfs,
                              env={**image.config.get("env", {}), **(env or {})},
                              egress=egress,
                              egress_allowlist=None if allowlist is None else tuple(allowlist),
+                             egress_domains=None if domains is None else tuple(domains),
                              memory_mib=memory_mib or self.policy.default_memory_mib, cpu=cpu,
                              nproc=self.policy.nproc, nofile=self.policy.nofile,
                              disk_mib=disk_mib)
@@ -235,7 +237,8 @@ class SandboxManager:
         try:
             spec = self._container_spec(cid, image, env, memory, cpu,
                                         egress=not req.block_network,
-                                        allowlist=req.cidr_allowlist, disk_mib=disk)
+                                        allowlist=req.cidr_allowlist, disk_mib=disk,
+                                        domains=req.domain_allowlist)
             if pooled:
                 try:
                     await self.runtime.set_env(cid, env)
