@@ -115,6 +115,9 @@ class EgressNetworks:
         # host's resolvers), the resolver itself (made on first use), what is pinned
         self.dns_upstreams = parse_upstreams(dns_upstream, self.resolvers)
         self._dns: DomainResolver | None = None
+        # one port for every listener of this server (each on its own veth address), the
+        # same after a restart: a conntrack entry made before still reaches a listener
+        self.dns_port = 20000 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10000
         self._pinned: dict[str, dict[str, float]] = {}  # cid -> address -> expiry (monotonic)
         self._blocked_nets = [ipaddress.IPv4Network(n) for n in ALWAYS_BLOCKED] + [self.subnet]
 
@@ -179,15 +182,20 @@ class EgressNetworks:
         chain = f"allow_{hif}"
         # overlapping entries would be conflicting intervals in one anonymous set
         nets = ipaddress.collapse_addresses(ipaddress.IPv4Network(a) for a in allow or ())
-        accept = f"    ip daddr {{ {', '.join(map(str, nets))} }} accept\n" if allow else ""
+        # with domains, a connection this chain let in is marked as this sandbox's and
+        # later accepted as established even once its pin expired; the mark (unique per
+        # sandbox) keeps a stale conntrack entry of an earlier sandbox that had the same
+        # address from counting
+        mark = f" ct mark set {_ct_mark(cid):#x}" if domains else ""
+        accept = f"    ip daddr {{ {', '.join(map(str, nets))} }}{mark} accept\n" if allow else ""
         pinned = ""
         if domains:
             elems = ", ".join(f"{a} timeout {s}s" for a, s in (pins or {}).items())
             pinned = (f"add set inet {self.table} dom_{hif} {{ type ipv4_addr; flags timeout; }}\n"
                       + (f"add element inet {self.table} dom_{hif} {{ {elems} }}\n" if elems else "")
                       + f'add element inet {self.table} dns_pinned {{ "{hif}" }}\n')
-            accept = (f"    ct state established,related accept\n{accept}"
-                      f"    ip daddr @dom_{hif} accept\n")
+            accept = (f"    ct state established,related ct mark {_ct_mark(cid):#x} accept\n"
+                      f"{accept}    ip daddr @dom_{hif}{mark} accept\n")
         return (f"{pinned}add chain inet {self.table} {chain}\n"
                 f"flush chain inet {self.table} {chain}\n"
                 f"table inet {self.table} {{\n  chain {chain} {{\n{accept}"
@@ -396,7 +404,7 @@ class EgressNetworks:
 
     async def _listen(self, cid: str, host_ip: str, sb_ip: str, domains: list[str]) -> None:
         try:
-            port = await self._resolver().listen(cid, host_ip, sb_ip, domains)
+            port = await self._resolver().listen(cid, host_ip, sb_ip, domains, port=self.dns_port)
         except OSError as e:
             raise NetworkSetupError(f"the DNS resolver for {cid} could not start: {e}") from e
         await _run("nft", "-f", "-", stdin=self._redirect_rule(cid, host_ip, port).encode())
@@ -483,6 +491,10 @@ class EgressNetworks:
                     w.write("0")
                 os.unlink(FORWARD_MARKER)
                 log.info("net.ipv4.ip_forward switched back off")
+
+
+def _ct_mark(cid: str) -> int:
+    return int(hashlib.sha256(b"ct-mark:" + cid.encode()).hexdigest()[:8], 16) | 1
 
 
 async def _uplink_mtu() -> int:

@@ -1,0 +1,403 @@
+"""domain_allowlist: egress by host name, enforced by DNS pinning (real runsc, a real server).
+
+No traffic leaves the machine. This module makes its own "internet": network namespaces
+with TEST-NET-2 addresses (198.51.100.x) routed from the host, two of them running a tiny
+HTTP server, one running an authoritative DNS server (tests/dnstest.py) that the server
+under test uses as its upstream (SBX_DNS_UPSTREAM). The server is this module's own (it
+needs that setting), started with the same helper as the shared one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+import sandbox_service as sbx
+from sbxtest import REPO, Server
+
+pytestmark = pytest.mark.timeout(300)
+
+PORT = 8080
+HTTP = (
+    "import socket, sys\n"
+    "name = sys.argv[1]\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    f"s.bind(('0.0.0.0', {PORT})); s.listen(64)\n"
+    "while True:\n"
+    "    c, _ = s.accept()\n"
+    "    try:\n"
+    "        c.settimeout(2); c.recv(4096)\n"
+    "        c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nhello-from-' + name.encode())\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    c.close()\n")
+# Runs inside a sandbox: ops from argv (JSON), results as JSON. A stdlib DNS client so a
+# query can be sent to any address, over UDP or TCP, bypassing /etc/resolv.conf.
+PROBE = r'''
+import json, random, socket, struct, sys
+def q(name, server, tcp):
+    qid = random.randrange(65536)
+    msg = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    msg += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    msg += struct.pack("!HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    s.settimeout(4)
+    try:
+        if tcp:
+            s.connect((server, 53)); s.sendall(struct.pack("!H", len(msg)) + msg)
+            n = struct.unpack("!H", s.recv(2))[0]; data = b""
+            while len(data) < n:
+                data += s.recv(n - len(data))
+        else:
+            s.sendto(msg, (server, 53)); data = s.recv(4096)
+    except OSError as e:
+        return "NOREPLY " + type(e).__name__
+    finally:
+        s.close()
+    rcode, an = data[3] & 15, struct.unpack("!H", data[6:8])[0]
+    i = len(msg)
+    addrs = []
+    for _ in range(an):
+        while data[i] and data[i] < 192:
+            i += data[i] + 1
+        i += 2 if data[i] >= 192 else 1
+        rtype, _, _, rdlen = struct.unpack("!HHIH", data[i:i + 10]); i += 10
+        if rtype == 1:
+            addrs.append(socket.inet_ntoa(data[i:i + 4]))
+        i += rdlen
+    return {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}.get(rcode, str(rcode)) + " " + ",".join(addrs)
+def resolve(name):
+    try:
+        return sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET)})
+    except OSError as e:
+        return "NODNS " + type(e).__name__
+def get(host):
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((host, 8080)); s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        return "OPEN " + s.recv(256).decode(errors="replace").split("\r\n\r\n", 1)[-1]
+    except OSError as e:
+        return "BLOCKED " + type(e).__name__
+    finally:
+        s.close()
+out = []
+for op in json.loads(sys.argv[1]):
+    if op[0] == "resolve":
+        out.append(resolve(op[1]))
+    elif op[0] == "get":
+        out.append(get(op[1]))
+    elif op[0] == "query":
+        out.append(q(op[1], op[2], op[3] == "tcp"))
+print(json.dumps(out))
+'''
+
+
+def ip(*argv: str, check: bool = True) -> str:
+    r = subprocess.run(["ip", *argv], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(argv)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+class _Host:
+    """A namespace with a "public" 198.51.100.x address and one program in it."""
+
+    def __init__(self, addr: str, link: int, argv: list[str]):
+        tag = secrets.token_hex(3)
+        self.addr, self.ns = addr, f"sbxt-{tag}"
+        self.hif, self.nif = f"sbt{tag}h", f"sbt{tag}n"  # not the sandboxes' sbxh* prefix
+        host_ip, self.private = f"10.234.{link}.1", f"10.234.{link}.2"
+        self.proc: subprocess.Popen | None = None
+        try:
+            ip("netns", "add", self.ns)
+            ip("link", "add", self.hif, "type", "veth", "peer", "name", self.nif, "netns", self.ns)
+            ip("addr", "add", f"{host_ip}/30", "dev", self.hif)
+            ip("link", "set", self.hif, "up")
+            ip("-n", self.ns, "addr", "add", f"{self.private}/30", "dev", self.nif)
+            ip("-n", self.ns, "addr", "add", f"{addr}/32", "dev", self.nif)
+            ip("-n", self.ns, "link", "set", self.nif, "up")
+            ip("-n", self.ns, "link", "set", "lo", "up")
+            ip("-n", self.ns, "route", "add", "default", "via", host_ip)
+            ip("route", "add", f"{addr}/32", "via", self.private, "dev", self.hif)
+            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *argv],
+                                         start_new_session=True, cwd=REPO)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        ip("route", "del", f"{self.addr}/32", check=False)
+        ip("link", "del", self.hif, check=False)
+        ip("netns", "del", self.ns, check=False)
+
+
+def _http_get(addr: str) -> str:
+    import socket
+    with socket.create_connection((addr, PORT), timeout=2) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        return s.recv(256).decode().split("\r\n\r\n", 1)[-1]
+
+
+def _wait(fn) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            fn()
+            return
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class Net:
+    """web[0], web[1]: HTTP servers answering "hello-from-<name>"; dns: the upstream."""
+
+    def __init__(self, web, dns_host, zone, log_path):
+        self.web, self.dns, self.zone, self.log_path = web, dns_host, zone, log_path
+
+    def queried(self) -> list[str]:
+        with open(self.log_path) as f:
+            return f.read().split()
+
+
+@pytest.fixture(scope="module")
+def net():
+    link = random.randrange(0, 240)
+    a, b, d = random.sample(range(10, 250), 3)
+    web_addrs = [f"198.51.100.{a}", f"198.51.100.{b}"]
+    made: list[_Host] = []
+    tmp = tempfile.mkdtemp(prefix="sbx-dns-")
+    log_path = os.path.join(tmp, "queries.log")
+    open(log_path, "w").close()
+    try:
+        for i, addr in enumerate(web_addrs):
+            made.append(_Host(addr, link + i, ["python3", "-c", HTTP, f"web{i}"]))
+        private = made[0].private  # reachable from the host, never from a sandbox
+        zone = {
+            "allowed.sbx-test.example": [web_addrs[0]],
+            "other.sbx-test.example": [web_addrs[1]],
+            "nope.sbx-test.example": [web_addrs[1]],       # never on any list
+            "a.wild.sbx-test.example": [web_addrs[0]],
+            "b.c.wild.sbx-test.example": [web_addrs[0]],
+            "wild.sbx-test.example": [web_addrs[1]],
+            "rebind.sbx-test.example": [private, "127.0.0.1", "169.254.169.254"],
+            "alias.sbx-test.example": "other.sbx-test.example",
+        }
+        dns_addr = f"198.51.100.{d}"
+        dns_host = _Host(dns_addr, link + 2, [sys.executable, "tests/dnstest.py", dns_addr, "53",
+                                              json.dumps(zone), log_path])
+        made.append(dns_host)
+        for i, addr in enumerate(web_addrs):
+            _wait(lambda: _check(_http_get(addr) == f"hello-from-web{i}"))
+        _wait(lambda: _check(_http_get(private) == "hello-from-web0"))  # the host reaches it
+        _wait(lambda: _check(_dns_ok(dns_addr)))
+        yield Net(made[:2], dns_host, zone, log_path)
+    finally:
+        for h in made:
+            h.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check(ok: bool) -> None:
+    assert ok
+
+
+def _dns_ok(addr: str) -> bool:
+    import dns.message
+    import dns.query
+    r = dns.query.udp(dns.message.make_query("allowed.sbx-test.example", "A"), addr, timeout=1)
+    return bool(r.answer)
+
+
+@pytest.fixture(scope="module")
+def dserver(net):
+    """A server whose resolver forwards to the test DNS server; the SDK points at it."""
+    home = tempfile.mkdtemp(prefix="sbx-td-", dir="/tmp")
+    srv = Server(home)
+    base_env = srv.env
+
+    def env():
+        e = base_env()
+        e.update(SBX_DNS_UPSTREAM=net.dns.addr, SBX_WARM_POOL="0")
+        return e
+    srv.env = env
+    saved = {k: os.environ.get(k) for k in ("SBX_URL", "SBX_TOKEN")}
+    srv.start()
+    os.environ["SBX_URL"], os.environ["SBX_TOKEN"] = srv.url, srv.token
+    try:
+        yield srv
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        srv.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run(sb, *ops) -> list:
+    p = sb.exec("python3", "-c", PROBE, json.dumps(ops), timeout=120)
+    out, err = p.stdout.read(), p.stderr.read()
+    assert p.wait() == 0, err
+    return json.loads(out)
+
+
+def _veth(cid: str) -> str:
+    return "sbxh" + hashlib.sha256(cid.encode()).hexdigest()[:10]
+
+
+def _nft(server) -> str:
+    key = hashlib.sha256(os.path.abspath(os.path.join(server.home, "runtime")).encode()
+                         ).hexdigest()[:10]
+    return subprocess.run(["nft", "list", "table", "inet", f"sbx_{key}"],
+                          capture_output=True, text=True).stdout
+
+
+def test_allowed_name_resolves_and_connects_nothing_else_does(dserver, net):
+    web0, web1 = (h.addr for h in net.web)
+    sb = sbx.Sandbox.create(block_network=False, domain_allowlist=["allowed.sbx-test.example"])
+    cid = sb.object_id
+    try:
+        res = run(sb, ["resolve", "allowed.sbx-test.example"], ["get", "allowed.sbx-test.example"],
+                  ["resolve", "nope.sbx-test.example"],
+                  ["get", web1],                                   # raw IP, never resolved
+                  # queries sent straight to other resolvers, over UDP and TCP: still ours
+                  ["query", "nope.sbx-test.example", net.dns.addr, "udp"],
+                  ["query", "nope.sbx-test.example", net.dns.addr, "tcp"],
+                  ["query", "nope.sbx-test.example", "8.8.8.8", "udp"],
+                  ["query", "allowed.sbx-test.example", "8.8.8.8", "tcp"],
+                  ["query", "allowed.sbx-test.example", "10.0.0.1", "udp"])
+        assert res[0] == [web0], res
+        assert res[1] == "OPEN hello-from-web0", res
+        assert res[2].startswith("NODNS"), res
+        assert res[3].startswith("BLOCKED"), res
+        assert res[4] == res[5] == res[6] == "NXDOMAIN ", res
+        assert res[7] == res[8] == f"NOERROR {web0}", res
+        assert "nope.sbx-test.example" not in net.queried()  # never left the service
+        rules = _nft(dserver)
+        assert f"dom_{_veth(cid)}" in rules and web0 in rules
+    finally:
+        sb.terminate()
+    rules = _nft(dserver)
+    assert _veth(cid) not in rules
+
+
+def test_wildcard_matches_names_below_not_the_domain_itself(dserver, net):
+    web0 = net.web[0].addr
+    sb = sbx.Sandbox.create(block_network=False, domain_allowlist=["*.wild.sbx-test.example"])
+    try:
+        res = run(sb, ["resolve", "a.wild.sbx-test.example"], ["resolve", "b.c.wild.sbx-test.example"],
+                  ["resolve", "wild.sbx-test.example"], ["get", "a.wild.sbx-test.example"],
+                  ["get", net.web[1].addr])
+        assert res[0] == res[1] == [web0], res
+        assert res[2].startswith("NODNS"), res       # the apex is not under its wildcard
+        assert res[3] == "OPEN hello-from-web0", res
+        assert res[4].startswith("BLOCKED"), res     # wild.sbx-test.example's address
+    finally:
+        sb.terminate()
+
+
+def test_rebinding_to_a_private_address_yields_nothing(dserver, net):
+    private = net.web[0].private
+    sb = sbx.Sandbox.create(block_network=False, domain_allowlist=["rebind.sbx-test.example"])
+    try:
+        res = run(sb, ["resolve", "rebind.sbx-test.example"],
+                  ["query", "rebind.sbx-test.example", net.dns.addr, "udp"], ["get", private])
+        assert res[0].startswith("NODNS"), res
+        assert res[1] == "NOERROR ", res            # the answer, with no address left
+        assert res[2].startswith("BLOCKED"), res
+        assert "rebind.sbx-test.example" in net.queried()  # the upstream did answer it
+    finally:
+        sb.terminate()
+
+
+def test_resolved_addresses_open_nothing_for_another_sandbox(dserver, net):
+    web0, web1 = (h.addr for h in net.web)
+    a = sbx.Sandbox.create(block_network=False, domain_allowlist=["allowed.sbx-test.example"])
+    b = sbx.Sandbox.create(block_network=False, domain_allowlist=["alias.sbx-test.example"],
+                           cidr_allowlist=["203.0.113.0/24"])
+    try:
+        assert run(a, ["get", "allowed.sbx-test.example"]) == ["OPEN hello-from-web0"]
+        res = run(b, ["get", web0], ["resolve", "allowed.sbx-test.example"],
+                  ["resolve", "alias.sbx-test.example"], ["get", web1], ["get", web0])
+        assert res[0].startswith("BLOCKED"), res     # a resolved it, not b
+        assert res[1].startswith("NODNS"), res
+        assert res[2] == [web1], res                # a CNAME to another name: its address
+        assert res[3] == "OPEN hello-from-web1", res
+        assert res[4].startswith("BLOCKED"), res
+        assert run(a, ["get", web1])[0].startswith("BLOCKED")  # and b's opens nothing for a
+    finally:
+        a.terminate()
+        b.terminate()
+
+
+def test_cidr_and_domain_allowlists_add_up(dserver, net):
+    web0, web1 = (h.addr for h in net.web)
+    sb = sbx.Sandbox.create(block_network=False, domain_allowlist=["allowed.sbx-test.example"],
+                            cidr_allowlist=[f"{web1}/32"])
+    try:
+        res = run(sb, ["get", web1], ["get", "allowed.sbx-test.example"],
+                  ["resolve", "other.sbx-test.example"])
+        assert res[0] == "OPEN hello-from-web1", res
+        if res[1] != "OPEN hello-from-web0":
+            print("CT", [l for l in open("/proc/net/nf_conntrack") if "10.231." in l])
+            print(_nft(dserver)); print(dserver.tail(3000)); os.system("nft list tables")
+        assert res[1] == "OPEN hello-from-web0", res
+        assert res[2].startswith("NODNS"), res       # an allowed CIDR is not an allowed name
+    finally:
+        sb.terminate()
+
+
+def test_domain_policy_survives_a_server_restart(dserver, net):
+    web0, web1 = (h.addr for h in net.web)
+    sb = sbx.Sandbox.create(block_network=False, domain_allowlist=["allowed.sbx-test.example"],
+                            timeout=600)
+    try:
+        assert run(sb, ["get", "allowed.sbx-test.example"]) == ["OPEN hello-from-web0"]
+        dserver.restart(kill=True)
+        again = sbx.Sandbox.from_id(sb.object_id)
+        res = run(again, ["get", web0],              # pinned before: still pinned
+                  ["resolve", "allowed.sbx-test.example"], ["get", "allowed.sbx-test.example"],
+                  ["resolve", "nope.sbx-test.example"], ["get", web1],
+                  ["query", "nope.sbx-test.example", net.dns.addr, "tcp"])
+        assert res[0] == "OPEN hello-from-web0", res
+        assert res[1] == [web0], res
+        assert res[2] == "OPEN hello-from-web0", res
+        assert res[3].startswith("NODNS"), res
+        assert res[4].startswith("BLOCKED"), res
+        assert res[5] == "NXDOMAIN ", res
+        assert "nope.sbx-test.example" not in net.queried()
+    finally:
+        sbx.Sandbox.from_id(sb.object_id).terminate()
+
+
+def test_domain_allowlist_validation(dserver):
+    with pytest.raises(sbx.InvalidRequestError, match="block_network=False"):
+        sbx.Sandbox.create(domain_allowlist=["example.com"])
+    with pytest.raises(sbx.InvalidRequestError, match="cidr_allowlist"):
+        sbx.Sandbox.create(block_network=False, domain_allowlist=["198.51.100.7"])
+    with pytest.raises(sbx.InvalidRequestError, match="not a host name"):
+        sbx.Sandbox.create(block_network=False, domain_allowlist=["exa mple.com"])
+    with pytest.raises(sbx.InvalidRequestError, match="two or more labels"):
+        sbx.Sandbox.create(block_network=False, domain_allowlist=["*.com"])
+    with dserver.api() as c:
+        r = c.post("/v1/sandboxes", json={"block_network": False, "domain_allowlist": [
+            f"h{i}.example.com" for i in range(65)]})
+        assert r.status_code == 400, r.text
+        r = c.post("/v1/sandboxes", json={"domain_allowlist": ["example.com"]})
+        assert r.status_code == 400 and "block_network=False" in r.text, r.text
