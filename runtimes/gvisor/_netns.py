@@ -44,11 +44,12 @@ import json
 import logging
 import os
 import re
-import time
 
 from security import BLOCKED_V4
 
 from ._dns import DomainResolver, parse_upstreams
+from ._hostcmd import NetworkSetupError, run as _run
+from ._pinning import DnsPinning, ct_mark as _ct_mark
 
 log = logging.getLogger("sbx.runtime.netns")
 
@@ -63,23 +64,9 @@ POLICY_DIR = "egress"  # under state_dir: <container id>.json, {"allow": null | 
 #                       plus "domains": [pattern, ...] for DNS pinning (absent: none)
 
 
-class NetworkSetupError(Exception):
-    """The host could not give a sandbox its network; the message says why."""
-
-
-async def _run(*argv: str, check: bool = True, stdin: bytes | None = None) -> str:
-    log.debug("netns: %s", " ".join(argv))
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 30)
-    if check and proc.returncode != 0:
-        raise NetworkSetupError(f"{' '.join(argv[:4])} failed: {err.decode(errors='replace').strip()}")
-    return out.decode(errors="replace")
-
-
-def host_resolvers(path: str = "/etc/resolv.conf") -> list[str]:
-    """IPv4 nameservers of the host a sandbox can use (loopback ones cannot be reached)."""
+def host_resolvers(path: str = "/etc/resolv.conf", loopback: bool = False) -> list[str]:
+    """IPv4 nameservers of the host a sandbox can use (loopback ones cannot be reached,
+    except by the service's own resolver: `loopback=True`)."""
     found = []
     try:
         with open(path) as f:
@@ -91,14 +78,14 @@ def host_resolvers(path: str = "/etc/resolv.conf") -> list[str]:
                     addr = ipaddress.ip_address(m.group(1))
                 except ValueError:
                     continue
-                if addr.version == 4 and not addr.is_loopback:
+                if addr.version == 4 and (loopback or not addr.is_loopback):
                     found.append(str(addr))
     except OSError:
         pass
     return found
 
 
-class EgressNetworks:
+class EgressNetworks(DnsPinning):
     """Creates and removes per-sandbox namespaces and owns the host's nftables table."""
 
     def __init__(self, key: str, state_dir: str, *, subnet: str = DEFAULT_SUBNET,
@@ -113,7 +100,8 @@ class EgressNetworks:
         self.mtu = 1500
         # DNS pinning: upstreams of the service's resolver (SBX_DNS_UPSTREAM, else the
         # host's resolvers), the resolver itself (made on first use), what is pinned
-        self.dns_upstreams = parse_upstreams(dns_upstream, self.resolvers)
+        self.dns_upstreams = parse_upstreams(
+            dns_upstream, host_resolvers(loopback=True) if resolvers is None else self.resolvers)
         self._dns: DomainResolver | None = None
         # one port for every listener of this server (each on its own veth address), the
         # same after a restart: a conntrack entry made before still reaches a listener
@@ -202,11 +190,13 @@ class EgressNetworks:
                 f"    reject with icmp type admin-prohibited\n  }}\n}}\n"
                 f'add element inet {self.table} egress {{ "{hif}" : jump {chain} }}\n')
 
-    def resolv_conf(self) -> str:
+    def resolv_conf(self, pinned: bool = False) -> str:
         """A resolv.conf for sandboxes (written once under state_dir), naming the resolvers
-        the rules let through."""
-        path = os.path.join(self.state_dir, "resolv.conf")
-        body = "".join(f"nameserver {r}\n" for r in self.resolvers) or "# no usable resolver\n"
+        the rules let through. `pinned` (a domain allowlist): any address leaving the
+        sandbox will do, every DNS packet is redirected to the service's resolver."""
+        path = os.path.join(self.state_dir, "resolv-pinned.conf" if pinned else "resolv.conf")
+        names = self.resolvers or ([str(self.subnet[1])] if pinned else [])
+        body = "".join(f"nameserver {r}\n" for r in names) or "# no usable resolver\n"
         try:
             with open(path) as f:
                 if f.read() == body:
@@ -398,88 +388,6 @@ class EgressNetworks:
         except FileNotFoundError:
             pass
 
-    # ---- DNS pinning -----------------------------------------------------------------------
-    def _resolver(self) -> DomainResolver:
-        if self._dns is None:
-            self._dns = DomainResolver(self.dns_upstreams, self.pin, lambda: self._blocked_nets)
-        return self._dns
-
-    def _redirect_rule(self, cid: str, host_ip: str, port: int) -> str:
-        hif, _ = self._ifnames(cid)
-        return (f'add element inet {self.table} dns_redirect {{ "{hif}" : {host_ip} . {port} }}\n'
-                f'add element inet {self.table} dns_listeners {{ "{hif}" . {host_ip} . {port} }}\n')
-
-    async def _listen(self, cid: str, host_ip: str, sb_ip: str, domains: list[str]) -> None:
-        try:
-            port = await self._resolver().listen(cid, host_ip, sb_ip, domains, port=self.dns_port)
-        except OSError as e:
-            raise NetworkSetupError(f"the DNS resolver for {cid} could not start: {e}") from e
-        await _run("nft", "-f", "-", stdin=self._redirect_rule(cid, host_ip, port).encode())
-
-    async def resume(self, cid: str) -> None:
-        """After a server restart: put a live sandbox's DNS pinning back (its rules with the
-        table, which this rebuilds once, and its resolver listener). Nothing to do for a
-        sandbox without a domain allowlist."""
-        allow, domains = self._policies().get(cid, (None, []))
-        if not domains or not self.has(cid):
-            return
-        hif, _ = self._ifnames(cid)
-        async with self._lock:
-            await self._ensure_host()
-            out = await _run("ip", "-o", "-4", "addr", "show", "dev", hif)
-            m = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/30", out)
-            if not m:
-                raise NetworkSetupError(f"the veth {hif} of {cid} has no address")
-            host_ip = m.group(1)
-            sb_ip = str(ipaddress.IPv4Address(host_ip) + 1)
-            await self._listen(cid, host_ip, sb_ip, domains)
-
-    async def pin(self, cid: str, addrs: list[str], seconds: int) -> None:
-        """Let `cid` reach `addrs` for `seconds` (its resolver answered them). An address
-        pinned with at least half of that left is not touched again."""
-        hif, _ = self._ifnames(cid)
-        now = time.monotonic()
-        mine = self._pinned.setdefault(cid, {})
-        todo = [a for a in addrs if mine.get(a, 0) - now < seconds / 2]
-        if not todo:
-            return
-        s = f"dom_{hif}"
-        # add (a no-op if present), delete, add: one transaction that also refreshes the
-        # timeout of an address already there
-        rules = "".join(f"add element inet {self.table} {s} {{ {a} timeout {seconds}s }}\n"
-                        f"delete element inet {self.table} {s} {{ {a} }}\n"
-                        f"add element inet {self.table} {s} {{ {a} timeout {seconds}s }}\n"
-                        for a in todo)
-        await _run("nft", "-f", "-", stdin=rules.encode())
-        for a in todo:
-            mine[a] = now + seconds
-        log.info("dns: %s may reach %s for %ds", cid, ", ".join(todo), seconds)
-
-    async def _current_pins(self, policies) -> dict[str, dict[str, int]]:
-        """Addresses pinned in the table as it is now (cid -> address -> seconds left)."""
-        want = {f"dom_{self._ifnames(c)[0]}": c for c, (_, domains) in policies.items() if domains}
-        if not want:
-            return {}
-        try:
-            out = await _run("nft", "-j", "list", "table", "inet", self.table, check=False)
-            items = json.loads(out).get("nftables", []) if out.strip() else []
-        except (ValueError, FileNotFoundError):
-            return {}
-        pins: dict[str, dict[str, int]] = {}
-        for item in items:
-            st = item.get("set") if isinstance(item, dict) else None
-            if not st or st.get("name") not in want:
-                continue
-            for e in st.get("elem") or ():
-                e = e.get("elem") if isinstance(e, dict) else None
-                if isinstance(e, dict) and isinstance(e.get("expires"), int) and e["expires"] > 1:
-                    try:
-                        addr = str(ipaddress.IPv4Address(e.get("val")))
-                    except ValueError:
-                        continue
-                    pins.setdefault(want[st["name"]], {})[addr] = e["expires"]
-        return pins
-
     async def close(self) -> None:
         """Drop the host rules once no sandbox namespace of ours is left; stop the resolver
         (a restarted server starts it again for the sandboxes it re-attaches)."""
@@ -498,10 +406,6 @@ class EgressNetworks:
                     w.write("0")
                 os.unlink(FORWARD_MARKER)
                 log.info("net.ipv4.ip_forward switched back off")
-
-
-def _ct_mark(cid: str) -> int:
-    return int(hashlib.sha256(b"ct-mark:" + cid.encode()).hexdigest()[:8], 16) | 1
 
 
 async def _uplink_mtu() -> int:
