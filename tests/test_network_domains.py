@@ -10,6 +10,7 @@ needs that setting), started with the same helper as the shared one.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import random
@@ -29,8 +30,13 @@ pytestmark = pytest.mark.timeout(300)
 
 PORT = 8080
 HTTP = (
-    "import socket, sys\n"
+    "import socket, sys, threading\n"
     "name = sys.argv[1]\n"
+    "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((sys.argv[2], 9053))\n"
+    "def echo():\n"
+    "    while True:\n"
+    "        d, peer = u.recvfrom(512); u.sendto(b'echo-' + name.encode(), peer)\n"
+    "threading.Thread(target=echo, daemon=True).start()\n"
     "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
     f"s.bind(('0.0.0.0', {PORT})); s.listen(64)\n"
     "while True:\n"
@@ -90,12 +96,23 @@ def get(host):
         return "BLOCKED " + type(e).__name__
     finally:
         s.close()
+def udp(host, port, sport):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    try:
+        s.bind(("0.0.0.0", sport)); s.sendto(b"ping", (host, port))
+        return "OPEN " + s.recv(64).decode()
+    except OSError as e:
+        return "BLOCKED " + type(e).__name__
+    finally:
+        s.close()
 out = []
 for op in json.loads(sys.argv[1]):
     if op[0] == "resolve":
         out.append(resolve(op[1]))
     elif op[0] == "get":
         out.append(get(op[1]))
+    elif op[0] == "udp":
+        out.append(udp(op[1], op[2], op[3]))
     elif op[0] == "query":
         out.append(q(op[1], op[2], op[3] == "tcp"))
 print(json.dumps(out))
@@ -185,7 +202,7 @@ def net():
     open(log_path, "w").close()
     try:
         for i, addr in enumerate(web_addrs):
-            made.append(_Host(addr, link + i, ["python3", "-c", HTTP, f"web{i}"]))
+            made.append(_Host(addr, link + i, ["python3", "-c", HTTP, f"web{i}", addr]))
         private = made[0].private  # reachable from the host, never from a sandbox
         zone = {
             "allowed.sbx-test.example": [web_addrs[0]],
@@ -217,9 +234,13 @@ def _check(ok: bool) -> None:
 
 
 def _dns_ok(addr: str) -> bool:
+    import dns.exception
     import dns.message
     import dns.query
-    r = dns.query.udp(dns.message.make_query("allowed.sbx-test.example", "A"), addr, timeout=1)
+    try:
+        r = dns.query.udp(dns.message.make_query("allowed.sbx-test.example", "A"), addr, timeout=1)
+    except dns.exception.Timeout:
+        return False
     return bool(r.answer)
 
 
@@ -250,11 +271,26 @@ def dserver(net):
         shutil.rmtree(home, ignore_errors=True)
 
 
+class _Results(list):
+    """Probe results; their repr (in assertion messages) names any nftables table on this
+    host that drops redirected DNS: one of a server of an older version (another SBX_HOME,
+    e.g. another test run), whose input chain drops everything from sandbox veths."""
+
+    def __repr__(self) -> str:
+        r = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+        old = [t for t in r.split("\ntable ")
+               if 'iifname "sbxh*" drop' in t and "ct status dnat" not in t]
+        note = (f" [NOTE: {len(old)} nftables table(s) of an older server on this host drop "
+                "redirected DNS: " + ", ".join(t.split("{")[0].strip() for t in old) + "]"
+                if old else "")
+        return super().__repr__() + note
+
+
 def run(sb, *ops) -> list:
     p = sb.exec("python3", "-c", PROBE, json.dumps(ops), timeout=120)
     out, err = p.stdout.read(), p.stderr.read()
     assert p.wait() == 0, err
-    return json.loads(out)
+    return _Results(json.loads(out))
 
 
 def _veth(cid: str) -> str:
@@ -346,6 +382,33 @@ def test_resolved_addresses_open_nothing_for_another_sandbox(dserver, net):
         b.terminate()
 
 
+def _sandbox_ip(cid: str) -> str:
+    out = ip("-4", "-o", "addr", "show", "dev", _veth(cid))
+    host_end = next(w for w in out.split() if w.startswith("10.231."))
+    return str(ipaddress.ip_interface(host_end).ip + 1)
+
+
+def test_a_stale_connection_of_an_earlier_sandbox_opens_nothing(dserver, net):
+    """A connection that a sandbox opened to a pinned address outlives the pin (accepted as
+    established), but only for that sandbox: the next sandbox on the same address, sending
+    the same 5-tuple while the conntrack entry lives, is refused."""
+    web0 = net.web[0].addr
+    a = sbx.Sandbox.create(block_network=False, domain_allowlist=["allowed.sbx-test.example"])
+    try:
+        a_ip = _sandbox_ip(a.object_id)
+        res = run(a, ["resolve", "allowed.sbx-test.example"], ["udp", web0, 9053, 45678])
+        assert res == [[web0], "OPEN echo-web0"], res
+    finally:
+        a.terminate()
+    b = sbx.Sandbox.create(block_network=False, domain_allowlist=["other.sbx-test.example"])
+    try:
+        if _sandbox_ip(b.object_id) != a_ip:
+            pytest.skip("another sandbox took the address meanwhile (a busy host)")
+        assert run(b, ["udp", web0, 9053, 45678])[0].startswith("BLOCKED")
+    finally:
+        b.terminate()
+
+
 def test_cidr_and_domain_allowlists_add_up(dserver, net):
     web0, web1 = (h.addr for h in net.web)
     sb = sbx.Sandbox.create(block_network=False, domain_allowlist=["allowed.sbx-test.example"],
@@ -354,9 +417,6 @@ def test_cidr_and_domain_allowlists_add_up(dserver, net):
         res = run(sb, ["get", web1], ["get", "allowed.sbx-test.example"],
                   ["resolve", "other.sbx-test.example"])
         assert res[0] == "OPEN hello-from-web1", res
-        if res[1] != "OPEN hello-from-web0":
-            print("CT", [l for l in open("/proc/net/nf_conntrack") if "10.231." in l])
-            print(_nft(dserver)); print(dserver.tail(3000)); os.system("nft list tables")
         assert res[1] == "OPEN hello-from-web0", res
         assert res[2].startswith("NODNS"), res       # an allowed CIDR is not an allowed name
     finally:

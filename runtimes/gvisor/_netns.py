@@ -233,14 +233,16 @@ class EgressNetworks(DnsPinning):
             # where (the resolver's listener for that veth, on the veth's host end)
             "  set dns_pinned { type ifname; }\n"
             "  map dns_redirect { type ifname : ipv4_addr . inet_service; }\n"
-            "  set dns_listeners { type ifname . ipv4_addr . inet_service; }\n"
             "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n"
             f'    iifname "{HOST_IF_PREFIX}*" meta l4proto {{ tcp, udp }} th dport 53 '
             "dnat ip to iifname map @dns_redirect\n  }\n"
             "  chain input {\n    type filter hook input priority -10; policy accept;\n"
-            # only what the DNAT above sent to that veth's resolver listener reaches the host
+            # only DNS that a DNAT like the one above sent to the veth's own address (where
+            # its resolver listener is) reaches the host. Not keyed to this table's
+            # listeners: every server's table on the host must let every server's
+            # redirected DNS through, or one would drop the other's
             f'    iifname "{HOST_IF_PREFIX}*" ip saddr {self.subnet} meta l4proto {{ tcp, udp }} '
-            "ct status dnat iifname . ip daddr . th dport @dns_listeners accept\n"
+            "ct status dnat ct original proto-dst 53 fib daddr . iif type local accept\n"
             f'    iifname "{HOST_IF_PREFIX}*" drop\n  }}\n'
             "  chain forward {\n    type filter hook forward priority -10; policy accept;\n"
             # a spoofed source address (root inside may set one) goes nowhere
@@ -361,7 +363,6 @@ class EgressNetworks(DnsPinning):
 
     async def destroy(self, cid: str) -> None:
         hif, _ = self._ifnames(cid)
-        where = self._dns.where(cid) if self._dns else None
         if self._dns:
             await self._dns.forget(cid)
         self._pinned.pop(cid, None)
@@ -374,10 +375,6 @@ class EgressNetworks(DnsPinning):
             await _run("nft", "delete", "chain", "inet", self.table, f"allow_{hif}", check=False)
             await _run("nft", "-f", "-", check=False, stdin=(  # DNS pinning, if it had any
                 f'delete element inet {self.table} dns_redirect {{ "{hif}" }}\n').encode())
-            if where:  # (a listener of an earlier process: gone with the table's rebuild)
-                await _run("nft", "-f", "-", check=False, stdin=(
-                    f'delete element inet {self.table} dns_listeners '
-                    f'{{ "{hif}" . {where[0]} . {where[1]} }}\n').encode())
             await _run("nft", "-f", "-", check=False, stdin=(
                 f'delete element inet {self.table} dns_pinned {{ "{hif}" }}\n'
                 f"delete set inet {self.table} dom_{hif}\n").encode())

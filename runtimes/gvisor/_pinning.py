@@ -4,7 +4,7 @@
 A mixin of EgressNetworks (_netns.py), which owns the table and these attributes:
 `table`, `_lock`, `_ifnames`, `_policies`, `_ensure_host`, `has`, `dns_upstreams`,
 `dns_port`, `_dns`, `_pinned`, `_blocked_nets`. The rules themselves (the `dns_redirect`
-map, `dns_listeners` and `dns_pinned` sets, each sandbox's `dom_<veth>` set) are in
+map, the `dns_pinned` set, each sandbox's `dom_<veth>` set) are in
 EgressNetworks.ruleset/_policy_rules; the resolver is _dns.py.
 """
 
@@ -39,8 +39,7 @@ class DnsPinning:
 
     def _redirect_rule(self, cid: str, host_ip: str, port: int) -> str:
         hif, _ = self._ifnames(cid)
-        return (f'add element inet {self.table} dns_redirect {{ "{hif}" : {host_ip} . {port} }}\n'
-                f'add element inet {self.table} dns_listeners {{ "{hif}" . {host_ip} . {port} }}\n')
+        return f'add element inet {self.table} dns_redirect {{ "{hif}" : {host_ip} . {port} }}\n'
 
     async def _listen(self, cid: str, host_ip: str, sb_ip: str, domains: list[str]) -> None:
         try:
