@@ -147,17 +147,20 @@ class EgressNetworks(DnsPinning):
         except OSError:
             return found
         for name in names:
-            if not name.endswith(".json"):
-                continue
-            try:
-                with open(os.path.join(self.state_dir, POLICY_DIR, name)) as f:
-                    pol = json.load(f)
-                allow, domains = pol["allow"], [str(d) for d in pol.get("domains") or ()]
-                found[name[:-5]] = (None if allow is None and not domains else [
-                    str(ipaddress.IPv4Network(a)) for a in allow or ()], domains)
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                found[name[:-5]] = ([], [])  # unreadable: fail closed (DNS only)
+            if name.endswith(".json"):
+                found[name[:-5]] = self._policy(name[:-5])
         return found
+
+    def _policy(self, cid: str) -> tuple[list[str] | None, list[str]]:
+        """One stored policy; a file without "domains" (older servers) has none."""
+        try:
+            with open(self._policy_path(cid)) as f:
+                pol = json.load(f)
+            allow, domains = pol["allow"], [str(d) for d in pol.get("domains") or ()]
+            return (None if allow is None and not domains else [
+                str(ipaddress.IPv4Network(a)) for a in allow or ()], domains)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return [], []  # unreadable: fail closed (DNS only)
 
     def _policy_rules(self, cid: str, allow: list[str] | None, domains: list[str] = (),
                       pins: dict[str, int] | None = None) -> str:

@@ -2,7 +2,7 @@
 (runtimes layer). Must not import the server.
 
 A mixin of EgressNetworks (_netns.py), which owns the table and these attributes:
-`table`, `_lock`, `_ifnames`, `_policies`, `_ensure_host`, `has`, `dns_upstreams`,
+`table`, `_lock`, `_ifnames`, `_policy`, `_ensure_host`, `has`, `dns_upstreams`,
 `dns_port`, `_dns`, `_pinned`, `_blocked_nets`. The rules themselves (the `dns_redirect`
 map, the `dns_pinned` set, each sandbox's `dom_<veth>` set) are in
 EgressNetworks.ruleset/_policy_rules; the resolver is _dns.py.
@@ -52,8 +52,10 @@ class DnsPinning:
         """After a server restart: put a live sandbox's DNS pinning back (its rules with the
         table, which this rebuilds once, and its resolver listener). Nothing to do for a
         sandbox without a domain allowlist."""
-        allow, domains = self._policies().get(cid, (None, []))
-        if not domains or not self.has(cid):
+        if not self.has(cid):
+            return
+        _, domains = self._policy(cid)
+        if not domains:
             return
         hif, _ = self._ifnames(cid)
         async with self._lock:
