@@ -1,7 +1,7 @@
 """domain_allowlist: egress by host name, enforced by DNS pinning (real runsc, a real server).
 
 No traffic leaves the machine. This module makes its own "internet": network namespaces
-with TEST-NET-2 addresses (198.51.100.x) routed from the host, two of them running a tiny
+with TEST-NET-2 addresses (198.51.100.x, tests/sbxnet.py) routed from the host, two running a tiny
 HTTP server, one running an authoritative DNS server (tests/dnstest.py) that the server
 under test uses as its upstream (SBX_DNS_UPSTREAM). The server is this module's own (it
 needs that setting), started with the same helper as the shared one.
@@ -14,7 +14,6 @@ import ipaddress
 import json
 import os
 import random
-import secrets
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 import pytest
 
 import sandbox_service as sbx
+from sbxnet import PublicHost, ip
 from sbxtest import REPO, Server
 
 pytestmark = pytest.mark.timeout(300)
@@ -119,48 +119,6 @@ print(json.dumps(out))
 '''
 
 
-def ip(*argv: str, check: bool = True) -> str:
-    r = subprocess.run(["ip", *argv], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(argv)}: {r.stderr.strip()}")
-    return r.stdout
-
-
-class _Host:
-    """A namespace with a "public" 198.51.100.x address and one program in it."""
-
-    def __init__(self, addr: str, link: int, argv: list[str]):
-        tag = secrets.token_hex(3)
-        self.addr, self.ns = addr, f"sbxt-{tag}"
-        self.hif, self.nif = f"sbt{tag}h", f"sbt{tag}n"  # not the sandboxes' sbxh* prefix
-        host_ip, self.private = f"10.234.{link}.1", f"10.234.{link}.2"
-        self.proc: subprocess.Popen | None = None
-        try:
-            ip("netns", "add", self.ns)
-            ip("link", "add", self.hif, "type", "veth", "peer", "name", self.nif, "netns", self.ns)
-            ip("addr", "add", f"{host_ip}/30", "dev", self.hif)
-            ip("link", "set", self.hif, "up")
-            ip("-n", self.ns, "addr", "add", f"{self.private}/30", "dev", self.nif)
-            ip("-n", self.ns, "addr", "add", f"{addr}/32", "dev", self.nif)
-            ip("-n", self.ns, "link", "set", self.nif, "up")
-            ip("-n", self.ns, "link", "set", "lo", "up")
-            ip("-n", self.ns, "route", "add", "default", "via", host_ip)
-            ip("route", "add", f"{addr}/32", "via", self.private, "dev", self.hif)
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *argv],
-                                         start_new_session=True, cwd=REPO)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-        ip("route", "del", f"{self.addr}/32", check=False)
-        ip("link", "del", self.hif, check=False)
-        ip("netns", "del", self.ns, check=False)
-
-
 def _http_get(addr: str) -> str:
     import socket
     with socket.create_connection((addr, PORT), timeout=2) as s:
@@ -196,14 +154,15 @@ def net():
     link = random.randrange(0, 240)
     a, b, d = random.sample(range(10, 250), 3)
     web_addrs = [f"198.51.100.{a}", f"198.51.100.{b}"]
-    made: list[_Host] = []
+    made: list[PublicHost] = []
     tmp = tempfile.mkdtemp(prefix="sbx-dns-")
     log_path = os.path.join(tmp, "queries.log")
     open(log_path, "w").close()
     try:
         for i, addr in enumerate(web_addrs):
-            made.append(_Host(addr, link + i, ["python3", "-c", HTTP, f"web{i}", addr]))
-        private = made[0].private  # reachable from the host, never from a sandbox
+            made.append(PublicHost(addr, link + i))
+            made[-1].start(["python3", "-c", HTTP, f"web{i}", addr], PORT)
+        private = made[0].link_ip  # reachable from the host, never from a sandbox
         zone = {
             "allowed.sbx-test.example": [web_addrs[0]],
             "other.sbx-test.example": [web_addrs[1]],
@@ -215,9 +174,10 @@ def net():
             "alias.sbx-test.example": "other.sbx-test.example",
         }
         dns_addr = f"198.51.100.{d}"
-        dns_host = _Host(dns_addr, link + 2, [sys.executable, "tests/dnstest.py", dns_addr, "53",
-                                              json.dumps(zone), log_path])
+        dns_host = PublicHost(dns_addr, link + 2)
         made.append(dns_host)
+        dns_host.start([sys.executable, os.path.join(REPO, "tests", "dnstest.py"), dns_addr, "53",
+                        json.dumps(zone), log_path], 53)
         for i, addr in enumerate(web_addrs):
             _wait(lambda: _check(_http_get(addr) == f"hello-from-web{i}"))
         _wait(lambda: _check(_http_get(private) == "hello-from-web0"))  # the host reaches it
@@ -349,7 +309,7 @@ def test_wildcard_matches_names_below_not_the_domain_itself(dserver, net):
 
 
 def test_rebinding_to_a_private_address_yields_nothing(dserver, net):
-    private = net.web[0].private
+    private = net.web[0].link_ip
     sb = sbx.Sandbox.create(block_network=False, domain_allowlist=["rebind.sbx-test.example"])
     try:
         res = run(sb, ["resolve", "rebind.sbx-test.example"],
