@@ -152,7 +152,8 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
             except BaseException as e:
                 reader._close(e if isinstance(e, Exception) else None)
 
-        return _AsyncStreamReader(text=True, source=source)
+        # by line, as Modal's Sandbox.stdout: a line written in pieces arrives whole
+        return _AsyncStreamReader(text=True, by_line=True, source=source)
 
     # ---- operations ---------------------------------------------------------------------
     async def refresh(self) -> SandboxInfo:

@@ -369,6 +369,21 @@ def test_a_stale_connection_of_an_earlier_sandbox_opens_nothing(dserver, net):
         b.terminate()
 
 
+def test_a_cidr_allowlist_alone_resolves_no_name_and_leaks_none(dserver, net):
+    web1 = net.web[1].addr
+    name = f"exfil-{os.urandom(4).hex()}.allowed.sbx-test.example"
+    sb = sbx.Sandbox.create(block_network=False, cidr_allowlist=[f"{web1}/32"])
+    try:
+        res = run(sb, ["get", web1], ["resolve", name],
+                  ["query", name, net.dns.addr, "udp"], ["query", name, net.dns.addr, "tcp"])
+        assert res[0] == "OPEN hello-from-web1", res
+        assert res[1].startswith("NODNS"), res
+        assert res[2] == res[3] == "NXDOMAIN ", res
+        assert name not in net.queried()  # the name, and what it could carry, stayed here
+    finally:
+        sb.terminate()
+
+
 def test_cidr_and_domain_allowlists_add_up(dserver, net):
     web0, web1 = (h.addr for h in net.web)
     sb = sbx.Sandbox.create(block_network=False, domain_allowlist=["allowed.sbx-test.example"],

@@ -19,7 +19,8 @@ Must not import the server. A sandbox with egress gets:
         Keyed by the host-side interface, so nothing done inside the sandbox (a spoofed
         source address, also dropped) can pick another sandbox's policy;
       * what is left is NATed out of the host's default route;
-      * a sandbox with a domain allowlist (DNS pinning): every DNS packet it sends (UDP
+      * a sandbox with any allowlist (cidr and/or domain; DNS pinning): every DNS packet
+        it sends (UDP
         and TCP port 53, whatever the destination) is DNAT'ed to its own listener of the
         service's resolver (_dns.py) on the host end of its veth (map `dns_redirect`,
         keyed by the incoming veth), it may send no DNS anywhere else (set `dns_pinned`),
@@ -173,20 +174,21 @@ class EgressNetworks(DnsPinning):
         chain = f"allow_{hif}"
         # overlapping entries would be conflicting intervals in one anonymous set
         nets = ipaddress.collapse_addresses(ipaddress.IPv4Network(a) for a in allow or ())
-        # with domains, a connection this chain let in is marked as this sandbox's and
-        # later accepted as established even once its pin expired; the mark (unique per
-        # sandbox) keeps a stale conntrack entry of an earlier sandbox that had the same
-        # address from counting
-        mark = f" ct mark set {_ct_mark(cid):#x}" if domains else ""
+        # every restricted sandbox (a cidr_allowlist, a domain_allowlist or both) has its
+        # DNS answered by the service's resolver: names off its domain list (all names, with
+        # a cidr_allowlist alone) never go upstream, where the query name itself would be a
+        # way out. A connection this chain let in is marked as this sandbox's and later
+        # accepted as established even once its pin expired; the mark (unique per sandbox)
+        # keeps a stale conntrack entry of an earlier sandbox with the same address from
+        # counting
+        mark = f" ct mark set {_ct_mark(cid):#x}"
         accept = f"    ip daddr {{ {', '.join(map(str, nets))} }}{mark} accept\n" if allow else ""
-        pinned = ""
-        if domains:
-            elems = ", ".join(f"{a} timeout {s}s" for a, s in (pins or {}).items())
-            pinned = (f"add set inet {self.table} dom_{hif} {{ type ipv4_addr; flags timeout; }}\n"
-                      + (f"add element inet {self.table} dom_{hif} {{ {elems} }}\n" if elems else "")
-                      + f'add element inet {self.table} dns_pinned {{ "{hif}" }}\n')
-            accept = (f"    ct state established,related ct mark {_ct_mark(cid):#x} accept\n"
-                      f"{accept}    ip daddr @dom_{hif}{mark} accept\n")
+        elems = ", ".join(f"{a} timeout {s}s" for a, s in (pins or {}).items())
+        pinned = (f"add set inet {self.table} dom_{hif} {{ type ipv4_addr; flags timeout; }}\n"
+                  + (f"add element inet {self.table} dom_{hif} {{ {elems} }}\n" if elems else "")
+                  + f'add element inet {self.table} dns_pinned {{ "{hif}" }}\n')
+        accept = (f"    ct state established,related ct mark {_ct_mark(cid):#x} accept\n"
+                  f"{accept}    ip daddr @dom_{hif}{mark} accept\n")
         return (f"{pinned}add chain inet {self.table} {chain}\n"
                 f"flush chain inet {self.table} {chain}\n"
                 f"table inet {self.table} {{\n  chain {chain} {{\n{accept}"
@@ -356,7 +358,7 @@ class EgressNetworks(DnsPinning):
                 await _run("ip", "-n", ns, "link", "set", "lo", "up")
                 await _run("ip", "-n", ns, "route", "add", "default", "via", host_ip)
                 await _run("nft", "-f", "-", stdin=self._policy_rules(cid, allow, domains).encode())
-                if domains:
+                if allow is not None:  # restricted: the service answers its DNS
                     await self._listen(cid, host_ip, sb_ip, domains)
             except BaseException:
                 await self.destroy(cid)

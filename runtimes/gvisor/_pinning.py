@@ -51,11 +51,11 @@ class DnsPinning:
     async def resume(self, cid: str) -> None:
         """After a server restart: put a live sandbox's DNS pinning back (its rules with the
         table, which this rebuilds once, and its resolver listener). Nothing to do for a
-        sandbox without a domain allowlist."""
+        sandbox with open egress."""
         if not self.has(cid):
             return
-        _, domains = self._policy(cid)
-        if not domains:
+        allow, domains = self._policy(cid)
+        if allow is None:  # open egress: the host's resolvers, nothing to resume
             return
         hif, _ = self._ifnames(cid)
         async with self._lock:
@@ -91,7 +91,8 @@ class DnsPinning:
 
     async def _current_pins(self, policies) -> dict[str, dict[str, int]]:
         """Addresses pinned in the table as it is now (cid -> address -> seconds left)."""
-        want = {f"dom_{self._ifnames(c)[0]}": c for c, (_, domains) in policies.items() if domains}
+        want = {f"dom_{self._ifnames(c)[0]}": c for c, (allow, _) in policies.items()
+                if allow is not None}
         if not want:
             return {}
         try:

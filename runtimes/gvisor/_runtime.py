@@ -206,7 +206,8 @@ class GVisorRuntime(Runtime):
                 await self.net.create(cid, allow=spec.egress_allowlist,
                                       domains=spec.egress_domains)
                 spec = dataclasses.replace(
-                    spec, mounts=((self.net.resolv_conf(pinned=bool(spec.egress_domains)),
+                    spec, mounts=((self.net.resolv_conf(
+                        pinned=spec.egress_allowlist is not None or bool(spec.egress_domains)),
                                      "/etc/resolv.conf"), *spec.mounts))
             config = build_spec(spec, rootfs=rootfs, agent_dir=self.agent_dir,
                                 run_dir=os.path.join(base, "run"),
