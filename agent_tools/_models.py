@@ -67,9 +67,15 @@ class CreateSandboxInput(_In):
                                    description="memory limit in MiB; null: default")
     network: Literal["none", "allowlist"] = Field(
         "none", description="none: no network (default); allowlist: egress only to "
-                            "cidr_allowlist (what the token and server allow)")
+                            "cidr_allowlist and domain_allowlist (what the token and server "
+                            "allow)")
     cidr_allowlist: list[str] | None = Field(
         None, max_length=64, description="with network=allowlist: IPv4 CIDRs it may reach")
+    domain_allowlist: list[str] | None = Field(
+        None, max_length=64,
+        description="with network=allowlist: host names it may resolve and reach "
+                    "(example.com exactly, *.example.com for the names below it); no other "
+                    "name resolves")
 
 
 class ExecCommandInput(_In):

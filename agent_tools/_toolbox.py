@@ -252,13 +252,16 @@ class Toolbox:
     async def tool_create_sandbox(self, a: M.CreateSandboxInput) -> Outcome:
         from sandbox_service._image import Image
 
-        if a.network == "allowlist" and not a.cidr_allowlist:
-            raise ToolFailure("network=allowlist needs cidr_allowlist, e.g. [\"203.0.113.0/24\"]")
+        if a.network == "allowlist" and not (a.cidr_allowlist or a.domain_allowlist):
+            raise ToolFailure("network=allowlist needs cidr_allowlist (e.g. [\"203.0.113.0/24\"]) "
+                              "and/or domain_allowlist (e.g. [\"pypi.org\"])")
         image = Image.from_id(a.image) if a.image != "debian_slim" else None
         sb = await self._create(timeout_s=a.timeout_s, idle_timeout_s=a.idle_timeout_s,
                                 image=image, cpu=a.cpu, memory=a.memory_mib,
                                 block_network=a.network == "none",
-                                cidr_allowlist=a.cidr_allowlist if a.network == "allowlist" else None)
+                                cidr_allowlist=a.cidr_allowlist if a.network == "allowlist" else None,
+                                domain_allowlist=(a.domain_allowlist if a.network == "allowlist"
+                                                  else None))
         info = sb.info
         out = M.SandboxOutput(sandbox_id=sb.object_id, image=a.image, state=info.state,
                               timeout_s=a.timeout_s, idle_timeout_s=a.idle_timeout_s)

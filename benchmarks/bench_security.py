@@ -77,18 +77,26 @@ def main() -> None:
     try:
         sbx.Sandbox.create().terminate()  # base image ready
 
+        made: list = []
+
         def create(**kw):
             def run():
                 sb = sbx.Sandbox.create(memory=1000, **kw)
                 sb.exec("true").wait()
-                sb.terminate()
+                made.append(sb)
             return run
-        base = timed(create(), args.runs)
+
+        def measure(**kw) -> list[float]:
+            try:
+                return timed(create(**kw), args.runs)
+            finally:  # not timed
+                while made:
+                    made.pop().terminate()
+        base = measure()
         for name, kw in (("open egress", {}), ("cidr_allowlist", {"cidr_allowlist": ["192.0.2.0/24"]}),
                          ("domain_allowlist", {"domain_allowlist": [args.name]})):
             rows.append((f"create -> first exec, {name} (cold)",
-                         timed(create(block_network=False, **kw), args.runs),
-                         "no network (cold)", base))
+                         measure(block_network=False, **kw), "no network (cold)", base))
 
         def lookups(**kw) -> list[float] | None:
             sb = sbx.Sandbox.create(block_network=False, **kw)

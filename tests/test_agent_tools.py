@@ -133,6 +133,23 @@ async def test_bad_arguments_and_unknown_sandbox_are_actionable_errors(server):
             assert r.structured_content["stdout"] == "1\n"
 
 
+async def test_create_sandbox_with_a_network_allowlist(server):
+    async with in_memory(server) as memory:
+        r = await memory.call_tool("create_sandbox", {"network": "allowlist"})
+        assert r.is_error and "domain_allowlist" in text_of(r)
+        r = await memory.call_tool("create_sandbox", {"network": "allowlist",
+                                                      "domain_allowlist": ["pypi.org"]})
+        assert not r.is_error, text_of(r)
+        sid = r.structured_content["sandbox_id"]
+        try:
+            # only the listed name resolves (the service's resolver answers the sandbox)
+            r = await memory.call_tool("exec_command", {
+                "sandbox_id": sid, "command": "getent hosts example.org || echo NONAME"})
+            assert "NONAME" in r.structured_content["stdout"], r.structured_content
+        finally:
+            await memory.call_tool("terminate_sandbox", {"sandbox_id": sid})
+
+
 async def test_sandbox_file_tools_and_resource_links(server):
     async with in_memory(server) as memory:
         r = await memory.call_tool("create_sandbox", {"idle_timeout_s": 120})
