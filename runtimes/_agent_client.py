@@ -53,6 +53,10 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int | None, bytes]:
     try:
         head = await reader.readexactly(proto.HEADER.size)
         ftype, length = proto.HEADER.unpack(head)
+        if length > proto.MAX_FRAME:  # root in the sandbox can stand in for the agent:
+            log.warning("agent sent a %d-byte frame (limit %d): dropping the connection",
+                        length, proto.MAX_FRAME)  # never buffer what it claims
+            return None, b""
         payload = await reader.readexactly(length) if length else b""
         return ftype, payload
     except (asyncio.IncompleteReadError, ConnectionError):

@@ -1,8 +1,9 @@
 """Small secret files the service makes once (security layer; stdlib only): the admin
 token, the secrets key, the build-secret HMAC key.
 
-Created with O_EXCL and mode 0600, written and fsynced before anyone reads them, so two
-processes starting at once agree on one value; read back as they are afterwards.
+Written whole (0600, fsynced) to a private temporary file first and then linked into
+place, which fails if the file exists: whoever links first wins, everyone else reads the
+winner's complete file, and a crash leaves no empty key behind.
 """
 
 from __future__ import annotations
@@ -15,13 +16,23 @@ def ensure_key_file(path: str, make: Callable[[], bytes]) -> bytes:
     """The content of `path`, creating it (0600) with `make()` if it does not exist."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
         with open(path, "rb") as f:
             return f.read()
+    except FileNotFoundError:
+        pass
     data = make()
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process won: its file is complete
+            with open(path, "rb") as f:
+                return f.read()
+    finally:
+        os.unlink(tmp)
     return data

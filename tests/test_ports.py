@@ -193,6 +193,11 @@ def test_nothing_listening_is_a_typed_502(alice, box):
             assert s.recv(10) == b""
 
 
+def test_a_non_ascii_digit_port_is_a_typed_error(server, box):
+    first = ws_first_frame(server, box, "%C2%B2", server.token)  # "²": str.isdigit() is True
+    assert first["type"] == "error" and first["code"] == "invalid_request", first
+
+
 def test_tokens_and_principals(server, alice, box):
     path = f"/v1/sandboxes/{box}/ports/{WEB}/"
     with client(server) as anon:

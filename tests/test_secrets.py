@@ -335,3 +335,30 @@ def test_state_db_from_before_namespaces_keeps_its_secrets_as_the_admins(tmp_pat
     assert rec["created_at"] == 1.0 and box.open("old", rec["ciphertext"], "admin") == {"K": "v"}
     with pytest.raises(Exception, match="cannot be decrypted"):
         box.open("old", rec["ciphertext"], "someone")
+
+
+def test_state_db_from_before_app_namespaces_keeps_its_apps_as_the_admins(tmp_path):
+    import asyncio
+
+    from sandbox_service.server._store import SQLiteStore
+
+    path = str(tmp_path / "state.db")
+    db = sqlite3.connect(path, isolation_level=None)  # the schema apps had before owners
+    db.execute("CREATE TABLE apps (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, "
+               "data TEXT NOT NULL)")
+    db.execute("INSERT INTO apps VALUES (?,?,?)",
+               ("ap-old", "etl", json.dumps({"app_id": "ap-old", "name": "etl", "created_at": 1.0})))
+    db.close()
+
+    async def check():
+        store = SQLiteStore(path)
+        try:
+            assert (await store.get_app_by_name("admin", "etl"))["app_id"] == "ap-old"
+            assert await store.get_app_by_name("alice", "etl") is None
+            await store.put_app({"app_id": "ap-new", "owner": "alice", "name": "etl"})
+            assert (await store.get_app_by_name("alice", "etl"))["app_id"] == "ap-new"
+            assert (await store.get_app("ap-old"))["name"] == "etl"
+        finally:
+            await store.close()
+
+    asyncio.run(check())

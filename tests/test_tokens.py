@@ -176,6 +176,32 @@ def test_app_token_creates_and_sees_only_its_app(server, people):
         a.delete(f"/v1/sandboxes/{outside}")
 
 
+def test_apps_are_named_per_principal_and_not_shared(server, people, api):
+    a, b = people["a"], people["b"]
+    name = "shared-name-" + uuid.uuid4().hex[:6]
+    app_a = a.post("/v1/apps/lookup", json={"name": name, "create_if_missing": True}).json()
+    # bob does not find alice's app by name; he gets one of his own
+    assert b.post("/v1/apps/lookup", json={"name": name}).status_code == 404
+    app_b = b.post("/v1/apps/lookup", json={"name": name, "create_if_missing": True}).json()
+    assert app_b["app_id"] != app_a["app_id"]
+    assert a.post("/v1/apps/lookup", json={"name": name}).json()["app_id"] == app_a["app_id"]
+    # ... and cannot mint a token for alice's app or create sandboxes in it
+    r = b.post("/v1/tokens", json={"scope": "app", "app_id": app_a["app_id"], "ttl_s": 60})
+    assert r.status_code == 404, r.text
+    assert b.post("/v1/sandboxes", json={"app_id": app_a["app_id"]}).status_code == 404
+    # an app token of alice's app sees alice's sandboxes in it, not the admin's
+    tok = a.post("/v1/tokens", json={"scope": "app", "app_id": app_a["app_id"], "ttl_s": 600})
+    assert tok.status_code == 201, tok.text
+    by_admin = api.post("/v1/sandboxes", json={"app_id": app_a["app_id"]}).json()["sandbox_id"]
+    try:
+        with client(server, tok.json()["token"]) as t:
+            assert t.get(f"/v1/sandboxes/{by_admin}").status_code == 404
+            assert t.post("/v1/apps/lookup", json={"name": "other"}).status_code == 403
+            assert t.post("/v1/apps/lookup", json={"name": name}).json()["app_id"] == app_a["app_id"]
+    finally:
+        api.delete(f"/v1/sandboxes/{by_admin}")
+
+
 def test_images_belong_to_who_built_them(server, people):
     a, b = people["a"], people["b"]
     steps = [{"kind": "debian_slim"}, {"kind": "run", "commands": [f"echo {uuid.uuid4().hex} > /m"]}]

@@ -52,9 +52,15 @@ def owns(principal: Principal, rec: dict[str, Any]) -> bool:
         return True
     if principal.scope == "sandbox":
         return rec.get("sandbox_id") == principal.target
-    if principal.scope == "app":
-        return rec.get("app_id") is not None and rec.get("app_id") == principal.target
+    if principal.scope == "app":  # its app's sandboxes that its principal made
+        return (rec.get("app_id") is not None and rec.get("app_id") == principal.target
+                and rec.get("owner", "admin") == principal.name)
     return rec.get("owner", "admin") == principal.name
+
+
+def owns_app(principal: Principal, app: dict[str, Any]) -> bool:
+    """Whether `principal` may use the app record `app` (apps are named per principal)."""
+    return principal.is_admin or app.get("owner", "admin") == principal.name
 
 
 async def check(app: Any, principal: Principal, method: str, path: str) -> None:

@@ -189,7 +189,9 @@ class SandboxManager:
             disk = self.policy.disk(req.disk_mib, self.runtime.disk_quota_unavailable)
         except ValueError as e:
             raise E.InvalidRequestError(str(e)) from None
-        if req.app_id is not None and await self.store.get_app(req.app_id) is None:
+        app = await self.store.get_app(req.app_id) if req.app_id is not None else None
+        if req.app_id is not None and (app is None or (
+                owner != "admin" and app.get("owner", "admin") != owner)):
             raise E.NotFoundError(f"app {req.app_id} does not exist: use App.lookup(name, "
                                   "create_if_missing=True)")
         image = await self._resolve_image(req.image)

@@ -228,14 +228,18 @@ async def _proxy(request: Request, sandbox_id: str, port: int, path: str):
     return resp
 
 
+MAX_INFORMATIONAL = 16  # 1xx heads before the real one: more is a server stalling us
+
+
 async def _response_head(up: _Upstream) -> Any:
-    while True:
+    for _ in range(MAX_INFORMATIONAL + 1):
         ev = await up.next_event()
         if isinstance(ev, h11.Response):
             return ev
         if isinstance(ev, h11.ConnectionClosed):
             raise ConnectionError("closed before answering")
         # h11.InformationalResponse (100 Continue, 103 Early Hints): not passed on
+    raise ConnectionError(f"sent more than {MAX_INFORMATIONAL} informational (1xx) responses")
 
 
 @ports_router.api_route("/v1/sandboxes/{sandbox_id}/ports/{port}", methods=METHODS,

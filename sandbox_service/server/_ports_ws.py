@@ -45,7 +45,7 @@ async def port_connect(ws: WebSocket, sandbox_id: str, port: str) -> None:
                                                     "bearer token"))
         return
     try:
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 1 <= int(port) <= 65535:
             raise E.InvalidRequestError(f"port {port[:20]!r} is not a TCP port: use 1-65535")
         await access.check(ws.app, principal, "GET", ws.url.path)
     except E.SandboxError as e:

@@ -229,11 +229,15 @@ async def remove_file(sandbox_id: str, request: Request, path: str = Query(...),
 # ---- apps ----------------------------------------------------------------------
 @router.post("/v1/apps/lookup", response_model=AppInfo)
 async def lookup_app(body: AppLookup, request: Request) -> AppInfo:
-    store = _mgr(request).store
-    rec = await store.get_app_by_name(body.name)
+    """Apps are named per principal: two principals' apps called "etl" are two apps."""
+    store, who = _mgr(request).store, request.state.principal
+    rec = await store.get_app_by_name(who.name, body.name)
+    if who.scope == "app" and (rec is None or rec["app_id"] != who.target):
+        raise E.PermissionDeniedError(f"this token is limited to app {who.target}")
     if rec is None:
         if not body.create_if_missing:
             raise E.NotFoundError(f"no app named {body.name!r}: pass create_if_missing=True")
-        rec = {"app_id": new_id("app"), "name": body.name, "created_at": time.time()}
-        await store.put_app(rec)
-    return AppInfo(**rec)
+        await store.put_app({"app_id": new_id("app"), "owner": who.name, "name": body.name,
+                             "created_at": time.time()})
+        rec = await store.get_app_by_name(who.name, body.name)  # a concurrent create wins
+    return AppInfo(**{k: rec[k] for k in ("app_id", "name", "created_at")})

@@ -65,7 +65,8 @@ async def create_token(body: TokenCreate, request: Request) -> dict:
                 raise E.InvalidRequestError("an app-scoped token needs app_id=")
             if who.scope == "app" and who.target != body.app_id:
                 raise E.PermissionDeniedError(f"this token is limited to app {who.target}")
-            if await request.app.state.manager.store.get_app(body.app_id) is None:
+            app = await request.app.state.manager.store.get_app(body.app_id)
+            if app is None or not access.owns_app(who, app):
                 raise E.NotFoundError(f"no app {body.app_id!r}")
             target = body.app_id
         principal = who.name

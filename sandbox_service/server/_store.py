@@ -29,14 +29,17 @@ class Store(abc.ABC):
     async def list_sandboxes(self, *, states: tuple[str, ...] | None = None,
                              limit: int = 1000) -> list[dict[str, Any]]: ...
 
+    # apps: one namespace of names per owner (the principal's name)
     @abc.abstractmethod
-    async def put_app(self, rec: dict[str, Any]) -> None: ...
+    async def put_app(self, rec: dict[str, Any]) -> None:
+        """Insert `rec` (app_id, owner, name, ...) unless that owner already has an app of
+        that name (then nothing changes: read it back with get_app_by_name)."""
 
     @abc.abstractmethod
     async def get_app(self, app_id: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod
-    async def get_app_by_name(self, name: str) -> dict[str, Any] | None: ...
+    async def get_app_by_name(self, owner: str, name: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod
     async def put_image(self, rec: dict[str, Any]) -> None: ...
@@ -79,7 +82,8 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
 CREATE TABLE IF NOT EXISTS apps (
-    id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, data TEXT NOT NULL);
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
+    UNIQUE (owner, name));
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY, digest TEXT UNIQUE NOT NULL, created_at REAL NOT NULL,
     data TEXT NOT NULL);
@@ -99,6 +103,15 @@ INSERT INTO secrets SELECT 'admin', name, created_at, updated_at, ciphertext, ke
     FROM secrets_v1;
 DROP TABLE secrets_v1;
 """
+# ... and apps, which were one global namespace: theirs become the admin's
+_MIGRATE_APPS = """
+ALTER TABLE apps RENAME TO apps_v1;
+CREATE TABLE apps (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
+    UNIQUE (owner, name));
+INSERT INTO apps SELECT id, 'admin', name, data FROM apps_v1;
+DROP TABLE apps_v1;
+"""
 
 
 class SQLiteStore(Store):
@@ -116,6 +129,9 @@ class SQLiteStore(Store):
         cols = [r[1] for r in db.execute("PRAGMA table_info(secrets)")]
         if cols and "owner" not in cols:
             db.executescript("BEGIN;" + _MIGRATE_SECRETS + "COMMIT;")
+        cols = [r[1] for r in db.execute("PRAGMA table_info(apps)")]
+        if cols and "owner" not in cols:
+            db.executescript("BEGIN;" + _MIGRATE_APPS + "COMMIT;")
         db.executescript(_SCHEMA)
         os.chmod(self.path, 0o600)
         self._db = db
@@ -147,15 +163,17 @@ class SQLiteStore(Store):
         return [json.loads(r[0]) for r in await self._run(self._exec, sql, params)]
 
     async def put_app(self, rec: dict[str, Any]) -> None:
-        await self._run(self._exec, "INSERT OR REPLACE INTO apps(id, name, data) VALUES (?,?,?)",
-                        (rec["app_id"], rec["name"], json.dumps(rec)))
+        owner = rec.get("owner", "admin")
+        await self._run(self._exec, "INSERT OR IGNORE INTO apps(id, owner, name, data) "
+                        "VALUES (?,?,?,?)", (rec["app_id"], owner, rec["name"], json.dumps(rec)))
 
     async def get_app(self, app_id: str) -> dict[str, Any] | None:
         rows = await self._run(self._exec, "SELECT data FROM apps WHERE id=?", (app_id,))
         return json.loads(rows[0][0]) if rows else None
 
-    async def get_app_by_name(self, name: str) -> dict[str, Any] | None:
-        rows = await self._run(self._exec, "SELECT data FROM apps WHERE name=?", (name,))
+    async def get_app_by_name(self, owner: str, name: str) -> dict[str, Any] | None:
+        rows = await self._run(self._exec, "SELECT data FROM apps WHERE owner=? AND name=?",
+                               (owner, name))
         return json.loads(rows[0][0]) if rows else None
 
     async def put_image(self, rec: dict[str, Any]) -> None:

@@ -1,0 +1,56 @@
+"""Unit checks of small trust boundaries: the host never buffers an agent frame larger
+than the protocol allows (root in a sandbox can stand in for its agent), and the service's
+key files come out whole and agreed on when many threads create them at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+from runtimes._agent_client import read_frame
+from runtimes.agent.sbxagent import proto
+from runtimes.agent.sbxagent.kernels import MAX_EVENT_LINE
+from security._keyfile import ensure_key_file
+
+
+def test_an_oversized_agent_frame_is_refused_before_it_is_read():
+    async def go():
+        reader = asyncio.StreamReader()
+        reader.feed_data(proto.HEADER.pack(proto.RESP, proto.MAX_FRAME + 1))
+        reader.feed_data(b"x" * 1024)  # the rest never comes: a read would wait forever
+        return await asyncio.wait_for(read_frame(reader), 5)
+
+    assert asyncio.run(go()) == (None, b"")
+
+
+def test_a_frame_at_the_limit_is_read():
+    async def go():
+        reader = asyncio.StreamReader()
+        reader.feed_data(proto.HEADER.pack(proto.RESP, 3) + b"abc")
+        return await read_frame(reader)
+
+    assert asyncio.run(go()) == (proto.RESP, b"abc")
+
+
+def test_an_interpreter_event_fits_in_one_frame():
+    assert MAX_EVENT_LINE < proto.MAX_FRAME
+
+
+def test_concurrent_key_file_creation_agrees_on_one_whole_key(tmp_path):
+    path = str(tmp_path / "k" / "secrets.key")
+    got: list[bytes] = []
+    start = threading.Barrier(16)
+
+    def worker():
+        start.wait()
+        got.append(ensure_key_file(path, lambda: os.urandom(32)))
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 1 and len(got[0]) == 32
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.listdir(os.path.dirname(path)) == ["secrets.key"]  # no temporary left
