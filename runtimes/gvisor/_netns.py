@@ -393,6 +393,8 @@ class EgressNetworks(DnsPinning):
             await _run("nft", "-f", "-", check=False, stdin=(
                 f'delete element inet {self.table} dns_pinned {{ "{hif}" }}\n'
                 f"delete set inet {self.table} dom_{hif}\n").encode())
+            await _run("nft", "-f", "-", check=False, stdin=(  # its TCP DNS count, if any
+                f'delete element inet {self.table} dns_tcp {{ "{hif}" }}\n').encode())
         except FileNotFoundError:
             pass
         try:
