@@ -42,7 +42,8 @@ from ._mcp import create_mcp_server, token_key
 from ._scopes import ScopeRegistry
 
 Resolve = Callable[[str | None], Awaitable[Any]]
-MAX_CLIENTS = 256
+MAX_CLIENTS = 256              # cached clients in all
+MAX_CLIENTS_PER_PRINCIPAL = 16  # of one principal (it may mint many tokens)
 
 
 class SbxTokenVerifier:
@@ -60,13 +61,26 @@ class SbxTokenVerifier:
                            expires_at=int(principal.expires_at) if principal.expires_at else None)
 
 
+class _Entry:
+    __slots__ = ("client", "owner", "users", "evicted")
+
+    def __init__(self, client: _Client, owner: str):
+        self.client, self.owner, self.users, self.evicted = client, owner, 0, False
+
+
 class CallerClients:
-    """A loopback SDK client per caller token (the ClientSource of the HTTP mount)."""
+    """A loopback SDK client per caller token (the ClientSource of the HTTP mount).
+
+    Cached (least recently used first out, at most MAX_CLIENTS, at most
+    MAX_CLIENTS_PER_PRINCIPAL of one principal: one minting many tokens evicts its own
+    clients, not other principals'). Each call holds its client until `release`; a client
+    evicted while calls use it is closed when the last of them ends, never under them."""
 
     def __init__(self, loopback_url: str, resolve: Resolve):
         self.url = loopback_url
         self._resolve = resolve
-        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._clients: OrderedDict[str, _Entry] = OrderedDict()
+        self._held: dict[int, _Entry] = {}  # id(client) -> entry, while calls use it
 
     async def for_call(self, ctx: Context) -> tuple[_Client, str]:
         token = None
@@ -77,22 +91,52 @@ class CallerClients:
             token = value.strip() if scheme.lower() == "bearer" else None
         if not token and (access := get_access_token()) is not None:
             token = access.token
-        if not token or await self._resolve(token) is None:
+        principal = await self._resolve(token) if token else None
+        if principal is None:
             raise ToolError("the bearer token of this MCP request is missing, expired or "
                             "revoked: reconnect with a valid token (`sbx token create`)")
-        client = self._clients.get(token)
-        if client is None:
-            client = self._clients[token] = _Client(self.url, token)
-            while len(self._clients) > MAX_CLIENTS:
-                _, old = self._clients.popitem(last=False)
-                asyncio.ensure_future(old.close())
+        return self.acquire(token, str(getattr(principal, "name", "") or "")), token_key(token)
+
+    def acquire(self, token: str, owner: str) -> _Client:
+        """The cached client of `token` (made if needed), held until `release`."""
+        entry = self._clients.get(token)
+        if entry is None:
+            entry = self._clients[token] = _Entry(_Client(self.url, token), owner)
+            self._evict(owner)
         self._clients.move_to_end(token)
-        return client, token_key(token)
+        entry.users += 1
+        self._held[id(entry.client)] = entry
+        return entry.client
+
+    def release(self, client: _Client) -> None:
+        entry = self._held.get(id(client))
+        if entry is None:
+            return
+        entry.users -= 1
+        if entry.users <= 0:
+            del self._held[id(client)]
+            if entry.evicted:
+                asyncio.ensure_future(entry.client.close())
+
+    def _evict(self, owner: str) -> None:
+        mine = [t for t, e in self._clients.items() if e.owner == owner]
+        for token in mine[:max(0, len(mine) - MAX_CLIENTS_PER_PRINCIPAL)]:
+            self._drop(token)
+        for token in list(self._clients)[:max(0, len(self._clients) - MAX_CLIENTS)]:
+            self._drop(token)
+
+    def _drop(self, token: str) -> None:
+        entry = self._clients.pop(token)
+        entry.evicted = True
+        if entry.users <= 0:  # else closed by the release of its last call
+            asyncio.ensure_future(entry.client.close())
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
+        for entry in list(self._clients.values()) + list(self._held.values()):
+            if not entry.client._http.is_closed:
+                await entry.client.close()
         self._clients.clear()
+        self._held.clear()
 
 
 def loopback_url(host: str, port: int) -> str:

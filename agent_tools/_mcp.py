@@ -12,9 +12,10 @@ Must not import the server or a runtime.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -44,7 +45,8 @@ INSTRUCTIONS = (
 
 class ClientSource(Protocol):
     async def for_call(self, ctx: Context) -> tuple[_Client, str]:
-        """The SDK client acting as this call's caller, and its scope key."""
+        """The SDK client acting as this call's caller, and its scope key (the call holds
+        the client until `release`, if the source has one)."""
 
 
 class FixedClient:
@@ -87,8 +89,18 @@ class ToolHost:
         self.source = source
         self.registry = registry
 
-    async def toolbox(self, ctx: Context, *, progress: bool = True) -> Toolbox:
+    @contextlib.asynccontextmanager
+    async def toolbox(self, ctx: Context, *, progress: bool = True) -> AsyncIterator[Toolbox]:
+        """This call's toolbox; its client is released (to the source) when the call ends."""
         client, key = await self.source.for_call(ctx)
+        try:
+            yield self._toolbox(ctx, client, key, progress)
+        finally:
+            release = getattr(self.source, "release", None)
+            if release is not None:
+                release(client)
+
+    def _toolbox(self, ctx: Context, client: _Client, key: str, progress: bool) -> Toolbox:
         conn = _connection(ctx)
         session_id = getattr(conn, "session_id", None)
         if session_id:  # a real MCP session: its sandboxes end with it
@@ -110,9 +122,9 @@ class ToolHost:
         args_model = type(f"{spec.input.__name__}Args", (spec.input, ArgModelBase), {})
 
         async def run(ctx: Context, **kwargs: Any) -> CallToolResult:
-            box = await self.toolbox(ctx)
             try:
-                outcome = await box.call(spec.name, spec.input.model_validate(kwargs))
+                async with self.toolbox(ctx) as box:
+                    outcome = await box.call(spec.name, spec.input.model_validate(kwargs))
             except ToolFailure as e:
                 if e.outcome is not None:
                     return _outcome_result(e.outcome)
@@ -133,10 +145,10 @@ class ToolHost:
     async def read_file_resource(self, sandbox_id: str, path: str, ctx: Context) -> bytes:
         from sandbox_service._sandbox import _AsyncSandbox
 
-        box = await self.toolbox(ctx, progress=False)
         try:
-            sb = await _AsyncSandbox.from_id(sandbox_id, client=box.client)
-            return await sb.filesystem.read_bytes("/" + path)
+            async with self.toolbox(ctx, progress=False) as box:
+                sb = await _AsyncSandbox.from_id(sandbox_id, client=box.client)
+                return await sb.filesystem.read_bytes("/" + path)
         except E.SandboxError as e:
             raise ResourceError(f"reading /{path} in {sandbox_id} failed [{e.code}]: {e}") from None
 

@@ -341,3 +341,39 @@ def test_mcp_inspector_cli(server):
     assert out.returncode == 0 and '"stdout": "42\\n"' in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
     out = inspector([server.url + "/mcp", "--transport", "http", "--method", "tools/list"], env)
     assert out.returncode != 0 and "run_code" not in out.stdout
+
+
+async def test_http_client_cache_never_closes_a_client_in_use():
+    """The per-token client cache of the HTTP mount: a principal minting many tokens
+    evicts only its own clients, and a client evicted while a call uses it is closed only
+    when that call ends."""
+    from agent_tools._http import MAX_CLIENTS, MAX_CLIENTS_PER_PRINCIPAL, CallerClients
+
+    async def settle():
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    clients = CallerClients("http://127.0.0.1:9", lambda token: None)
+    try:
+        victim = clients.acquire("victim-token", "victim")  # a call in flight
+        for i in range(MAX_CLIENTS + 50):                   # another principal churns
+            clients.release(clients.acquire(f"churn-{i}", "churner"))
+        await settle()
+        assert not victim._http.is_closed
+        assert clients.acquire("victim-token", "victim") is victim  # still cached
+        clients.release(victim)
+        assert sum(1 for e in clients._clients.values() if e.owner == "churner") \
+            == MAX_CLIENTS_PER_PRINCIPAL
+
+        # many principals push it out of the cache while the call still runs: it stays
+        # usable until released, then it is closed
+        for i in range(MAX_CLIENTS):
+            clients.release(clients.acquire(f"p{i}-token", f"p{i}"))
+        await settle()
+        assert "victim-token" not in clients._clients
+        assert not victim._http.is_closed
+        clients.release(victim)
+        await settle()
+        assert victim._http.is_closed
+    finally:
+        await clients.close()

@@ -181,3 +181,201 @@ async def test_resolver_ignores_other_sources_and_garbage(upstream):
             await dns.asyncquery.udp(q, "127.0.0.1", timeout=1, port=port)
     finally:
         await res.close()
+
+
+# ---- resource bounds: TCP connections, in-flight queries, late answers, pins, host commands
+
+async def _tcp_query(port: int, name: str) -> bytes:
+    """One DNS query over a new TCP connection: the reply, or b"" when it was closed."""
+    import asyncio
+    import struct
+
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        msg = dns.message.make_query(name, "A").to_wire()
+        w.write(struct.pack("!H", len(msg)) + msg)
+        await w.drain()
+        try:
+            head = await asyncio.wait_for(r.readexactly(2), 10)
+            return await r.readexactly(struct.unpack("!H", head)[0])
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return b""
+    finally:
+        w.close()
+
+
+async def test_resolver_caps_tcp_connections_per_sandbox(upstream):
+    import asyncio
+    import struct
+
+    from runtimes.gvisor._dns import MAX_TCP_CONNS
+
+    srv, _ = upstream
+    res = DomainResolver([("127.0.0.1", srv.port)], lambda *a: asyncio.sleep(0), lambda: BLOCKED)
+    port = await res.listen("sb-3", "127.0.0.1", "127.0.0.1", ["ok.example.com"])
+    conns = []
+    try:
+        for _ in range(MAX_TCP_CONNS + 4):  # all held open at once
+            conns.append(await asyncio.open_connection("127.0.0.1", port))
+        msg = dns.message.make_query("no.example.com", "A").to_wire()
+        answered = closed = 0
+        for r, w in conns:
+            w.write(struct.pack("!H", len(msg)) + msg)
+            try:
+                await w.drain()
+                head = await asyncio.wait_for(r.readexactly(2), 10)
+                await r.readexactly(struct.unpack("!H", head)[0])
+                answered += 1
+            except (asyncio.IncompleteReadError, ConnectionError):
+                closed += 1
+        assert (answered, closed) == (MAX_TCP_CONNS, 4)
+        # one of them ends: a new connection is served again
+        conns.pop(0)[1].close()
+        for _ in range(100):
+            if len(res._listeners["sb-3"].conns) < MAX_TCP_CONNS:
+                break
+            await asyncio.sleep(0.05)
+        reply = await _tcp_query(port, "no.example.com")
+        assert dns.message.from_wire(reply).rcode() == dns.rcode.NXDOMAIN
+    finally:
+        for _, w in conns:
+            w.close()
+        await res.close()
+
+
+async def test_tcp_queries_count_toward_the_inflight_limit(upstream):
+    import asyncio
+
+    from runtimes.gvisor._dns import MAX_INFLIGHT
+
+    srv, _ = upstream
+    gate, started = asyncio.Event(), []
+    all_started = asyncio.Event()
+
+    async def pin(cid, addrs, seconds):  # holds every allowed answer in flight
+        started.append(cid)
+        if len(started) == MAX_INFLIGHT:
+            all_started.set()
+        await gate.wait()
+
+    res = DomainResolver([("127.0.0.1", srv.port)], pin, lambda: BLOCKED)
+    port = await res.listen("sb-4", "127.0.0.1", "127.0.0.1", ["ok.example.com"])
+    import socket
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _ in range(MAX_INFLIGHT):
+            u.sendto(dns.message.make_query("ok.example.com", "A").to_wire(), ("127.0.0.1", port))
+        await asyncio.wait_for(all_started.wait(), 30)
+        # the sandbox's budget is spent: a TCP query (even one answered without upstream)
+        # is dropped, not answered beside it
+        assert await _tcp_query(port, "no.example.com") == b""
+        gate.set()
+        await asyncio.sleep(0)
+        for _ in range(100):
+            if res._listeners["sb-4"].inflight == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert dns.message.from_wire(await _tcp_query(port, "no.example.com")).rcode() \
+            == dns.rcode.NXDOMAIN
+    finally:
+        u.close()
+        gate.set()
+        await res.close()
+
+
+async def test_forget_cancels_answers_in_flight_and_closes_tcp_connections(upstream):
+    import asyncio
+    import socket
+
+    srv, _ = upstream
+    entered, cancelled, finished = asyncio.Event(), asyncio.Event(), []
+
+    async def pin(cid, addrs, seconds):
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        finished.append(cid)
+
+    res = DomainResolver([("127.0.0.1", srv.port)], pin, lambda: BLOCKED)
+    port = await res.listen("sb-5", "127.0.0.1", "127.0.0.1", ["ok.example.com"])
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        u.sendto(dns.message.make_query("ok.example.com", "A").to_wire(), ("127.0.0.1", port))
+        await asyncio.wait_for(entered.wait(), 30)
+        for _ in range(100):  # the TCP connection has been accepted
+            if res._listeners["sb-5"].conns:
+                break
+            await asyncio.sleep(0.05)
+        await res.forget("sb-5")
+        await asyncio.wait_for(cancelled.wait(), 30)  # the late answer pins nothing
+        assert finished == []
+        # the open connection went with the listener (Server.close alone leaves it open)
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        w.close()
+    finally:
+        u.close()
+        await res.close()
+
+
+@pytest.fixture
+def egress(tmp_path, monkeypatch):
+    """An EgressNetworks whose nft commands are recorded, not run."""
+    from runtimes.gvisor import _pinning
+    from runtimes.gvisor._netns import EgressNetworks
+
+    ran: list[str] = []
+
+    async def fake_run(*argv, check=True, stdin=None, timeout_s=30):
+        ran.append((stdin or b"").decode())
+        return ""
+
+    monkeypatch.setattr(_pinning, "_run", fake_run)
+    return EgressNetworks("fixdnstest", str(tmp_path), resolvers=[]), ran
+
+
+async def test_pin_refuses_a_sandbox_without_a_resolver(egress):
+    from runtimes.gvisor._hostcmd import NetworkSetupError
+
+    net, ran = egress
+    with pytest.raises(NetworkSetupError, match="no DNS pinning"):
+        await net.pin("gone", ["198.51.100.1"], 600)
+    assert ran == [] and "gone" not in net._pinned  # no nft, no entry re-created
+
+
+async def test_pins_per_sandbox_are_capped(egress):
+    from runtimes.gvisor._hostcmd import NetworkSetupError
+    from runtimes.gvisor._pinning import MAX_PINS
+
+    net, ran = egress
+    net._pinned["sb"] = {}
+    many = [str(ipaddress.IPv4Address("100.64.0.0") + i) for i in range(MAX_PINS)]
+    await net.pin("sb", many, 600)
+    await net.pin("sb", many[:3], 600)  # already pinned: fine, nothing new
+    n = len(ran)
+    with pytest.raises(NetworkSetupError, match="at most"):
+        await net.pin("sb", ["198.51.100.1"], 600)
+    assert len(ran) == n and len(net._pinned["sb"]) == MAX_PINS
+    # expired ones make room again
+    for a in many[:10]:
+        net._pinned["sb"][a] = 0
+    await net.pin("sb", ["198.51.100.1"], 600)
+    assert "198.51.100.1" in net._pinned["sb"]
+    # and the kernel set is bounded the same way
+    assert f"size {MAX_PINS};" in net._policy_rules("sb", [], ["a.example.com"])
+
+
+async def test_host_command_killed_on_timeout(tmp_path):
+    import os
+
+    from runtimes.gvisor._hostcmd import NetworkSetupError, run
+
+    pidfile = tmp_path / "pid"
+    with pytest.raises(NetworkSetupError, match="did not finish"):
+        await run("sh", "-c", f"echo $$ > {pidfile}; exec sleep 600", timeout_s=1)
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(pid, 0)

@@ -45,7 +45,9 @@ PIN_MIN_S = 600          # a pin lives at least this long, whatever the TTL (cli
 PIN_MAX_S = 86400        # and at most a day; the answer's TTL is never above the pin
 UPSTREAM_TIMEOUT_S = 3.0
 TCP_IDLE_S = 10.0
-MAX_INFLIGHT = 64        # queries of one sandbox being answered at once; more are dropped
+MAX_INFLIGHT = 64        # queries of one sandbox being answered at once (UDP and TCP);
+#                          more are dropped
+MAX_TCP_CONNS = 16       # TCP connections one sandbox may hold open; more are closed at once
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 PinFn = Callable[[str, list[str], int], Awaitable[None]]
@@ -131,12 +133,23 @@ class _Listener:
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.base_events.Server | None = None
         self.inflight = 0
+        self.conns: set[asyncio.StreamWriter] = set()  # its open TCP connections
+        self.tasks: set[asyncio.Task] = set()  # its queries being answered, its connections
+        self.closed = False
 
     def close(self) -> None:
+        """Stop answering: the sockets, the open TCP connections (Server.close leaves them
+        open) and every answer in flight (a late one must not pin for a sandbox that is
+        gone)."""
+        self.closed = True
         if self.udp:
             self.udp.close()
         if self.tcp:
             self.tcp.close()
+        for w in list(self.conns):
+            w.close()
+        for t in list(self.tasks):
+            t.cancel()
 
 
 class _UDP(asyncio.DatagramProtocol):
@@ -149,10 +162,11 @@ class _UDP(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:
         # only the sandbox's own address (a spoofed source would make us a reflector)
-        if addr[0] != self.lst.peer_ip or self.lst.inflight >= MAX_INFLIGHT:
+        if (addr[0] != self.lst.peer_ip or self.lst.inflight >= MAX_INFLIGHT
+                or self.lst.closed):
             return
         self.lst.inflight += 1
-        self.owner._spawn(self._reply(data, addr))
+        self.owner._spawn(self._reply(data, addr), self.lst)
 
     async def _reply(self, data: bytes, addr) -> None:
         try:
@@ -174,10 +188,12 @@ class DomainResolver:
         self._listeners: dict[str, _Listener] = {}
         self._tasks: set[asyncio.Task] = set()
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro, lst: _Listener) -> None:
         t = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
+        lst.tasks.add(t)
         t.add_done_callback(self._tasks.discard)
+        t.add_done_callback(lst.tasks.discard)
 
     def where(self, cid: str) -> tuple[str, int] | None:
         """(address, port) `cid`'s listener is on, if it has one."""
@@ -226,15 +242,32 @@ class DomainResolver:
 
     async def _tcp(self, lst: _Listener, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if (not peer or peer[0] != lst.peer_ip or lst.closed
+                or len(lst.conns) >= MAX_TCP_CONNS):
+            # another source, a listener being closed, or one connection too many: each
+            # open one is a file descriptor of the server
+            if peer and peer[0] == lst.peer_ip and not lst.closed:
+                log.debug("dns: %s holds %d TCP connections: closing another",
+                          lst.cid, len(lst.conns))
+            writer.close()
+            return
+        lst.conns.add(writer)
+        me = asyncio.current_task()
+        if me is not None:
+            lst.tasks.add(me)
         try:
-            peer = writer.get_extra_info("peername")
-            if not peer or peer[0] != lst.peer_ip:
-                return
             while True:
                 head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_S)
                 data = await asyncio.wait_for(reader.readexactly(struct.unpack("!H", head)[0]),
                                               TCP_IDLE_S)
-                out = await self.answer(lst, data, tcp=True)
+                if lst.inflight >= MAX_INFLIGHT:  # the same budget as its UDP queries
+                    return
+                lst.inflight += 1
+                try:
+                    out = await self.answer(lst, data, tcp=True)
+                finally:
+                    lst.inflight -= 1
                 if out is None:
                     return
                 writer.write(struct.pack("!H", len(out)) + out)
@@ -242,6 +275,9 @@ class DomainResolver:
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
             pass
         finally:
+            lst.conns.discard(writer)
+            if me is not None:
+                lst.tasks.discard(me)
             writer.close()
 
     # ---- the policy -----------------------------------------------------------------------

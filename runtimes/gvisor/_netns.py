@@ -48,9 +48,9 @@ import re
 
 from security import BLOCKED_V4
 
-from ._dns import DomainResolver, parse_upstreams
+from ._dns import MAX_TCP_CONNS, DomainResolver, parse_upstreams
 from ._hostcmd import NetworkSetupError, run as _run
-from ._pinning import DnsPinning, ct_mark as _ct_mark
+from ._pinning import MAX_PINS, DnsPinning, ct_mark as _ct_mark
 
 log = logging.getLogger("sbx.runtime.netns")
 
@@ -61,6 +61,9 @@ HOST_IF_PREFIX = "sbxh"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 FORWARD_MARKER = "/run/sbx-ip-forward"
 SANDBOX_IF_PREFIX = "sbxs"
+# a sandbox's open TCP connections to its resolver, counted by the kernel (the listener
+# itself closes those beyond MAX_TCP_CONNS; this also bounds what waits to be accepted)
+MAX_DNS_TCP_CONNS = 2 * MAX_TCP_CONNS
 POLICY_DIR = "egress"  # under state_dir: <container id>.json, {"allow": null | [cidr, ...]}
 #                       plus "domains": [pattern, ...] for DNS pinning (absent: none)
 
@@ -184,7 +187,8 @@ class EgressNetworks(DnsPinning):
         mark = f" ct mark set {_ct_mark(cid):#x}"
         accept = f"    ip daddr {{ {', '.join(map(str, nets))} }}{mark} accept\n" if allow else ""
         elems = ", ".join(f"{a} timeout {s}s" for a, s in (pins or {}).items())
-        pinned = (f"add set inet {self.table} dom_{hif} {{ type ipv4_addr; flags timeout; }}\n"
+        pinned = (f"add set inet {self.table} dom_{hif} "
+                  f"{{ type ipv4_addr; flags timeout; size {MAX_PINS}; }}\n"
                   + (f"add element inet {self.table} dom_{hif} {{ {elems} }}\n" if elems else "")
                   + f'add element inet {self.table} dns_pinned {{ "{hif}" }}\n')
         accept = (f"    ct state established,related ct mark {_ct_mark(cid):#x} accept\n"
@@ -238,6 +242,9 @@ class EgressNetworks(DnsPinning):
             # where (the resolver's listener for that veth, on the veth's host end)
             "  set dns_pinned { type ifname; }\n"
             "  map dns_redirect { type ifname : ipv4_addr . inet_service; }\n"
+            # TCP connections to port 53 each veth has open (to its resolver listener, a
+            # file descriptor each in the server): counted, refused beyond a bound
+            "  set dns_tcp { type ifname; flags dynamic; size 65535; }\n"
             "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n"
             f'    iifname "{HOST_IF_PREFIX}*" meta l4proto {{ tcp, udp }} th dport 53 '
             "dnat ip to iifname map @dns_redirect\n  }\n"
@@ -246,6 +253,9 @@ class EgressNetworks(DnsPinning):
             # its resolver listener is) reaches the host. Not keyed to this table's
             # listeners: every server's table on the host must let every server's
             # redirected DNS through, or one would drop the other's
+            f'    iifname "{HOST_IF_PREFIX}*" meta l4proto tcp ct state new ct status dnat '
+            "ct original proto-dst 53 add @dns_tcp { iifname ct count over "
+            f"{MAX_DNS_TCP_CONNS} }} reject with tcp reset\n"
             f'    iifname "{HOST_IF_PREFIX}*" ip saddr {self.subnet} meta l4proto {{ tcp, udp }} '
             "ct status dnat ct original proto-dst 53 fib daddr . iif type local accept\n"
             f'    iifname "{HOST_IF_PREFIX}*" drop\n  }}\n'
@@ -383,6 +393,8 @@ class EgressNetworks(DnsPinning):
             await _run("nft", "-f", "-", check=False, stdin=(
                 f'delete element inet {self.table} dns_pinned {{ "{hif}" }}\n'
                 f"delete set inet {self.table} dom_{hif}\n").encode())
+            await _run("nft", "-f", "-", check=False, stdin=(  # its TCP DNS count, if any
+                f'delete element inet {self.table} dns_tcp {{ "{hif}" }}\n').encode())
         except FileNotFoundError:
             pass
         try:

@@ -22,6 +22,8 @@ from ._hostcmd import NetworkSetupError, run as _run
 
 log = logging.getLogger("sbx.runtime.netns")
 
+MAX_PINS = 4096  # addresses one sandbox may have pinned at once (its set's `size`)
+
 
 def ct_mark(cid: str) -> int:
     """The conntrack mark of connections a sandbox's domain chain accepted (unique per
@@ -46,6 +48,7 @@ class DnsPinning:
             port = await self._resolver().listen(cid, host_ip, sb_ip, domains, port=self.dns_port)
         except OSError as e:
             raise NetworkSetupError(f"the DNS resolver for {cid} could not start: {e}") from e
+        self._pinned.setdefault(cid, {})  # pin() pins only for a sandbox that has this
         await _run("nft", "-f", "-", stdin=self._redirect_rule(cid, host_ip, port).encode())
 
     async def resume(self, cid: str) -> None:
@@ -70,13 +73,25 @@ class DnsPinning:
 
     async def pin(self, cid: str, addrs: list[str], seconds: int) -> None:
         """Let `cid` reach `addrs` for `seconds` (its resolver answered them). An address
-        pinned with at least half of that left is not touched again."""
+        pinned with at least half of that left is not touched again. Refused (raises) for a
+        sandbox whose resolver is gone (a late answer after destroy) and beyond MAX_PINS
+        addresses at once (a wildcard list must not grow its set without bound)."""
         hif, _ = self._ifnames(cid)
         now = time.monotonic()
-        mine = self._pinned.setdefault(cid, {})
+        mine = self._pinned.get(cid)
+        if mine is None:
+            raise NetworkSetupError(f"{cid} has no DNS pinning (any more): nothing pinned")
         todo = [a for a in addrs if mine.get(a, 0) - now < seconds / 2]
         if not todo:
             return
+        for a in [a for a, until in mine.items() if until <= now]:
+            del mine[a]  # expired in its set too (same timeout)
+        new = sum(1 for a in todo if a not in mine)
+        if len(mine) + new > MAX_PINS:
+            log.warning("dns: %s has %d addresses pinned (at most %d): not pinning %s",
+                        cid, len(mine), MAX_PINS, ", ".join(todo))
+            raise NetworkSetupError(f"{cid} already has {len(mine)} addresses pinned (at most "
+                                    f"{MAX_PINS}): wait for pins to expire")
         s = f"dom_{hif}"
         # add (a no-op if present), delete, add: one transaction that also refreshes the
         # timeout of an address already there
@@ -85,6 +100,8 @@ class DnsPinning:
                         f"add element inet {self.table} {s} {{ {a} timeout {seconds}s }}\n"
                         for a in todo)
         await _run("nft", "-f", "-", stdin=rules.encode())
+        if self._pinned.get(cid) is not mine:
+            return  # destroyed meanwhile: its set went with it
         for a in todo:
             mine[a] = now + seconds
         log.info("dns: %s may reach %s for %ds", cid, ", ".join(todo), seconds)
