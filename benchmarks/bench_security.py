@@ -32,6 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
+from bench_core import pct, timed  # noqa: E402  (same statistics as the core table)
 from sbxtest import Server  # noqa: E402
 
 LOOKUP = ("import json, socket, sys, time\nname, n = sys.argv[1], int(sys.argv[2])\nout = []\n"
@@ -44,22 +45,8 @@ GET = ("import time, urllib.request\nt = time.perf_counter()\n"
        "print((time.perf_counter() - t) * 1000)\n")
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
 def cell(ms: list[float] | None) -> str:
     return f"{statistics.median(ms):.1f} / {pct(ms, 0.95):.1f}" if ms else "n/a"
-
-
-def timed(fn, runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
 
 
 def main() -> None:

@@ -13,13 +13,13 @@ import ipaddress
 import json
 import os
 import random
-import secrets
 import subprocess
 import time
 
 import pytest
 
 import sandbox_service as sbx
+from sbxnet import PublicHost, ip
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,60 +63,22 @@ DNS = ("import socket\n"
        "    print('NODNS', e)\n")
 
 
-def ip(*argv: str, check: bool = True) -> str:
-    r = subprocess.run(["ip", *argv], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(argv)}: {r.stderr.strip()}")
-    return r.stdout
-
-
-class _Target:
+class _Target(PublicHost):
     """A namespace with a "public" 198.51.100.x address and a TCP server on PORT."""
 
     def __init__(self, addr: str, link: int):
-        tag = secrets.token_hex(3)
-        self.addr, self.ns = addr, f"sbxt-{tag}"
-        self.hif, self.nif = f"sbt{tag}h", f"sbt{tag}n"  # not the sandboxes' sbxh* prefix
-        host_ip, ns_ip = f"10.233.{link}.1", f"10.233.{link}.2"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(addr, link)
         try:
-            ip("netns", "add", self.ns)
-            ip("link", "add", self.hif, "type", "veth", "peer", "name", self.nif, "netns", self.ns)
-            ip("addr", "add", f"{host_ip}/30", "dev", self.hif)
-            ip("link", "set", self.hif, "up")
-            ip("-n", self.ns, "addr", "add", f"{ns_ip}/30", "dev", self.nif)
-            ip("-n", self.ns, "addr", "add", f"{addr}/32", "dev", self.nif)
-            ip("-n", self.ns, "link", "set", self.nif, "up")
-            ip("-n", self.ns, "link", "set", "lo", "up")
-            ip("-n", self.ns, "route", "add", "default", "via", host_ip)
-            ip("route", "add", f"{addr}/32", "via", ns_ip, "dev", self.hif)
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "python3", "-c",
-                                          SERVER, addr], start_new_session=True)
-            self._wait()
+            self.start(["python3", "-c", SERVER, addr], PORT)
+            self._check_hello()
         except BaseException:
             self.close()
             raise
 
-    def _wait(self) -> None:
+    def _check_hello(self) -> None:
         import socket
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection((self.addr, PORT), timeout=1) as s:
-                    assert s.recv(64) == f"hello-from-{self.addr}".encode()
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-        ip("route", "del", f"{self.addr}/32", check=False)
-        ip("link", "del", self.hif, check=False)
-        ip("netns", "del", self.ns, check=False)
+        with socket.create_connection((self.addr, PORT), timeout=5) as s:
+            assert s.recv(64) == f"hello-from-{self.addr}".encode()
 
     @property
     def target(self) -> str:
