@@ -79,6 +79,22 @@ class _HealthProbe:
         self._t.join(20)
 
 
+def test_all_sandboxes_together_leave_the_host_pids(server):
+    """Each sandbox's pids.max stops one fork bomb; the parent cgroup's cap stops several at
+    once from taking the PIDs the host itself needs."""
+    import hashlib
+
+    from runtimes.gvisor._cgroups import CGROUP_ROOT, host_pids_cap, version
+    sbx.Sandbox.create(timeout=60).terminate()  # the runtime made its parent cgroup
+    parent = "sbx-" + hashlib.sha256(os.path.abspath(os.path.join(server.home, "runtime")).encode()).hexdigest()[:10]
+    path = (os.path.join(CGROUP_ROOT, parent, "pids.max") if version() == 2
+            else os.path.join(CGROUP_ROOT, "pids", parent, "pids.max"))
+    with open(path) as f:
+        cap = int(f.read().strip())
+    with open("/proc/sys/kernel/pid_max") as f:
+        assert cap == host_pids_cap() < int(f.read())
+
+
 def test_fork_bomb_contained(server):
     sb = sbx.Sandbox.create(timeout=120)
     bystander = sbx.Sandbox.create(timeout=120)

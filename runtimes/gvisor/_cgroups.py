@@ -2,7 +2,9 @@
 
 Every sandbox's cgroupsPath lives under one parent per SBX_HOME. On cgroup v1 the parent's
 devices controller denies every device except /dev/null and read-only /dev/urandom, so a
-device node smuggled into a bind mount cannot reach a host device through the gofer.
+device node smuggled into a bind mount cannot reach a host device through the gofer. The
+parent's pids.max caps all sandboxes together below the host's own limit (`host_pids_cap`),
+so several fork bombs at once cannot take the last PIDs the host needs.
 """
 
 from __future__ import annotations
@@ -50,10 +52,37 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
+def host_pids_cap() -> int | None:
+    """Host tasks all sandboxes together may use: three quarters of the kernel's limit
+    (pid_max and threads-max, the smaller), leaving the rest to the host."""
+    limits = []
+    for path in ("/proc/sys/kernel/pid_max", "/proc/sys/kernel/threads-max"):
+        try:
+            with open(path) as f:
+                limits.append(int(f.read().strip()))
+        except (OSError, ValueError):
+            pass
+    return min(limits) * 3 // 4 if limits else None
+
+
+def _cap_pids(parent: str) -> None:
+    cap = host_pids_cap()
+    rel = parent.strip("/")
+    path = os.path.join(CGROUP_ROOT, rel, "pids.max") if version() == 2 else \
+        os.path.join(CGROUP_ROOT, "pids", rel, "pids.max")
+    if cap is None:
+        return
+    try:
+        _write(path, str(cap))
+    except OSError as e:
+        log.warning("could not cap the sandboxes' tasks at %d in %s: %s", cap, path, e)
+
+
 def ensure_parent(parent: str) -> bool:
     """Create the parent cgroups; return True when the device lockdown is in force."""
     for d in _controller_dirs(parent):
         os.makedirs(d, exist_ok=True)
+    _cap_pids(parent)
     if version() == 2:
         log.warning("cgroup v2: device lockdown relies on runsc; devices cgroup not set")
         return False
