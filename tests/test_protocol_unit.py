@@ -54,3 +54,36 @@ def test_concurrent_key_file_creation_agrees_on_one_whole_key(tmp_path):
     assert len(set(got)) == 1 and len(got[0]) == 32
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.listdir(os.path.dirname(path)) == ["secrets.key"]  # no temporary left
+
+
+def test_a_stream_is_cleaned_up_even_when_its_head_cannot_be_sent():
+    """The client left before the response head went out: the body never starts, and the
+    agent connection it holds must still be released."""
+    from sandbox_service.server._streaming import OwnedStreamingResponse
+
+    cleaned, started = [], []
+
+    async def body():
+        started.append(True)
+        yield b"x"
+
+    async def cleanup():
+        cleaned.append(True)
+
+    async def receive():
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        raise OSError("client gone")
+
+    async def go():
+        resp = OwnedStreamingResponse(body(), cleanup=cleanup)
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}}
+        try:
+            await resp(scope, receive, send)
+        except Exception:  # starlette turns the failed send into ClientDisconnect
+            pass
+
+    asyncio.run(go())
+    assert cleaned == [True] and started == []

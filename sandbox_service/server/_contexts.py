@@ -13,7 +13,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from runtimes import AgentError, AgentUnavailable
 
@@ -113,10 +113,11 @@ class ContextService:
             except NotImplementedError as e:
                 raise E.InvalidRequestError(str(e)) from None
 
-    async def run(self, sandbox_id: str, context_id: str,
-                  body: CodeRunRequest) -> AsyncIterator[bytes]:
+    async def run(self, sandbox_id: str, context_id: str, body: CodeRunRequest
+                  ) -> tuple[AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
         """Start the cell (errors raise here, before any response), then return its NDJSON
-        event lines. Dropping the iterator before the end interrupts the cell."""
+        event lines and a cleanup to run however the response ends (idempotent). Dropping
+        the iterator before the end interrupts the cell."""
         self._check_id(sandbox_id, context_id)
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(self.mgr.in_use(sandbox_id))
@@ -136,7 +137,7 @@ class ContextService:
                     err = await self.mgr.interrupted(sandbox_id)
                     yield _line({"type": "failure", **err.to_wire()})
 
-        return lines()
+        return lines(), stack.aclose
 
 
 async def _ndjson(cell: Any) -> AsyncIterator[bytes]:

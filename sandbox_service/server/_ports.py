@@ -23,12 +23,11 @@ from urllib.parse import quote
 
 import h11
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 
 from runtimes import AgentError, AgentUnavailable
 
 from .. import _errors as E
+from ._streaming import OwnedStreamingResponse
 
 log = logging.getLogger("sbx.server.ports")
 ports_router = APIRouter()
@@ -168,9 +167,8 @@ class _Exchange:
         self.closed = True
         if self.body_task is not None and not self.body_task.done():
             self.body_task.cancel()
-        with contextlib.suppress(BaseException):
-            if self.body_task is not None:
-                await self.body_task
+        if self.body_task is not None:  # its failure is moot now; our own cancellation is not
+            await asyncio.gather(self.body_task, return_exceptions=True)
         await self.stack.aclose()
 
 
@@ -222,8 +220,7 @@ async def _proxy(request: Request, sandbox_id: str, port: int, path: str):
         finally:
             await ex.close()
 
-    resp = StreamingResponse(body(), status_code=head.status_code,
-                             background=BackgroundTask(ex.close))
+    resp = OwnedStreamingResponse(body(), status_code=head.status_code, cleanup=ex.close)
     resp.raw_headers = [(k.lower(), v) for k, v in headers]
     return resp
 

@@ -9,10 +9,10 @@ the size of its code, never the code.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 
 from .._wire_contexts import CodeRunRequest, ContextCreate, ContextInfo, ContextList
 from ._contexts import ContextService
+from ._streaming import OwnedStreamingResponse
 
 contexts_router = APIRouter()
 _BASE = "/v1/sandboxes/{sandbox_id}/contexts"
@@ -55,9 +55,9 @@ async def interrupt_context(sandbox_id: str, context_id: str, request: Request) 
 
 @contexts_router.post(_BASE + "/{context_id}/run")
 async def run_code(sandbox_id: str, context_id: str, body: CodeRunRequest,
-                   request: Request) -> StreamingResponse:
+                   request: Request) -> OwnedStreamingResponse:
     request.state.audit_detail = {"context_id": context_id,
                                   "code_bytes": len(body.code.encode("utf-8", "surrogatepass")),
                                   "timeout_s": body.timeout_s}
-    lines = await _svc(request).run(sandbox_id, context_id, body)
-    return StreamingResponse(lines, media_type="application/x-ndjson")
+    lines, cleanup = await _svc(request).run(sandbox_id, context_id, body)
+    return OwnedStreamingResponse(lines, media_type="application/x-ndjson", cleanup=cleanup)
