@@ -14,12 +14,12 @@ from ._cli_common import api_call, fail, print_json, table
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _seconds(text: str | None) -> float | None:
+def _seconds(text: str | None, option: str = "--since") -> float | None:
     if not text:
         return None
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
     if not m:
-        fail(f"--since {text!r}: use a duration like 90s, 15m, 2h or 7d", 2)
+        fail(f"{option} {text!r}: use a duration like 90s, 15m, 2h or 7d", 2)
     return float(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 

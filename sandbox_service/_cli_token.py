@@ -28,7 +28,7 @@ def create(principal: str | None, scope: str, sandbox_id: str | None, app_id: st
            ttl: str | None, name: str | None, as_json: bool) -> None:
     """Create a key; it is printed once and never shown again."""
     body = {"scope": scope, "principal": principal, "sandbox_id": sandbox_id,
-            "app_id": app_id, "ttl_s": _seconds(ttl), "name": name}
+            "app_id": app_id, "ttl_s": _seconds(ttl, "--ttl"), "name": name}
     data = api_call("POST", "/v1/tokens", json_body={k: v for k, v in body.items() if v is not None})
     if as_json:
         print_json(data)

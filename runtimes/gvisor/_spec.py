@@ -34,10 +34,13 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD_US = 100_000
 # ptrace platform: a guest process that exec'd (sleep) costs 8.0-8.1 host threads (measured:
 # 40 idle, 1606 with 196 such processes), so 8 per process let a fork bomb reach pids.max
-# just before RLIMIT_NPROC (the sandbox died); 10 leaves NPROC to trip first (EAGAIN).
-# Root inside is not exempt: gVisor skips the NPROC check only for CAP_SYS_ADMIN or
+# just before RLIMIT_NPROC (the sandbox died). A bash bomb (`:(){ :|:& };:`, processes
+# that fork and die without exec) churns faster than the host reaps their threads: at 10x
+# and 20x it still reached pids.max and killed the sandbox; at 40x it got EAGAIN and the
+# sandbox survived 9 runs of 9. The parent cgroup's cap (_cgroups.host_pids_cap) bounds
+# all sandboxes together. Root inside is not exempt: gVisor skips the NPROC check only for CAP_SYS_ADMIN or
 # CAP_SYS_RESOURCE, which CAPABILITIES leaves out.
-THREADS_PER_PROCESS = 10
+THREADS_PER_PROCESS = 40
 PIDS_BASE = 40
 
 

@@ -19,6 +19,20 @@ pytestmark = pytest.mark.timeout(180)
 
 
 # ---- resource exhaustion -------------------------------------------------------------------
+def test_bash_fork_bomb_gets_eagain_and_the_sandbox_lives(server):
+    """Processes that fork and die without exec churn host threads fastest: the host's
+    pids.max must still be far enough above RLIMIT_NPROC for EAGAIN to come first."""
+    sb = sbx.Sandbox.create(timeout=120)
+    try:
+        p = sb.exec("bash", "-c", ":(){ :|:& };:; sleep 1; echo survived", timeout=30)
+        out, err = p.stdout.read(), p.stderr.read()
+        assert p.wait() == 0 and out == "survived\n", (out, err[-500:])
+        assert "Resource temporarily unavailable" in err  # bash's fork got EAGAIN
+        assert sb.refresh().state == "running"
+    finally:
+        sb.terminate()
+
+
 def test_fork_bomb_hits_nproc_with_eagain(victim):
     code, out, err = run(victim, r"""
 import os, time
