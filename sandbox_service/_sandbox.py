@@ -102,6 +102,19 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
         return cls(client, SandboxInfo(**await client.request("GET", f"/v1/sandboxes/{sandbox_id}")))
 
     @classmethod
+    async def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None,
+                        client: _Client | None = None) -> "_AsyncSandbox":
+        """The running sandbox called `name` in the app called `app_name` (yours)."""
+        client = client or default_client()
+        app = await _AsyncApp.lookup(app_name, client=client)
+        data = await client.request("GET", "/v1/sandboxes",
+                                    params=[("app_id", app.app_id), ("name", name)])
+        if not data["sandboxes"]:
+            raise E.NotFoundError(f"no running sandbox named {name!r} in app {app_name!r}: "
+                                  "create one with Sandbox.create(app=..., name=...)")
+        return cls(client, SandboxInfo(**data["sandboxes"][0]))
+
+    @classmethod
     async def list(cls, *, app_id: str | None = None, tags: dict[str, str] | None = None,
                    include_finished: bool = False, client: _Client | None = None) -> list["_AsyncSandbox"]:
         """Running sandboxes (all with include_finished), filtered by app and tags."""
@@ -219,6 +232,16 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
                                   f"declare it at create, e.g. encrypted_ports=[{port}]")
         return await _AsyncPortForward(self._client, self.object_id, port)._start(host, local_port)
 
+    async def get_tags(self) -> dict[str, str]:
+        """The sandbox's tags as the server has them now."""
+        return dict((await self.refresh()).tags)
+
+    async def set_tags(self, tags: dict[str, str]) -> None:
+        """Replace the sandbox's tags (Sandbox.list(tags=...) filters on them)."""
+        data = await self._client.request("PUT", f"/v1/sandboxes/{self.object_id}/tags",
+                                          json_body={"tags": dict(tags)})
+        self._info = SandboxInfo(**data)
+
     async def snapshot_filesystem(self, timeout: float = 600) -> Image:
         """A new Image holding everything this sandbox wrote, on top of the image it booted
         from; new sandboxes can boot from it. The sandbox keeps running."""
@@ -262,11 +285,13 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
 
 class Sandbox(Wrapped, impl=_AsyncSandbox):
     """A gVisor sandbox. `Sandbox.create(...)`, `sb.exec(...)`, `sb.filesystem`,
-    `sb.terminate()`, `sb.wait()`, `Sandbox.from_id(id)`, `Sandbox.list(tags=...)`.
+    `sb.terminate()`, `sb.wait()`, `Sandbox.from_id(id)`, `Sandbox.from_name(app, name)`,
+    `Sandbox.list(tags=...)`, `sb.set_tags(...)`.
     Every method has an async twin: `await Sandbox.create.aio(...)`."""
 
     create = classmethod_both("create")
     from_id = classmethod_both("from_id")
+    from_name = classmethod_both("from_name")
     list = classmethod_both("list")
 
     def __enter__(self) -> "Sandbox":

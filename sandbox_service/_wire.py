@@ -182,10 +182,25 @@ class SandboxCreate(_Model):
     @field_validator("tags")
     @classmethod
     def _v_tags(cls, v: dict[str, str]) -> dict[str, str]:
-        for k, val in v.items():
-            if not _TAG.match(k) or len(val) > 256:
-                raise ValueError(f"tag {k!r}: keys are 1-128 of [A-Za-z0-9_.:/=-], values at most 256 chars")
-        return v
+        return _check_tags(v)
+
+
+def _check_tags(v: dict[str, str]) -> dict[str, str]:
+    for k, val in v.items():
+        if not _TAG.match(k) or len(val) > 256:
+            raise ValueError(f"tag {k!r}: keys are 1-128 of [A-Za-z0-9_.:/=-], values at most 256 chars")
+    return v
+
+
+class SandboxTags(_Model):
+    """PUT /v1/sandboxes/{id}/tags: the sandbox's tags become these (Modal's set_tags)."""
+
+    tags: dict[str, str] = Field(..., max_length=64)
+
+    @field_validator("tags")
+    @classmethod
+    def _v_tags(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_tags(v)
 
 
 SECRET_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$"

@@ -242,6 +242,44 @@ def test_name_uniqueness_conflict(server):
         _safe_terminate(a)
 
 
+def test_names_are_per_app_and_from_name_finds_the_running_one(server):
+    app_name = "named-" + uuid.uuid4().hex[:8]
+    app = sbx.App.lookup(app_name, create_if_missing=True)
+    name = "worker"
+    a = sbx.Sandbox.create(app=app, name=name, timeout=120)
+    b = sbx.Sandbox.create(name=name, timeout=120)  # no app: another namespace, no conflict
+    try:
+        found = sbx.Sandbox.from_name(app_name, name)
+        assert found.object_id == a.object_id
+        with pytest.raises(sbx.NotFoundError, match="no running sandbox named"):
+            sbx.Sandbox.from_name(app_name, "nobody")
+        a.terminate()
+        with pytest.raises(sbx.NotFoundError):
+            sbx.Sandbox.from_name(app_name, name)
+    finally:
+        _safe_terminate(a)
+        _safe_terminate(b)
+
+
+def test_set_and_get_tags(server):
+    key = "t" + uuid.uuid4().hex[:8]
+    sb = sbx.Sandbox.create(tags={key: "one"}, timeout=120)
+    try:
+        assert sb.get_tags() == {key: "one"}
+        sb.set_tags({key: "two", "owner": "me"})
+        assert sb.get_tags() == {key: "two", "owner": "me"}
+        listed = [s.object_id for s in sbx.Sandbox.list(tags={key: "two"})]
+        assert listed == [sb.object_id]
+        assert sbx.Sandbox.list(tags={key: "one"}) == []
+        with pytest.raises(sbx.InvalidRequestError, match="tag"):
+            sb.set_tags({"bad key!": "x"})
+        sb.terminate()
+        with pytest.raises(sbx.SandboxTerminatedError):
+            sb.set_tags({key: "three"})
+    finally:
+        _safe_terminate(sb)
+
+
 def test_sandbox_env_and_secrets(server):
     sb = sbx.Sandbox.create(env={"FOO": "bar", "OVER": "sandbox"},
                             secrets=[sbx.Secret.from_dict({"TOKEN_X": "s3cret"})], timeout=120)

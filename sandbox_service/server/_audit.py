@@ -17,6 +17,7 @@ from .. import _errors as E
 ACTIONS = {
     ("POST", "/v1/sandboxes"): "sandbox.create",
     ("DELETE", "/v1/sandboxes/{sandbox_id}"): "sandbox.terminate",
+    ("PUT", "/v1/sandboxes/{sandbox_id}/tags"): "sandbox.tags",
     ("POST", "/v1/sandboxes/{sandbox_id}/exec"): "sandbox.exec",
     ("GET", "/v1/sandboxes/{sandbox_id}/logs"): "sandbox.logs",
     ("POST", "/v1/sandboxes/{sandbox_id}/snapshot"): "sandbox.snapshot",

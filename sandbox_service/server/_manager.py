@@ -211,7 +211,9 @@ class SandboxManager:
                                        time.monotonic())
         if why:
             raise E.QuotaExceededError(why)
-        if req.name is not None and any(lv.rec.get("name") == req.name for lv in self._live.values()):
+        if req.name is not None and any(  # names are unique per owner and app, as Modal's per app
+                lv.rec.get("name") == req.name and lv.rec.get("owner", "admin") == owner
+                and lv.rec.get("app_id") == req.app_id for lv in self._live.values()):
             raise E.ConflictError(f"a running sandbox is already named {req.name!r}: pick "
                                   "another name or terminate it first")
         pooled = None
@@ -317,14 +319,27 @@ class SandboxManager:
         return rec
 
     async def list(self, *, tags: dict[str, str] | None = None, app_id: str | None = None,
-                   include_finished: bool = False, limit: int = 1000) -> list[dict[str, Any]]:
+                   include_finished: bool = False, limit: int = 1000,
+                   name: str | None = None) -> list[dict[str, Any]]:
         if include_finished:
             recs = await self.store.list_sandboxes(limit=limit)
         else:
             recs = sorted((lv.rec for lv in self._live.values()), key=lambda r: -r["created_at"])
         return [r for r in recs
                 if (app_id is None or r.get("app_id") == app_id)
+                and (name is None or r.get("name") == name)
                 and all(r.get("tags", {}).get(k) == v for k, v in (tags or {}).items())][:limit]
+
+    async def set_tags(self, sandbox_id: str, tags: dict[str, str]) -> dict[str, Any]:
+        """Replace a running sandbox's tags (Sandbox.list filters on them)."""
+        rec = await self.get(sandbox_id)
+        live = self._live.get(sandbox_id)
+        if live is None:
+            raise E.SandboxTerminatedError(
+                f"sandbox {sandbox_id} is {rec['state']}: tags change only while it runs")
+        live.rec["tags"] = dict(tags)
+        await self.store.put_sandbox(live.rec)
+        return live.rec
 
     async def terminate(self, sandbox_id: str) -> dict[str, Any]:
         rec = await self.get(sandbox_id)

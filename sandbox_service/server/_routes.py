@@ -18,7 +18,7 @@ from .. import _errors as E
 from .._ids import new_id
 from .._version import __version__
 from .._wire import (AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList,
-                     MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, ServerInfo,
+                     MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, SandboxTags, ServerInfo,
                      check_abs_path)
 from . import _access as access
 from ._audit import exec_detail
@@ -77,7 +77,8 @@ async def create_sandbox(body: SandboxCreate, request: Request) -> SandboxInfo:
 @router.get("/v1/sandboxes", response_model=SandboxList)
 async def list_sandboxes(request: Request, tag: list[str] = Query(default=[]),
                          app_id: str | None = None, all: bool = False,
-                         limit: int = Query(1000, ge=1, le=10000)) -> SandboxList:
+                         limit: int = Query(1000, ge=1, le=10000),
+                         name: str | None = Query(None, max_length=64)) -> SandboxList:
     tags = {}
     for t in tag:
         k, sep, v = t.partition(":")
@@ -86,8 +87,13 @@ async def list_sandboxes(request: Request, tag: list[str] = Query(default=[]),
         tags[k] = v
     who = request.state.principal
     recs = await _mgr(request).list(tags=tags, app_id=app_id, include_finished=all,
-                                    limit=limit if who.is_admin else 100_000)
+                                    limit=limit if who.is_admin else 100_000, name=name)
     return SandboxList(sandboxes=[_info(r) for r in recs if access.owns(who, r)][:limit])
+
+
+@router.put("/v1/sandboxes/{sandbox_id}/tags", response_model=SandboxInfo)
+async def set_tags(sandbox_id: str, body: SandboxTags, request: Request) -> SandboxInfo:
+    return _info(await _mgr(request).set_tags(sandbox_id, body.tags))
 
 
 @router.get("/v1/sandboxes/{sandbox_id}", response_model=SandboxInfo)
