@@ -37,7 +37,7 @@ CPU_PERIOD_US = 100_000
 # just before RLIMIT_NPROC (the sandbox died). A bash bomb (`:(){ :|:& };:`, processes
 # that fork and die without exec) churns faster than the host reaps their threads: at 10x
 # and 20x it still reached pids.max and killed the sandbox; at 40x it got EAGAIN and the
-# sandbox survived 9 runs of 9. The parent cgroup's cap (_cgroups.host_pids_cap) bounds
+# sandbox survived 9 runs of 9 on a quiet host (not always under heavy load). The parent cgroup's cap (_cgroups.host_pids_cap) bounds
 # all sandboxes together. Root inside is not exempt: gVisor skips the NPROC check only for CAP_SYS_ADMIN or
 # CAP_SYS_RESOURCE, which CAPABILITIES leaves out.
 THREADS_PER_PROCESS = 40
