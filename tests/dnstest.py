@@ -51,12 +51,20 @@ def respond(data: bytes, zone: dict, log_path: str | None = None) -> bytes:
 class ZoneServer:
     def __init__(self, addr: str, port: int, zone: dict, log_path: str | None = None):
         self.zone, self.log_path = zone, log_path
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((addr, port))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket()
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((addr, self.port))
+        for attempt in range(20):  # port 0: UDP picks one, and TCP needs the same number free
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind((addr, port))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket()
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind((addr, self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+                if port or attempt == 19:
+                    raise
         self.tcp.listen(16)
 
     def start(self) -> "ZoneServer":
