@@ -68,7 +68,7 @@ async def _run(*argv: str, check: bool = True) -> tuple[int, str]:
     out, _ = await proc.communicate()
     text = out.decode(errors="replace").strip()
     if check and proc.returncode != 0:
-        raise DiskSetupError(f"{argv[0]} failed: {text[-300:]}")
+        raise DiskSetupError(f"{argv[0]} failed (exit {proc.returncode}): {text[-300:]}")
     return proc.returncode or 0, text
 
 

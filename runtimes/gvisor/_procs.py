@@ -42,9 +42,13 @@ def alive(pid: int) -> bool:
     return st is not None and st[0] not in ("Z", "X")
 
 
-def reap_orphans(exclude: set[int]) -> int:
-    """waitpid every zombie child of ours that asyncio is not waiting for."""
-    me, n = os.getpid(), 0
+def reap_orphans(exclude: set[int], seen_before: set[int]) -> set[int]:
+    """waitpid every zombie child of ours that nobody else waits for; returns the zombies
+    seen now, to pass back as `seen_before` next time. A zombie is reaped only when it was
+    already one at the previous call: a subprocess asyncio started (mkfs, ip, nft...) is a
+    zombie for an instant before asyncio's watcher reaps it, and stealing its status would
+    make asyncio report exit code 255 for a command that succeeded."""
+    me, now = os.getpid(), set()
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -53,12 +57,13 @@ def reap_orphans(exclude: set[int]) -> int:
             continue
         st = _stat(pid)
         if st and st[1] == me and st[0] == "Z":
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    n += 1
-            except ChildProcessError:
-                pass
-    return n
+            now.add(pid)
+            if pid in seen_before:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+    return now
 
 
 def kill(pids: list[int] | set[int]) -> None:

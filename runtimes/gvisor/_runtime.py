@@ -100,6 +100,7 @@ class GVisorRuntime(Runtime):
         self.statx_shim: str | None = None
         self._agent_known: dict[str, bool] = {}
         self._profiles: dict[str, Profile] = {}
+        self._zombies: set[int] = set()  # zombie children seen by the last _reap()
         self.net = EgressNetworks(self.cgroup_parent[4:], self.state_dir,
                                   dns_upstream=os.environ.get("SBX_DNS_UPSTREAM"))
         self._python: dict[str, str | None] = {}
@@ -287,7 +288,7 @@ class GVisorRuntime(Runtime):
 
     def _reap(self) -> None:
         if self.runsc:
-            _procs.reap_orphans(self.runsc.running)
+            self._zombies = _procs.reap_orphans(self.runsc.running, self._zombies)
 
     async def reattach(self, cid: str) -> bool:
         assert self.runsc
