@@ -76,7 +76,8 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     """Write `data` to `path` via a temporary file and os.replace (fsynced)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
             f.flush()

@@ -4,8 +4,8 @@ Must not import the server (`sandbox_service.server`) or FastAPI. The server rea
 runtime only through the `Runtime` interface.
 """
 
-from ._agent_client import AgentError, AgentUnavailable
+from ._agent_client import AgentError, AgentUnavailable, AgentUnresponsive
 from ._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, ExitFrame, Runtime
 
-__all__ = ["AgentError", "AgentUnavailable", "ContainerSpec", "ContainerStatus", "ExecSpec",
-           "ExecStream", "ExitFrame", "Runtime"]
+__all__ = ["AgentError", "AgentUnavailable", "AgentUnresponsive", "ContainerSpec",
+           "ContainerStatus", "ExecSpec", "ExecStream", "ExitFrame", "Runtime"]

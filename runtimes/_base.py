@@ -159,6 +159,16 @@ class Runtime(abc.ABC):
     async def stats(self, container_id: str) -> dict:
         return {}
 
+    async def probe(self, container_id: str) -> None:
+        """Check that the container's agent answers, reviving it if the runtime can.
+        Raises AgentUnresponsive when it does not (then `unresponsive` says why), or
+        AgentUnavailable when the container is gone. Never waits unboundedly."""
+        return None
+
+    def unresponsive(self, container_id: str) -> str | None:
+        """Why the container's agent was found dead by `probe` (None: it was not)."""
+        return None
+
     async def context_op(self, container_id: str, req: dict) -> dict:
         """A request about the container's interpreter contexts (op ctx_create, ctx_list,
         ctx_get, ctx_interrupt or ctx_delete; see agent/sbxagent/contexts.py)."""

@@ -54,13 +54,14 @@ import stat
 from collections.abc import Iterable
 from typing import Any
 
-from ._agent_client import AgentClient, AgentUnavailable, _raise_if_error
+from ._agent_client import AgentClient, AgentUnavailable, Channel, _raise_if_error
 from ._untar import ExportError, extract_tar
 from .agent.sbxagent import proto
 
 SKIP_TOP = frozenset(("/proc", "/sys", "/dev", "/.sbx"))
 MAX_ENTRIES = 1_000_000  # a sandbox manifest longer than this is refused (~250 MB here)
 MAX_MANIFEST_BYTES = 256 << 20  # and so is one whose records take more bytes than this
+WALK_IDLE_S = 600.0  # the agent walks a large tree before its first frame: wait this long
 _TYPES = ("f", "d", "l", "o")
 
 
@@ -203,18 +204,18 @@ async def sandbox_manifest(agent: AgentClient, base: dict[str, tuple] | None = N
     paths left out with everything below them (bind mounts)."""
     exclude = sorted(set(exclude))
     skip = SKIP_TOP.union(exclude)
-    reader, writer = await agent._request({"op": "fs_manifest", "base_dirs": base is not None,
-                                           "exclude": exclude})
+    chan = await agent._request({"op": "fs_manifest", "base_dirs": base is not None,
+                                 "exclude": exclude})
     entries: dict[str, tuple] = {}
     unreadable: list[str] = []
     try:
         if base is not None:
-            await _send_lines(writer, ([p, *r[1:6]] for p, r in base.items() if r[0] == "d"))
-        _answer(*await _frame(reader), "before the manifest")
+            await _send_lines(chan.writer, ([p, *r[1:6]] for p, r in base.items() if r[0] == "d"))
+        _answer(*await chan.next(read=_frame, idle_s=WALK_IDLE_S), "before the manifest")
         pending = b""
         received = 0
         while True:
-            ftype, payload = await _frame(reader)
+            ftype, payload = await chan.next(read=_frame, idle_s=WALK_IDLE_S)
             if ftype == proto.EOF:
                 break
             received += len(payload)
@@ -247,7 +248,7 @@ async def sandbox_manifest(agent: AgentClient, base: dict[str, tuple] | None = N
         if pending.strip():
             raise ExportError("manifest ends mid-record")
     finally:
-        writer.close()
+        chan.close()
     return entries, unreadable
 
 
@@ -313,19 +314,19 @@ class _TarSource:
     def __init__(self, agent: AgentClient, paths: list[str]):
         self.agent = agent
         self.paths = paths
-        self.writer: asyncio.StreamWriter | None = None
-        self.reader: asyncio.StreamReader | None = None
+        self.chan: Channel | None = None
         self.done = False
 
     async def open(self) -> None:
-        self.reader, self.writer = await self.agent._request({"op": "fs_tar"})
-        await _send_lines(self.writer, self.paths)
-        _answer(*await _frame(self.reader), "before the tar")
+        self.chan = await self.agent._request({"op": "fs_tar"})
+        await _send_lines(self.chan.writer, self.paths)
+        _answer(*await self.chan.next(read=_frame, idle_s=WALK_IDLE_S), "before the tar")
 
     async def next_chunk(self) -> bytes:
         if self.done:
             return b""
-        ftype, payload = await _frame(self.reader)
+        assert self.chan is not None
+        ftype, payload = await self.chan.next(read=_frame, idle_s=WALK_IDLE_S)
         if ftype == proto.DATA:
             return payload
         if ftype == proto.EOF:
@@ -335,8 +336,8 @@ class _TarSource:
         raise ExportError("the agent answered twice")
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.chan is not None:
+            self.chan.close()
 
 
 def upper_dirs(upper: str) -> frozenset[str]:

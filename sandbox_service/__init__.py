@@ -15,7 +15,8 @@ from ._errors import (AuthenticationError, ConflictError, ExecTimeoutError, Imag
                       PermissionDeniedError, PortUnreachableError, QuotaExceededError,
                       RuntimeUnavailableError,
                       SandboxError, SandboxFileError, SandboxFileNotFoundError, SandboxOOMError,
-                      SandboxTerminatedError, SandboxTimeoutError, ServerUnreachableError)
+                      SandboxTerminatedError, SandboxTimeoutError, SandboxUnresponsiveError,
+                      ServerUnreachableError)
 from ._filesystem import Filesystem, SandboxFile
 from ._image import Image
 from ._interpreter import Context, Execution, ExecutionError, Logs, Result
@@ -32,7 +33,7 @@ __all__ = [
     "PayloadTooLargeError", "PermissionDeniedError", "PortForward", "PortUnreachableError",
     "QuotaExceededError", "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
     "SandboxFile", "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
-    "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
+    "SandboxTimeoutError", "SandboxUnresponsiveError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
     "Tunnel", "__version__", "enable_output",
 ]
 __all__ += ["Context", "Execution", "ExecutionError", "Logs", "Result"]  # code interpreter

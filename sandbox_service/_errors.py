@@ -77,6 +77,13 @@ class SandboxTerminatedError(ConflictError):
     code, http_status = "sandbox_terminated", 409
 
 
+class SandboxUnresponsiveError(SandboxTerminatedError):
+    """The sandbox's agent stopped answering (code inside stopped or broke its PID 1), so
+    the sandbox was ended; create a new one."""
+
+    code, http_status = "sandbox_unresponsive", 409
+
+
 class SandboxTimeoutError(SandboxError, TimeoutError):
     """An operation ran out of time."""
 

@@ -5,6 +5,7 @@ Reaches the server only through `_client`.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 from . import _errors as E
@@ -119,7 +120,7 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
                    include_finished: bool = False, client: _Client | None = None) -> list["_AsyncSandbox"]:
         """Running sandboxes (all with include_finished), filtered by app and tags."""
         client = client or default_client()
-        params: list[tuple[str, str]] = [("tag", f"{k}:{v}") for k, v in (tags or {}).items()]
+        params: list[tuple[str, str]] = [("tags", json.dumps(dict(tags)))] if tags else []
         if app_id:
             params.append(("app_id", app_id))
         if include_finished:

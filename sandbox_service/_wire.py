@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -34,6 +34,32 @@ _TAG = re.compile(r"^[A-Za-z0-9_.:/=-]{1,128}$")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# what _check_env enforces, stated in the OpenAPI schema too
+ENV_NAMES = {"propertyNames": {"pattern": _ENV_NAME.pattern}}
+MAX_PATH = 4096
+ABS_PATH = {"pattern": "^/", "minLength": 1, "maxLength": MAX_PATH}  # as check_abs_path
+PORT_PATTERN = r"^[1-9][0-9]{0,4}$"  # a TCP port as a path segment: digits only
+
+
+def parse_port(text: str) -> int:
+    """A port from a URL path segment: PORT_PATTERN (`8000.0`, `08000`, `٨٠٠٠` are not)."""
+    if not (re.fullmatch(PORT_PATTERN, text, re.ASCII) and int(text) <= 65535):
+        raise ValueError(f"port {text[:20]!r} is not a TCP port: use 1-65535")
+    return int(text)
+
+
+class ErrorDetail(_Model):
+    code: str = Field(..., description="stable machine-readable code (sandbox_service._errors)")
+    message: str = Field(..., description="what went wrong and what to do next")
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(_Model):
+    """Every 4xx/5xx answer of the API."""
+
+    error: ErrorDetail
 
 
 def _check_env(env: dict[str, str] | None) -> dict[str, str] | None:
@@ -63,7 +89,7 @@ def _check_argv(argv: list[str] | None) -> list[str] | None:
 
 
 def check_abs_path(p: str | None) -> str | None:
-    if p is not None and (not p.startswith("/") or "\x00" in p or len(p) > 4096):
+    if p is not None and (not p.startswith("/") or "\x00" in p or len(p) > MAX_PATH):
         raise ValueError("must be an absolute path (starting with /) without NUL bytes")
     return p
 
@@ -99,8 +125,8 @@ class SandboxCreate(_Model):
                                       max_length=4096)
     timeout_s: float = Field(300, gt=0, le=MAX_TIMEOUT_S, description="maximum lifetime")
     idle_timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)
-    workdir: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = Field(None, json_schema_extra=ABS_PATH)
+    env: dict[str, str] = Field(default_factory=dict, json_schema_extra=ENV_NAMES)
     cpu: float | None = Field(None, gt=0, le=64, description="CPU cores (quota)")
     memory_mib: int | None = Field(None, ge=32, le=256 * 1024)
     disk_mib: int | None = Field(None, ge=16, le=16 * 1024 * 1024, description=(
@@ -209,7 +235,7 @@ MAX_SECRET_BYTES = 64 * 1024
 
 class SecretCreate(_Model):
     name: str = Field(..., pattern=SECRET_NAME_PATTERN)
-    env: dict[str, str] = Field(..., max_length=1024)
+    env: dict[str, str] = Field(..., max_length=1024, json_schema_extra=ENV_NAMES)
     overwrite: bool = False
 
     @field_validator("env")
@@ -264,8 +290,8 @@ class SandboxList(_Model):
 class ExecRequest(_Model):
     type: Literal["start"] = "start"
     argv: list[str] = Field(..., min_length=1, max_length=65536)
-    workdir: str | None = None
-    env: dict[str, str] | None = None
+    workdir: str | None = Field(None, json_schema_extra=ABS_PATH)
+    env: dict[str, str] | None = Field(None, json_schema_extra=ENV_NAMES)
     timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)
     pty: bool = False
     rows: int = Field(24, ge=1, le=1000)
@@ -312,7 +338,7 @@ class FileList(_Model):
 
 
 class MkdirRequest(_Model):
-    path: str
+    path: str = Field(..., json_schema_extra=ABS_PATH)
     parents: bool = True
     _v_path = field_validator("path")(lambda cls, v: check_abs_path(v))
 

@@ -27,6 +27,8 @@ import string
 import time
 from typing import Any
 
+from ._keyfile import private_sqlite
+
 KEY_PREFIX = "sbk_"
 SCOPES = ("user", "sandbox", "app")
 PRINCIPAL_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,63}$")
@@ -69,7 +71,7 @@ class KeyStore:
 
     def _open(self) -> None:
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = private_sqlite(self.path)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
         self._db = db

@@ -21,6 +21,8 @@ import sqlite3
 import time
 from typing import Any
 
+from ._keyfile import private_sqlite
+
 log = logging.getLogger("sbx.audit")
 
 _SCHEMA = """
@@ -48,7 +50,7 @@ class AuditLog:
     def _open(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = private_sqlite(self.path)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
         self._db = db

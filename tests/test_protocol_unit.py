@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 
-from runtimes._agent_client import read_frame
+import pytest
+
+from runtimes import AgentUnavailable
+from runtimes._agent_client import AgentClient, read_frame
 from runtimes.agent.sbxagent import proto
 from runtimes.agent.sbxagent.kernels import MAX_EVENT_LINE
 from security._keyfile import ensure_key_file
@@ -87,3 +91,21 @@ def test_a_stream_is_cleaned_up_even_when_its_head_cannot_be_sent():
 
     asyncio.run(go())
     assert cleaned == [True] and started == []
+
+
+def test_the_host_never_follows_a_link_to_the_agent_socket(tmp_path):
+    """The socket directory is the sandbox's: a link planted there must not lead the host
+    to another socket (another sandbox's agent)."""
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(tmp_path / "other.sock"))
+    other.listen(1)
+    os.symlink(tmp_path / "other.sock", tmp_path / "agent.sock")
+    try:
+        with pytest.raises(AgentUnavailable, match="not a socket"):
+            asyncio.run(AgentClient(str(tmp_path / "agent.sock")).ping(5))
+        with pytest.raises(AgentUnavailable):  # a regular file in its place: same
+            (tmp_path / "agent.sock").unlink()
+            (tmp_path / "agent.sock").write_text("x")
+            asyncio.run(AgentClient(str(tmp_path / "agent.sock")).ping(5))
+    finally:
+        other.close()

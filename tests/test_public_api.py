@@ -12,7 +12,7 @@ EXPECTED = {
     "PayloadTooLargeError", "PermissionDeniedError", "PortForward", "PortUnreachableError",
     "QuotaExceededError", "RuntimeUnavailableError", "Sandbox", "SandboxError", "SandboxFileError",
     "SandboxFile", "SandboxFileNotFoundError", "SandboxOOMError", "SandboxTerminatedError",
-    "SandboxTimeoutError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
+    "SandboxTimeoutError", "SandboxUnresponsiveError", "Secret", "ServerUnreachableError", "StreamReader", "StreamWriter",
     "Tunnel", "__version__", "enable_output",
     # the code interpreter (E2B's names)
     "Context", "Execution", "ExecutionError", "Logs", "Result",

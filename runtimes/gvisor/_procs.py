@@ -3,8 +3,8 @@
 runsc's sandbox and gofer processes outlive the `runsc run --detach` that started them. If
 nobody reaps them they stay zombies and `runsc delete` waits 1-2 s for them (RUNSC.md), and
 this machine's PID 1 does not reap. So the service makes itself a child subreaper and reaps
-those pids itself: only zombies it did not spawn through asyncio, so it never steals an exit
-status from asyncio's child watcher.
+those pids itself: only the ones it recorded when `runsc run` returned, so it never steals an
+exit status from asyncio's child watcher.
 """
 
 from __future__ import annotations
@@ -42,28 +42,30 @@ def alive(pid: int) -> bool:
     return st is not None and st[0] not in ("Z", "X")
 
 
-def reap_orphans(exclude: set[int], seen_before: set[int]) -> set[int]:
-    """waitpid every zombie child of ours that nobody else waits for; returns the zombies
-    seen now, to pass back as `seen_before` next time. A zombie is reaped only when it was
-    already one at the previous call: a subprocess asyncio started (mkfs, ip, nft...) is a
-    zombie for an instant before asyncio's watcher reaps it, and stealing its status would
-    make asyncio report exit code 255 for a command that succeeded."""
-    me, now = os.getpid(), set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        if pid in exclude:
-            continue
-        st = _stat(pid)
-        if st and st[1] == me and st[0] == "Z":
-            now.add(pid)
-            if pid in seen_before:
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-    return now
+def reap(pids: set[int]) -> set[int]:
+    """waitpid (without blocking) each of `pids`, the sandbox and gofer processes this
+    runtime saw `runsc run` leave behind as its children; returns those still to reap.
+    Only these: an unknown zombie may be a subprocess whose exit status asyncio's child
+    watcher is about to collect, and stealing it makes asyncio report exit code 255 for a
+    command that succeeded (pids are reused quickly: pid_max is 32768 on some hosts)."""
+    left = set()
+    for pid in pids:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                left.add(pid)  # still running
+        except ChildProcessError:
+            pass  # not (or no longer) our child: reaped, or its parent's business
+    return left
+
+
+def cmdline_has(pid: int, token: str) -> bool:
+    """Whether `pid` is alive and its command line names `token` (a container id): how a
+    pid read from a state file is told apart from an unrelated process that reused it."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return token.encode() in f.read()
+    except OSError:
+        return False
 
 
 def kill(pids: list[int] | set[int]) -> None:
@@ -74,8 +76,9 @@ def kill(pids: list[int] | set[int]) -> None:
             pass
 
 
-async def kill_and_reap(pids: list[int], timeout_s: float = 2.0) -> bool:
-    """SIGKILL pids and wait until each is gone (reaped by us, or by its own parent)."""
+async def kill_and_reap(pids: list[int], owned: set[int], timeout_s: float = 2.0) -> bool:
+    """SIGKILL pids and wait until each is gone: reaped by us if it is in `owned` (and then
+    dropped from it at once, before its number can be reused), else by its own parent."""
     import asyncio
     import time
 
@@ -84,14 +87,16 @@ async def kill_and_reap(pids: list[int], timeout_s: float = 2.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while left:
         for pid in list(left):
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    left.discard(pid)
-                    continue
-            except ChildProcessError:  # not our child: someone else reaps it
-                if not alive(pid):
-                    left.discard(pid)
-                    continue
+            if pid in owned:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        continue
+                except ChildProcessError:
+                    pass
+                owned.discard(pid)
+                left.discard(pid)
+            elif not alive(pid):
+                left.discard(pid)
         if not left or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.005)

@@ -21,9 +21,12 @@ log = logging.getLogger("sbx.runtime.runsc")
 
 
 class RunscError(Exception):
-    def __init__(self, args: list[str], rc: int | None, stderr: str):
-        tail = stderr.strip().splitlines()[-3:]
-        super().__init__(f"runsc {' '.join(args[:3])} failed (rc={rc}): {' | '.join(tail)}")
+    def __init__(self, args: list[str], rc: int | None, stderr: str, log_path: str | None = None):
+        tail = [ln.strip() for ln in stderr.strip().splitlines()[-3:] if ln.strip()]
+        status = "timed out and was killed" if rc is None else f"exited with code {rc}"
+        said = (f"it said: {' | '.join(tail)}" if tail else "it printed nothing"
+                + (f" (its log: {log_path})" if log_path else ""))
+        super().__init__(f"runsc {' '.join(args[:3])} {status}; {said}")
         self.rc = rc
         self.stderr = stderr
 
@@ -100,7 +103,6 @@ class Runsc:
         self.root = root
         self.global_flags = global_flags
         self.profile_of = profile_of or (lambda cid: None)
-        self.running: set[int] = set()  # pids of runsc CLI processes we are waiting on
         os.makedirs(root, mode=0o700, exist_ok=True)
 
     def argv(self, *args: str, cid: str | None = None, boot: bool = False) -> list[str]:
@@ -122,7 +124,8 @@ class Runsc:
         (RUNSC.md)."""
         argv = self.argv(*args, cid=cid, boot=boot)
         t0 = time.monotonic()
-        err_f = open(log_path, "ab") if log_path else None
+        err_f = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                  0o600), "ab") if log_path else None
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL,
@@ -131,7 +134,6 @@ class Runsc:
         finally:
             if err_f:
                 err_f.close()
-        self.running.add(proc.pid)
         try:
             o, e = await asyncio.wait_for(proc.communicate(), timeout)
         except asyncio.TimeoutError:
@@ -141,8 +143,6 @@ class Runsc:
             rc: int | None = None
         else:
             rc = proc.returncode
-        finally:
-            self.running.discard(proc.pid)
         out, err = (o or b"").decode(errors="replace"), (e or b"").decode(errors="replace")
         if log_path and rc != 0:
             with open(log_path, "rb") as f:
@@ -150,7 +150,7 @@ class Runsc:
         log.debug("runsc %s -> rc=%s in %.0f ms", " ".join(args[:4]), rc,
                   (time.monotonic() - t0) * 1000)
         if check and rc != 0:
-            raise RunscError(list(args), rc, err)
+            raise RunscError(list(args), rc, err, log_path)
         return rc, out, err
 
     def state_file(self, cid: str) -> str:

@@ -3,7 +3,8 @@
 Must not import the server. Layout under `state_dir` (SBX_HOME/runtime):
   runsc/                     runsc --root (state files)
   sandboxes/<id>/bundle/     config.json
-  sandboxes/<id>/run/        bind-mounted rw at /.sbx/run: holds only the agent socket
+  sandboxes/<id>/run/        a 64 KiB tmpfs bind-mounted rw at /.sbx/run: the agent socket
+                             (see _rundir.py)
   sandboxes/<id>/disk*, rootfs/  with a disk quota: see _disk.py
 """
 
@@ -20,9 +21,9 @@ import shutil
 import time
 from typing import AsyncIterator
 
-from .._agent_client import AgentClient, AgentError, AgentUnavailable
+from .._agent_client import AgentClient, AgentError, AgentUnavailable, AgentUnresponsive
 from .._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, Runtime
-from . import _cgroups, _disk, _procs
+from . import _cgroups, _disk, _procs, _rundir
 from ._fallback import RunscExec
 from ._netns import EgressNetworks, NetworkSetupError
 from ._runsc import Features, Profile, Runsc, RunscError, detect_features, find_runsc
@@ -33,6 +34,10 @@ log = logging.getLogger("sbx.runtime.gvisor")
 
 AGENT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent")
 BOOT_TIMEOUT_S = 20.0
+# an agent silent this long gets SIGCONT from the host; then this long again to answer, or
+# it is declared unresponsive (a busy host can delay an answer: be generous before ending it)
+PING_TIMEOUT_S = 5.0
+REVIVED_PING_TIMEOUT_S = 15.0
 PYTHON_CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
 
 
@@ -71,6 +76,12 @@ def _install_agent(target: str) -> str:
     return target
 
 
+def _private(path: str):
+    """A new text file only the service's user can read (the spec holds secrets' values)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                             0o600), "w")
+
+
 class RuntimeUnavailable(Exception):
     """runsc is missing or unusable; the message says how to fix it."""
 
@@ -100,7 +111,9 @@ class GVisorRuntime(Runtime):
         self.statx_shim: str | None = None
         self._agent_known: dict[str, bool] = {}
         self._profiles: dict[str, Profile] = {}
-        self._zombies: set[int] = set()  # zombie children seen by the last _reap()
+        self._owned: set[int] = set()  # sandbox and gofer pids that are our children
+        self._checks: dict[str, asyncio.Future] = {}  # liveness checks in flight
+        self._unresponsive: dict[str, str] = {}  # container id -> why its agent is dead
         self.net = EgressNetworks(self.cgroup_parent[4:], self.state_dir,
                                   dns_upstream=os.environ.get("SBX_DNS_UPSTREAM"))
         self._python: dict[str, str | None] = {}
@@ -137,7 +150,14 @@ class GVisorRuntime(Runtime):
         return f"/{self.cgroup_parent}/{cid}"
 
     def _agent(self, cid: str) -> AgentClient:
-        return AgentClient(self._socket(cid))
+        return AgentClient(self._socket(cid), watchdog=lambda: self.probe(cid))
+
+    def _pids(self, cid: str) -> list[int]:
+        """The container's gofer and sandbox pids from its state file, minus any that now
+        belong to another process (a pid is reused once its process was reaped)."""
+        assert self.runsc
+        return [p for p in self.runsc.pids_of(cid)
+                if p in self._owned or _procs.cmdline_has(p, cid)]
 
     def _python_in(self, rootfs: str) -> str | None:
         if rootfs not in self._python:
@@ -193,13 +213,14 @@ class GVisorRuntime(Runtime):
                         "--overlay2=none" if spec.writable_rootfs or disk
                         else "--overlay2=root:memory"),
                        self.net.ns_path(cid) if spec.egress else None)
-        with open(os.path.join(base, "meta.json"), "w") as f:
+        with _private(os.path.join(base, "meta.json")) as f:
             json.dump({"agent": bool(python), "created": time.time(),
                        "flags": list(prof.flags), "netns": prof.netns,
                        "disk_mib": spec.disk_mib if disk else None}, f)
         self._agent_known[cid] = bool(python)
         self._profiles[cid] = prof
         try:
+            _rundir.mount(os.path.join(base, "run"))
             rootfs, tmp_dir = spec.rootfs, None
             if disk:
                 rootfs, tmp_dir = await _disk.create(base, spec.rootfs, spec.disk_mib)
@@ -215,54 +236,98 @@ class GVisorRuntime(Runtime):
                                 cgroups_path=self._cgroup(cid), python=python,
                                 preload=self._preload(spec.rootfs), netns=prof.netns,
                                 tmp_dir=tmp_dir)
-            with open(os.path.join(base, "bundle", "config.json"), "w") as f:
+            with _private(os.path.join(base, "bundle", "config.json")) as f:
                 json.dump(config, f)
             await self.runsc.call("run", "--detach", "--bundle", os.path.join(base, "bundle"),
                                   cid, cid=cid, boot=True, timeout=BOOT_TIMEOUT_S,
                                   log_path=os.path.join(base, "runsc.log"))
+            self._owned.update(self.runsc.pids_of(cid))  # `run` left them to us: we reap
             if python:
                 await self._wait_agent(cid)
         except BaseException as e:
             await self.destroy(cid)
-            if isinstance(e, (RunscError, AgentUnavailable, asyncio.TimeoutError,
+            if isinstance(e, (RunscError, AgentUnavailable, asyncio.TimeoutError, OSError,
                               NetworkSetupError, _disk.DiskSetupError)):
                 raise BootError(f"sandbox {cid} failed to boot: {e}") from e
             raise
 
     async def _wait_agent(self, cid: str) -> None:
-        agent = self._agent(cid)
+        agent = AgentClient(self._socket(cid))
         deadline = time.monotonic() + BOOT_TIMEOUT_S
         while True:
             try:
-                await agent.ping()
+                await agent.ping(max(0.1, deadline - time.monotonic()))
                 return
-            except (AgentUnavailable, OSError):
+            except (AgentUnavailable, OSError, asyncio.TimeoutError):
                 if time.monotonic() > deadline:
                     raise AgentUnavailable("the in-sandbox agent did not answer within "
                                            f"{BOOT_TIMEOUT_S:.0f}s")
-                if not any(_procs.alive(p) for p in self.runsc.pids_of(cid)):
+                if not any(_procs.alive(p) for p in self._pids(cid)):
                     raise AgentUnavailable("the sandbox exited during boot")
                 await asyncio.sleep(0.003)  # connect attempts are cheap; ready matters
 
     async def status(self, cid: str) -> ContainerStatus:
         assert self.runsc
-        pids = self.runsc.pids_of(cid)
-        sandbox_pid = pids[-1] if pids else None
-        running = bool(sandbox_pid) and _procs.alive(sandbox_pid)
+        st = self.runsc.read_state(cid) or {}
+        sandbox_pid = (st.get("sandbox") or {}).get("pid")
+        running = sandbox_pid in self._pids(cid) and _procs.alive(sandbox_pid)
         return ContainerStatus(running=running,
                                oom_killed=_cgroups.oom_killed(self._cgroup(cid)))
+
+    # ---- agent liveness ------------------------------------------------------------------
+    async def probe(self, cid: str) -> None:
+        """Check that the container's agent answers; one check per container at a time,
+        shared by every caller. Raises AgentUnresponsive (recorded: see `unresponsive`)
+        when it does not even after SIGCONT, AgentUnavailable when the container is gone."""
+        if not self._has_agent(cid):
+            return
+        task = self._checks.get(cid)
+        if task is None:
+            task = self._checks[cid] = asyncio.ensure_future(self._check_agent(cid))
+            task.add_done_callback(lambda t: (self._checks.pop(cid, None),
+                                              t.cancelled() or t.exception()))
+        await asyncio.shield(task)
+
+    def unresponsive(self, cid: str) -> str | None:
+        return self._unresponsive.get(cid)
+
+    async def _check_agent(self, cid: str) -> None:
+        """Ping; if the agent is silent, SIGCONT it from the host (code in the sandbox may
+        have stopped PID 1: `kill -STOP 1`, or SIGTSTP) and ping again."""
+        assert self.runsc
+        agent = AgentClient(self._socket(cid))
+        for attempt, timeout_s in ((1, PING_TIMEOUT_S), (2, REVIVED_PING_TIMEOUT_S)):
+            try:
+                await agent.ping(timeout_s)
+                if attempt == 2:
+                    log.warning("sandbox %s: its agent answers again after SIGCONT", cid)
+                return
+            except asyncio.TimeoutError:
+                why = f"no answer to a ping within {timeout_s:g}s"
+            except AgentUnavailable as e:
+                if not (await self.status(cid)).running:
+                    raise  # the container is gone: not a liveness question
+                why = f"its socket is unusable ({e})"
+            if attempt == 1:
+                log.warning("sandbox %s: agent check failed (%s); sending it SIGCONT", cid, why)
+                await self.runsc.call("kill", cid, "CONT", cid=cid, timeout=10, check=False)
+        reason = (f"its in-sandbox agent (PID 1) stopped answering: {why}, even after "
+                  "SIGCONT from the host (code in the sandbox stopped, wedged or replaced it)")
+        log.error("sandbox %s: %s", cid, reason)
+        self._unresponsive[cid] = reason
+        raise AgentUnresponsive(reason)
 
     async def destroy(self, cid: str) -> ContainerStatus:
         """kill -> delete --force -> kill leftover pids -> cgroups -> state -> files."""
         assert self.runsc
         oom = _cgroups.oom_killed(self._cgroup(cid))
-        pids = self.runsc.pids_of(cid)
+        pids = self._pids(cid)
         if cid in self.runsc.known_ids():
             await self.runsc.call("kill", cid, "KILL", cid=cid, timeout=10, check=False)
             # reap the sandbox and gofer so delete finds them gone (no 1-2 s zombie wait)
-            await _procs.kill_and_reap(pids)
+            await _procs.kill_and_reap(pids, self._owned)
             await self.runsc.call("delete", "--force", cid, cid=cid, timeout=15, check=False)
-        await _procs.kill_and_reap(pids)
+        await _procs.kill_and_reap(pids, self._owned)
         _cgroups.remove(self._cgroup(cid))
         self.runsc.remove_state(cid)
         self._reap()
@@ -272,6 +337,7 @@ class GVisorRuntime(Runtime):
             shutil.rmtree(self._dir(cid), ignore_errors=True)
         self._agent_known.pop(cid, None)
         self._profiles.pop(cid, None)
+        self._unresponsive.pop(cid, None)
         return ContainerStatus(running=False, oom_killed=oom)
 
     @contextlib.asynccontextmanager
@@ -287,8 +353,7 @@ class GVisorRuntime(Runtime):
             await self.net.destroy(name)
 
     def _reap(self) -> None:
-        if self.runsc:
-            self._zombies = _procs.reap_orphans(self.runsc.running, self._zombies)
+        self._owned = _procs.reap(self._owned)
 
     async def reattach(self, cid: str) -> bool:
         assert self.runsc
@@ -302,7 +367,7 @@ class GVisorRuntime(Runtime):
         if not self._has_agent(cid):
             return True
         try:
-            await self._agent(cid).ping()
+            await self.probe(cid)
             return True
         except (AgentUnavailable, AgentError, OSError):
             return False

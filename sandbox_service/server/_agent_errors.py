@@ -16,6 +16,8 @@ _TABLE: dict[str, type[E.SandboxError]] = {
     "unsupported": E.InvalidRequestError,
     "conflict": E.ConflictError,
     "exec_failed": E.InvalidRequestError,
+    "timeout": E.SandboxTimeoutError,
+    "not_regular": E.InvalidRequestError,
 }
 _HINTS = {
     "is_a_directory": "it is a directory: use list_files, or remove with recursive=True",

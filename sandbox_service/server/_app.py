@@ -25,11 +25,13 @@ from security._audit import AuditLog
 
 from .. import _errors as E
 from .._version import __version__
+from .._wire import ErrorBody
 from . import _access as access
 from ._audit import audit_request
 from ._images import ImageService
 from ._manager import SandboxManager
 from ._settings import Settings
+from ._stall import StallGuard
 from ._store import SQLiteStore, Store
 
 log = logging.getLogger("sbx.server")
@@ -48,6 +50,23 @@ def bearer_token(headers: Any) -> str | None:
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
+
+# every route may answer these (the body is always ErrorBody); documented once, for all
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": what} for status, what in (
+        (400, "invalid request (bad input; the message says which field and why)"),
+        (401, "missing, wrong, expired or revoked bearer token"),
+        (403, "the token may not do this"),
+        (404, "no such object (or another principal's)"),
+        (405, "method not allowed (see the Allow header)"),
+        (408, "an operation ran out of time"),
+        (409, "the object's state does not allow this (e.g. the sandbox has finished)"),
+        (413, "the request body is too large"),
+        (429, "a quota or rate limit was reached"),
+        (500, "an internal error (a bug: please report it)"),
+        (502, "nothing answered on a sandbox's port"),
+        (503, "the runtime cannot start sandboxes right now"),
+    )}
 
 MAX_JSON_BODY = 32 << 20  # request bodies other than file and blob uploads
 _UPLOADS = re.compile(r"^/v1/(sandboxes/[^/]+/files|sandboxes/[^/]+/ports/.*|blobs/[0-9a-f]+)$")
@@ -69,6 +88,36 @@ def _body_too_large(request: Request) -> E.SandboxError | None:
     return None
 
 
+class _ClientFaults(logging.Filter):
+    """uvicorn logs a client's invalid UTF-8 WebSocket text frame as an ERROR with a
+    traceback; it is the client's fault (uvicorn closes with 1007 as it should): one
+    warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Invalid UTF-8 sequence received from client"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+            record.msg = "a WebSocket client sent invalid UTF-8 in a text frame: closed (1007)"
+        return True
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema minus its 422s: validation errors here are 400s (ErrorBody)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                             description=app.description)
+        for ops in schema.get("paths", {}).values():
+            for op in ops.values():
+                if isinstance(op, dict):
+                    op.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def _lock_home(home: str) -> int:
     """One server per SBX_HOME: a second one would reap the first one's sandboxes as
     strays. The flock dies with the process, so a crashed server never blocks a restart."""
@@ -88,12 +137,18 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                images=None) -> FastAPI:
     settings = settings or Settings.from_env()
     os.makedirs(settings.home, mode=0o700, exist_ok=True)
+    if os.stat(settings.home).st_mode & 0o077:  # an older or hand-made SBX_HOME: tighten
+        log.warning("%s was readable by other users: setting it to 0700", settings.home)
+        os.chmod(settings.home, 0o700)
     home_lock = _lock_home(settings.home)
     token = settings.token or ensure_admin_token(settings.home)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         nonlocal runtime, store, images
+        uv_log = logging.getLogger("uvicorn.error")  # configured by now
+        if not any(isinstance(f, _ClientFaults) for f in uv_log.filters):
+            uv_log.addFilter(_ClientFaults())
         if runtime is None:
             from runtimes.gvisor import GVisorRuntime
 
@@ -112,7 +167,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                                  home=settings.home, policy=settings.policy,
                                  monitor_interval_s=settings.monitor_interval_s,
                                  collector_interval_s=settings.collector_interval_s,
-                                 warm_pool=settings.warm_pool)
+                                 warm_pool=settings.warm_pool,
+                                 max_streams=settings.max_streams)
         image_service.in_use = manager.layers_in_use
         app.state.audit = AuditLog(settings.path("audit.db"))
         app.state.keys = KeyStore(settings.path("keys.db"))
@@ -136,8 +192,10 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
             os.close(home_lock)
 
     app = FastAPI(title="sandbox-service", version=__version__, lifespan=lifespan,
-                  description="gVisor sandboxes for agents and the functions they call.")
+                  description="gVisor sandboxes for agents and the functions they call.",
+                  responses=ERROR_RESPONSES)
     app.state.settings = settings
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.state.token = token
     app.state.audit = None
     app.state.keys = None
@@ -168,6 +226,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         audit_request(request, response.status_code)
         return response
 
+    app.add_middleware(StallGuard, stall_s=settings.stream_stall_s)  # outermost
+
     @app.exception_handler(E.SandboxError)
     async def sandbox_error(_: Request, exc: E.SandboxError):
         return JSONResponse(exc.to_wire(), status_code=exc.http_status)
@@ -180,7 +240,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
     async def http_error(_: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
-                            status_code=exc.status_code)
+                            status_code=exc.status_code, headers=exc.headers)  # 405: Allow
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):

@@ -122,6 +122,7 @@ class ContextService:
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(self.mgr.in_use(sandbox_id))
         try:
+            stack.enter_context(self.mgr.stream_slot())
             cell = await self._start(sandbox_id, context_id, body)
         except BaseException:
             await stack.aclose()

@@ -5,7 +5,9 @@ import FastAPI (routers translate HTTP to calls here) or a concrete runtime back
 
 Exit codes: main command exit -> its code ("exited"); terminate -> 137 ("terminated");
 lifetime timeout -> 124 ("timeout"); idle timeout -> 124 ("idle_timeout"); memory limit ->
-137 ("oom"); the sandbox died on its own (e.g. `kill -9 1`) -> 137 ("failed").
+137 ("oom"); the sandbox died on its own (e.g. `kill -9 1`) -> 137 ("failed"); its agent
+stopped answering and could not be revived (`Runtime.probe`) -> 137 ("failed", and callers
+get SandboxUnresponsiveError).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any, AsyncIterator
 
 from images import ImageBuildError
 from images._users import resolve_user, user_home
-from runtimes import AgentError, AgentUnavailable, ContainerSpec, ExecSpec, ExitFrame, Runtime
+from runtimes import (AgentError, AgentUnavailable, AgentUnresponsive, ContainerSpec, ExecSpec,
+                      ExitFrame, Runtime)
 from security import BLOCKED_V4, ResourcePolicy
 
 from .. import _errors as E
@@ -35,6 +38,7 @@ log = logging.getLogger("sbx.server.sandboxes")
 
 LIVE_STATES = ("creating", "running")
 MAIN_LOG_CAP = 64 * 1024 * 1024
+PROBE_INTERVAL_S = 30.0  # how often the monitor checks that a sandbox's agent answers
 
 
 class _Live:
@@ -47,6 +51,8 @@ class _Live:
         self.last_activity = time.monotonic()
         self.lock = asyncio.Lock()
         self.main_task: asyncio.Task | None = None
+        self.probed_at = time.monotonic()
+        self.probe_task: asyncio.Task | None = None
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
@@ -55,7 +61,8 @@ class _Live:
 class SandboxManager:
     def __init__(self, *, runtime: Runtime, store: Store, images: Any, home: str,
                  policy: ResourcePolicy | None = None, monitor_interval_s: float = 0.5,
-                 collector_interval_s: float = 30.0, warm_pool: int = 0):
+                 collector_interval_s: float = 30.0, warm_pool: int = 0,
+                 max_streams: int = 1024):
         self.runtime = runtime
         self.store = store
         self.images = images
@@ -66,6 +73,8 @@ class SandboxManager:
         self.monitor_interval_s = monitor_interval_s
         self.collector_interval_s = collector_interval_s
         self._live: dict[str, _Live] = {}
+        self.max_streams = max_streams
+        self._streams = 0  # agent streams held open for clients (exec, ports, cells)
         self._creates: dict[str, list[float]] = {}  # principal -> create times (last minute)
         self._tasks: list[asyncio.Task] = []
         self._pool = WarmPool(runtime, warm_pool, self._pool_spec) if warm_pool > 0 else None
@@ -155,7 +164,10 @@ class SandboxManager:
         rec = live.rec
         if rec["state"] != "running":
             return
-        if time.time() >= rec["created_at"] + rec["timeout_s"]:
+        dead_agent = self.runtime.unresponsive(rec["sandbox_id"])
+        if dead_agent:
+            await self._finish(live, "failed", 137, dead_agent)
+        elif time.time() >= rec["created_at"] + rec["timeout_s"]:
             await self._finish(live, "timeout", 124, f"it reached its timeout of {rec['timeout_s']:g}s")
         elif (rec.get("idle_timeout_s") and live.active_execs == 0
               and time.monotonic() - live.last_activity >= rec["idle_timeout_s"]):
@@ -164,6 +176,21 @@ class SandboxManager:
         elif not (await self.runtime.status(rec["sandbox_id"])).running:
             await self._finish(live, "failed", 137, "the sandbox stopped on its own "
                                "(its init process was killed or it crashed)")
+        elif (live.probe_task is None
+              and time.monotonic() - live.probed_at >= PROBE_INTERVAL_S):
+            live.probe_task = asyncio.create_task(self._probe(live))
+
+    async def _probe(self, live: _Live) -> None:
+        """Off the monitor's loop: a check of the agent can take seconds."""
+        try:
+            await self.runtime.probe(live.rec["sandbox_id"])
+        except AgentUnresponsive as e:
+            await self._finish(live, "failed", 137, str(e))
+        except AgentUnavailable:
+            pass  # the container is gone: the next _check records it
+        finally:
+            live.probed_at = time.monotonic()
+            live.probe_task = None
 
     async def _collector_loop(self) -> None:
         while True:
@@ -374,9 +401,9 @@ class SandboxManager:
             await self.store.put_sandbox(rec)
             self._live.pop(cid, None)
             live.done.set()
-            task = live.main_task
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
+            for task in (live.main_task, live.probe_task):
+                if task is not None and task is not asyncio.current_task():
+                    task.cancel()
             log.info("sandbox %s finished: %s (%s)", cid, state, reason)
 
     # ---- main command ------------------------------------------------------------------
@@ -387,7 +414,8 @@ class SandboxManager:
         """Copy the main command's output to log files; finish the sandbox when it exits."""
         cid = live.rec["sandbox_id"]
         paths = {s: self.log_path(cid, s) for s in ("stdout", "stderr")}
-        files = {s: open(p, "ab") for s, p in paths.items()}
+        files = {s: os.fdopen(os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                      0o600), "ab") for s, p in paths.items()}
         try:
             offsets = {s: f.tell() for s, f in files.items()}
             while True:
@@ -426,15 +454,42 @@ class SandboxManager:
         return live
 
     async def interrupted(self, sandbox_id: str) -> E.SandboxError:
-        """The error for a stream cut because its sandbox stopped."""
+        """The error for a call cut off from its sandbox's agent (AgentUnavailable): the
+        sandbox stopped, or its agent stopped answering (then the sandbox is ended)."""
         live = self._live.get(sandbox_id)
         if live is not None:
+            dead_agent = self.runtime.unresponsive(sandbox_id)
+            if dead_agent is None and (await self.runtime.status(sandbox_id)).running:
+                try:  # alive, yet its agent failed us: is anyone home?
+                    await self.runtime.probe(sandbox_id)
+                except AgentUnresponsive as e:
+                    dead_agent = str(e)
+                except AgentUnavailable:
+                    pass
+            if dead_agent:
+                await self._finish(live, "failed", 137, dead_agent)
+                return E.SandboxUnresponsiveError(
+                    f"sandbox {sandbox_id} was ended: {dead_agent}. Create a new sandbox")
             await asyncio.wait({asyncio.ensure_future(live.done.wait())}, timeout=2.0)
         rec = await self.get(sandbox_id)
         if rec["state"] == "oom":
             return E.SandboxOOMError(f"sandbox {sandbox_id} {rec['reason']}")
         return E.SandboxTerminatedError(
             f"sandbox {sandbox_id} stopped while the command ran: {rec.get('reason')}")
+
+    @contextlib.contextmanager
+    def stream_slot(self):
+        """Count one open agent stream against `max_streams`: with at most ~192 KiB held
+        per stream (docs/limits.md), this bounds what all streams together can hold."""
+        if self._streams >= self.max_streams:
+            raise E.QuotaExceededError(
+                f"{self._streams} command, port and cell streams are open on this server, "
+                f"the limit is {self.max_streams} (SBX_MAX_STREAMS): close some and retry")
+        self._streams += 1
+        try:
+            yield
+        finally:
+            self._streams -= 1
 
     @contextlib.asynccontextmanager
     async def exec_stream(self, sandbox_id: str, req: ExecRequest) -> AsyncIterator[Any]:
@@ -444,16 +499,17 @@ class SandboxManager:
                         uid=live.rec.get("uid"), gid=live.rec.get("gid"))
         live.active_execs += 1
         try:
-            try:
-                stream = await self.runtime.exec(sandbox_id, spec)
-            except AgentUnavailable:
-                raise await self.interrupted(sandbox_id) from None
-            except AgentError as e:
-                raise map_agent_error(e) from None
-            try:
-                yield stream
-            finally:
-                await stream.close()
+            with self.stream_slot():
+                try:
+                    stream = await self.runtime.exec(sandbox_id, spec)
+                except AgentUnavailable:
+                    raise await self.interrupted(sandbox_id) from None
+                except AgentError as e:
+                    raise map_agent_error(e) from None
+                try:
+                    yield stream
+                finally:
+                    await stream.close()
         finally:
             live.active_execs -= 1
             live.touch()

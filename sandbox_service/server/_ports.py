@@ -27,6 +27,7 @@ from fastapi import APIRouter, Path, Request
 from runtimes import AgentError, AgentUnavailable
 
 from .. import _errors as E
+from .._wire import PORT_PATTERN, parse_port
 from ._streaming import OwnedStreamingResponse
 
 log = logging.getLogger("sbx.server.ports")
@@ -44,7 +45,16 @@ _DROP_REQUEST = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-au
                  b"x-forwarded-proto", b"x-forwarded-prefix"}
 _DROP_RESPONSE = {b"connection", b"keep-alive", b"proxy-authenticate", b"te", b"trailer",
                   b"transfer-encoding", b"upgrade"}
-_PORT = Path(..., ge=1, le=65535, description="a port the sandbox declared at create")
+_PORT = Path(..., description="a port the sandbox declared at create (1-65535)",
+             json_schema_extra={"pattern": PORT_PATTERN})
+
+
+def port_number(text: str) -> int:
+    """The port of a route's path, digits only (pydantic would take `8000.0` as 8000)."""
+    try:
+        return parse_port(text)
+    except ValueError as e:
+        raise E.InvalidRequestError(str(e)) from None
 
 
 def declared_ports(rec: dict[str, Any]) -> set[int]:
@@ -73,16 +83,17 @@ async def port_stream(mgr: Any, sandbox_id: str, port: int
             f"Sandbox.create(encrypted_ports=[{port}])", details={"port": port})
     live.active_execs += 1
     try:
-        try:
-            reader, writer = await mgr.runtime.open_port(sandbox_id, port)
-        except AgentUnavailable:
-            raise await mgr.interrupted(sandbox_id) from None
-        except AgentError as e:
-            raise _map_agent_error(e, sandbox_id, port) from None
-        try:
-            yield reader, writer
-        finally:
-            writer.close()
+        with mgr.stream_slot():
+            try:
+                reader, writer = await mgr.runtime.open_port(sandbox_id, port)
+            except AgentUnavailable:
+                raise await mgr.interrupted(sandbox_id) from None
+            except AgentError as e:
+                raise _map_agent_error(e, sandbox_id, port) from None
+            try:
+                yield reader, writer
+            finally:
+                writer.close()
     finally:
         live.active_execs -= 1
         live.touch()
@@ -241,15 +252,15 @@ async def _response_head(up: _Upstream) -> Any:
 
 @ports_router.api_route("/v1/sandboxes/{sandbox_id}/ports/{port}", methods=METHODS,
                         include_in_schema=False)
-async def proxy_root(sandbox_id: str, request: Request, port: int = _PORT):
-    return await _proxy(request, sandbox_id, port, "/")
+async def proxy_root(sandbox_id: str, request: Request, port: str = _PORT):
+    return await _proxy(request, sandbox_id, port_number(port), "/")
 
 
 @ports_router.api_route("/v1/sandboxes/{sandbox_id}/ports/{port}/{path:path}", methods=METHODS,
                         summary="HTTP proxy to a declared port inside the sandbox")
-async def proxy(sandbox_id: str, path: str, request: Request, port: int = _PORT):
+async def proxy(sandbox_id: str, path: str, request: Request, port: str = _PORT):
     """Forwards the request (method, path after the port, query, headers minus the bearer
     token and hop-by-hop headers, streamed body) to 127.0.0.1:`port` inside the sandbox
     and streams its answer back. 404 for a port the sandbox did not declare, 502
     (`port_unreachable`) when nothing listens there."""
-    return await _proxy(request, sandbox_id, port, path)
+    return await _proxy(request, sandbox_id, port_number(port), path)

@@ -25,7 +25,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from .. import _errors as E
 from . import _access as access
 from ._app import bearer_token
-from ._ports import CHUNK, port_stream
+from ._ports import CHUNK, port_number, port_stream
 from ._ws import _send_error
 
 ports_ws_router = APIRouter()
@@ -45,8 +45,7 @@ async def port_connect(ws: WebSocket, sandbox_id: str, port: str) -> None:
                                                     "bearer token"))
         return
     try:
-        if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 1 <= int(port) <= 65535:
-            raise E.InvalidRequestError(f"port {port[:20]!r} is not a TCP port: use 1-65535")
+        port_number(port)
         await access.check(ws.app, principal, "GET", ws.url.path)
     except E.SandboxError as e:
         if audit is not None:

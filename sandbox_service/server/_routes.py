@@ -7,6 +7,7 @@ app's middleware for every /v1 path.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from fastapi import APIRouter, Query, Request
@@ -17,7 +18,7 @@ from runtimes import AgentUnavailable, ExitFrame
 from .. import _errors as E
 from .._ids import new_id
 from .._version import __version__
-from .._wire import (AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList,
+from .._wire import (ABS_PATH, AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList,
                      MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, SandboxTags, ServerInfo,
                      check_abs_path)
 from . import _access as access
@@ -25,6 +26,7 @@ from ._audit import exec_detail
 from ._manager import SandboxManager
 
 router = APIRouter()
+_PATH = Query(..., description="an absolute path inside the sandbox", json_schema_extra=ABS_PATH)
 
 
 def _mgr(request: Request) -> SandboxManager:
@@ -75,20 +77,40 @@ async def create_sandbox(body: SandboxCreate, request: Request) -> SandboxInfo:
 
 
 @router.get("/v1/sandboxes", response_model=SandboxList)
-async def list_sandboxes(request: Request, tag: list[str] = Query(default=[]),
+async def list_sandboxes(request: Request,
+                         tag: list[str] = Query(default=[], description=(
+                             "key:value (the key up to the first colon); repeat for more")),
+                         tags: str | None = Query(None, max_length=64 * 1024, description=(
+                             'a JSON object {"key": "value"}: for keys containing a colon')),
                          app_id: str | None = None, all: bool = False,
                          limit: int = Query(1000, ge=1, le=10000),
                          name: str | None = Query(None, max_length=64)) -> SandboxList:
-    tags = {}
-    for t in tag:
-        k, sep, v = t.partition(":")
-        if not sep:
-            raise E.InvalidRequestError(f"tag filter {t!r} must look like key:value")
-        tags[k] = v
+    wanted = _tag_filter(tag, tags)
     who = request.state.principal
-    recs = await _mgr(request).list(tags=tags, app_id=app_id, include_finished=all,
+    recs = await _mgr(request).list(tags=wanted, app_id=app_id, include_finished=all,
                                     limit=limit if who.is_admin else 100_000, name=name)
     return SandboxList(sandboxes=[_info(r) for r in recs if access.owns(who, r)][:limit])
+
+
+def _tag_filter(pairs: list[str], as_json: str | None) -> dict[str, str]:
+    wanted: dict[str, str] = {}
+    for t in pairs:
+        k, sep, v = t.partition(":")
+        if not sep:
+            raise E.InvalidRequestError(f"tag filter {t!r} must look like key:value (for a "
+                                        'key with a colon, use tags={"key": "value"})')
+        wanted[k] = v
+    if as_json is not None:
+        try:
+            obj = json.loads(as_json)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+            raise E.InvalidRequestError('tags must be a JSON object of strings, like '
+                                        '{"team": "infra"}')
+        wanted.update(obj)
+    return wanted
 
 
 @router.put("/v1/sandboxes/{sandbox_id}/tags", response_model=SandboxInfo)
@@ -179,13 +201,13 @@ async def exec_once(sandbox_id: str, body: ExecRequest, request: Request) -> Exe
 
 # ---- files --------------------------------------------------------------------------------
 @router.get("/v1/sandboxes/{sandbox_id}/files")
-async def read_file(sandbox_id: str, request: Request, path: str = Query(...)):
+async def read_file(sandbox_id: str, request: Request, path: str = _PATH):
     chunks = await _mgr(request).read_file(sandbox_id, _abs_path(path))
     return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
 @router.put("/v1/sandboxes/{sandbox_id}/files")
-async def write_file(sandbox_id: str, request: Request, path: str = Query(...),
+async def write_file(sandbox_id: str, request: Request, path: str = _PATH,
                      mode: int | None = Query(None, ge=0, le=0o7777)) -> dict:
     limit = request.app.state.settings.max_upload_bytes
     declared = request.headers.get("content-length")
@@ -206,13 +228,13 @@ async def write_file(sandbox_id: str, request: Request, path: str = Query(...),
 
 
 @router.get("/v1/sandboxes/{sandbox_id}/files/list", response_model=FileList)
-async def list_files(sandbox_id: str, request: Request, path: str = Query(...)) -> FileList:
+async def list_files(sandbox_id: str, request: Request, path: str = _PATH) -> FileList:
     res = await _mgr(request).file_call(sandbox_id, "list", _abs_path(path))
     return FileList(entries=[FileEntry(**e) for e in res["entries"]])
 
 
 @router.get("/v1/sandboxes/{sandbox_id}/files/stat", response_model=FileEntry)
-async def stat_file(sandbox_id: str, request: Request, path: str = Query(...)) -> FileEntry:
+async def stat_file(sandbox_id: str, request: Request, path: str = _PATH) -> FileEntry:
     res = await _mgr(request).file_call(sandbox_id, "stat", _abs_path(path))
     return FileEntry(**res["entry"])
 
@@ -224,7 +246,7 @@ async def make_directory(sandbox_id: str, body: MkdirRequest, request: Request) 
 
 
 @router.delete("/v1/sandboxes/{sandbox_id}/files")
-async def remove_file(sandbox_id: str, request: Request, path: str = Query(...),
+async def remove_file(sandbox_id: str, request: Request, path: str = _PATH,
                       recursive: bool = False) -> dict:
     if _abs_path(path).rstrip("/") == "":
         raise E.InvalidRequestError("refusing to remove / ; terminate the sandbox instead")

@@ -23,6 +23,10 @@ class Settings:
     collector_interval_s: float = 30.0
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
     warm_pool: int = 2  # pre-booted default sandboxes; 0 turns the pool off
+    # open exec/port/cell streams on the server (each holds at most ~192 KiB: docs/limits.md)
+    max_streams: int = 1024
+    # a client that reads none of its stream's output for this long loses the stream
+    stream_stall_s: float = 60.0
     policy: ResourcePolicy = dataclasses.field(default_factory=ResourcePolicy)
     build: BuildSettings = dataclasses.field(default_factory=BuildSettings)
 
@@ -34,6 +38,10 @@ class Settings:
             kwargs["runsc_binary"] = env["SBX_RUNSC"]
         if env.get("SBX_WARM_POOL"):
             kwargs["warm_pool"] = int(env["SBX_WARM_POOL"])
+        if env.get("SBX_MAX_STREAMS"):
+            kwargs["max_streams"] = int(env["SBX_MAX_STREAMS"])
+        if env.get("SBX_STREAM_STALL_S"):
+            kwargs["stream_stall_s"] = float(env["SBX_STREAM_STALL_S"])
         limits = {field: int(env[var]) for var, field in (
             ("SBX_MAX_SANDBOXES", "max_sandboxes"),
             ("SBX_MAX_SANDBOXES_PER_PRINCIPAL", "max_sandboxes_per_principal"),

@@ -15,6 +15,8 @@ import os
 import sqlite3
 from typing import Any
 
+from security import private_sqlite
+
 
 class Store(abc.ABC):
     """What the server persists: sandboxes, apps and images (more kinds come with their issues)."""
@@ -123,7 +125,7 @@ class SQLiteStore(Store):
         self._pool.submit(self._open).result()
 
     def _open(self) -> None:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = private_sqlite(self.path)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         cols = [r[1] for r in db.execute("PRAGMA table_info(secrets)")]

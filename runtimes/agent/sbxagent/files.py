@@ -36,13 +36,21 @@ def handle_file(conn, req):
         if not isinstance(path, str) or not path.startswith("/") or "\x00" in path:
             raise ValueError("path must be absolute")
         if op == "read":
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                st = os.fstat(fd)
                 if stat.S_ISDIR(st.st_mode):
                     raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+                if not stat.S_ISREG(st.st_mode):  # /dev/zero would stream forever
+                    conn.send_json(RESP, {"error": "not_regular", "message": (
+                        "it is a device, FIFO or socket, not a regular file: read it with "
+                        "exec (e.g. `head -c 1048576 %s`)" % (path,))})
+                    return
+                os.set_blocking(fd, True)
                 conn.send_json(RESP, {"ok": True, "size": st.st_size})
                 while True:
-                    chunk = f.read(READ_CHUNK * 4)
+                    chunk = f.read(READ_CHUNK)
                     if not chunk:
                         break
                     if not conn.send(DATA, chunk):

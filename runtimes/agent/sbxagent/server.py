@@ -99,7 +99,13 @@ class Workers:
     def _spawn(self):
         with self.lock:
             self.idle += 1
-        threading.Thread(target=self._work, daemon=True).start()
+        try:
+            threading.Thread(target=self._work, daemon=True).start()
+        except RuntimeError:  # no thread to be had (RLIMIT_NPROC): the caller goes on
+            with self.lock:
+                self.idle -= 1
+            return False
+        return True
 
     def _work(self):
         while True:
@@ -114,7 +120,7 @@ class Workers:
                 self.idle -= 1
                 spawn = self.idle == 0
             if spawn:  # keep someone in accept() while this one works
-                self._spawn()
+                self._spawn()  # if no thread can be had, this one comes back to accept
             handle(sock)
             with self.lock:
                 if self.idle >= self.MAX_IDLE:
@@ -131,9 +137,12 @@ def serve(path):
     srv.bind(path)
     srv.listen(128)  # ready: the host may connect now; the rest starts while it does
     threading.Thread(target=REAPER.run, daemon=True).start()
-    Workers(srv).start(2)
-    while True:  # PID 1's main thread only waits; signals need a live main thread
-        time.sleep(3600)
+    workers = Workers(srv)
+    workers.start(2)
+    while True:  # PID 1's main thread waits (signals need a live main thread), and puts a
+        time.sleep(1.0)  # worker back in accept() if none could be spawned (RLIMIT_NPROC)
+        if workers.idle == 0:
+            workers._spawn()
 
 
 def _ignore_signal(signum, frame):
