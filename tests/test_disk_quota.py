@@ -144,7 +144,8 @@ def test_disk_teardown_leaves_nothing_also_after_a_restart(server):
     try:
         for sb in (a, b):
             st = _host_state(server, sb.object_id)
-            assert len(st["mounts"]) == 2 and len(st["loops"]) == 1, st
+            # the disk, the overlay on it, and the agent's socket directory (a tmpfs)
+            assert len(st["mounts"]) == 3 and len(st["loops"]) == 1, st
         a.filesystem.write_text("kept", "/root/keep.txt")
         a.terminate()
         assert _host_state(server, a.object_id) == {"mounts": [], "loops": [], "dir": []}
@@ -195,8 +196,8 @@ async def test_collector_of_a_restarted_runtime_reaps_a_stray_disk(server, tmp_p
     cid = new_id("sandbox")
     await first.create(ContainerSpec(cid, rootfs, memory_mib=128, disk_mib=32))
     base = os.path.join(first.state_dir, "sandboxes", cid)
-    with open("/proc/self/mountinfo") as f:
-        assert sum(base in line for line in f) == 2
+    with open("/proc/self/mountinfo") as f:  # disk, overlay, the socket directory's tmpfs
+        assert sum(base in line for line in f) == 3
     again = GVisorRuntime(str(tmp_path / "rt"))  # the next server's runtime
     await again.start()
     try:
