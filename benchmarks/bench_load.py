@@ -46,7 +46,7 @@ def ms(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} / {pct(values, 0.95):.1f}" if values else "-"
 
 
-def unread_streams(server: Server, sbx, n: int) -> list[str]:
+def unread_streams(server: Server, sbx, n: int, hold_s: float) -> list[str]:
     boxes = [sbx.Sandbox.create(timeout=1800) for _ in range(max(1, n // 20))]
     bystander = sbx.Sandbox.create(timeout=1800)
     for sb in boxes + [bystander]:
@@ -54,22 +54,33 @@ def unread_streams(server: Server, sbx, n: int) -> list[str]:
     time.sleep(2)
     idle_rss = rss_mib(server.proc.pid)
     idle_echo = timed(lambda: bystander.exec("echo", "hi").wait(), 30)
-    socks = [open_unread_exec(server.port, server.token, boxes[i % len(boxes)].object_id,
-                              ["cat", "/dev/zero"]) for i in range(n)]
-    time.sleep(10)  # every buffer on the way is as full as it will get
-    busy_rss = rss_mib(server.proc.pid)
+
+    def hold(argv: list[str]) -> tuple[float, list]:
+        socks = [open_unread_exec(server.port, server.token, boxes[i % len(boxes)].object_id,
+                                  argv) for i in range(n)]
+        time.sleep(hold_s)  # every buffer on the way is as full as it will get
+        return rss_mib(server.proc.pid), socks
+
+    quiet_rss, socks = hold(["sleep", "600"])  # the streams' bookkeeping, no output
+    for s in socks:
+        s.close()
+    time.sleep(3)
+    busy_rss, socks = hold(["cat", "/dev/zero"])
     busy_echo = timed(lambda: bystander.exec("echo", "hi").wait(), 30)
     for s in socks:
         s.close()
     for sb in boxes + [bystander]:
         sb.terminate()
-    grown = busy_rss - idle_rss
+    grown, quiet = busy_rss - idle_rss, quiet_rss - idle_rss
     return [
         "| measurement | value | baseline | baseline value |",
         "|---|---|---|---|",
-        f"| server RSS, {n} unread `cat /dev/zero` streams | {busy_rss:.0f} MiB "
+        f"| server RSS, {n} unread `cat /dev/zero` streams, after {hold_s:.0f} s | {busy_rss:.0f} MiB "
         f"(+{grown:.0f} MiB, {grown * 1024 / n:.0f} KiB per stream) | no streams | "
         f"{idle_rss:.0f} MiB |",
+        f"| server RSS, {n} streams of `sleep 600` (no output: bookkeeping only) | "
+        f"{quiet_rss:.0f} MiB (+{quiet:.0f} MiB, {quiet * 1024 / n:.0f} KiB per stream) | "
+        f"no streams | {idle_rss:.0f} MiB |",
         f"| bystander exec echo, ms (p50 / p95), meanwhile | {ms(busy_echo)} | idle server | "
         f"{ms(idle_echo)} |",
     ]
@@ -114,6 +125,8 @@ def churn(sbx, clients: int, seconds: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--streams", type=int, default=200)
+    ap.add_argument("--hold-s", type=float, default=30,
+                    help="how long the unread streams run before RSS is read")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=180)
     ap.add_argument("--server-repo", default=REPO)
@@ -125,7 +138,8 @@ def main() -> None:
     base_env = server.env
     server.env = lambda: {**base_env(), "SBX_MAX_STREAMS": str(max(1024, args.streams * 2)),
                           "SBX_MAX_SANDBOXES": "1000", "SBX_CREATES_PER_MINUTE": "100000",
-                          "SBX_MAX_SANDBOXES_PER_PRINCIPAL": "1000"}
+                          "SBX_MAX_SANDBOXES_PER_PRINCIPAL": "1000",
+                          "SBX_STREAM_STALL_S": str(args.hold_s + 600)}  # held, not dropped
     import sbxtest
     sbxtest.REPO = args.server_repo  # the server runs from this checkout (python -m, cwd)
     server.start()
@@ -136,7 +150,7 @@ def main() -> None:
     try:
         sbx.Sandbox.create().terminate()  # base image ready, caches warm
         if not args.skip_streams:
-            out += unread_streams(server, sbx, args.streams) + [""]
+            out += unread_streams(server, sbx, args.streams, args.hold_s) + [""]
         if not args.skip_churn:
             one = churn(sbx, 1, min(60.0, args.seconds))
             many = churn(sbx, args.clients, args.seconds)

@@ -91,8 +91,9 @@ async def _pump(ws: WebSocket, mgr, sandbox_id: str, stream) -> None:
                                         signal=ev.signal)
                     await ws.send_text(json.dumps({"type": "exit", **status.model_dump()}))
                     break
-                name, data = ev
-                await ws.send_bytes(_PREFIX[name] + data)
+                message = _PREFIX[ev[0]] + ev[1]
+                del ev  # hold one copy of the output while the client is slow, not two
+                await ws.send_bytes(message)
         except AgentUnavailable:
             if inbound.done():
                 return  # the client left first; closing the stream killed the command
