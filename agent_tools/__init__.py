@@ -21,6 +21,21 @@ def create_mcp_server(*args, **kwargs):
     return create(*args, **kwargs)
 
 
+def mount_mcp(*args, **kwargs):
+    """Mount `/mcp` on the server's app (see `_http.mount_mcp`); imports `mcp` on first use."""
+    from ._http import mount_mcp as mount
+
+    return mount(*args, **kwargs)
+
+
+def serve_stdio(*args, **kwargs):
+    """`sbx mcp`: the MCP server on stdin/stdout (see `_stdio.serve_stdio`)."""
+    from ._stdio import serve_stdio as serve
+
+    return serve(*args, **kwargs)
+
+
 __all__ = ["AgentTools", "Outcome", "TOOLS", "TOOLS_BY_NAME", "ToolFailure", "ToolSpec",
            "anthropic_tools", "create_mcp_server", "dispatch", "input_schema",
-           "openai_chat_tools", "openai_responses_tools", "output_schema", "strict_schema"]
+           "mount_mcp", "openai_chat_tools", "openai_responses_tools", "output_schema",
+           "serve_stdio", "strict_schema"]

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sandbox_service._client import _Client
-from sandbox_service._sync import LOOP
+from sandbox_service.aio import Client
+from sandbox_service.aio import LOOP
 
 from ._models import TOOLS, TOOLS_BY_NAME, ToolSpec
 from ._scopes import ScopeRegistry
@@ -123,20 +123,20 @@ class AgentTools:
 
     def __init__(self, url: str | None = None, token: str | None = None):
         self._url, self._token = url, token
-        self._client: _Client | None = None
+        self._client: Client | None = None
         self.registry = ScopeRegistry(self._terminate)
 
-    def _get_client(self) -> _Client:
+    def _get_client(self) -> Client:
         if self._client is None:
-            self._client = _Client(self._url, self._token)
+            self._client = Client(self._url, self._token)
         return self._client
 
     async def _terminate(self, ids: list[str], token: str | None) -> None:
-        from sandbox_service._sandbox import _AsyncSandbox
+        from sandbox_service.aio import AsyncSandbox
 
         for sid in ids:
             try:
-                await (await _AsyncSandbox.from_id(sid, client=self._get_client())).terminate()
+                await (await AsyncSandbox.from_id(sid, client=self._get_client())).terminate()
             except Exception:
                 pass
 

@@ -36,7 +36,7 @@ from pydantic import AnyHttpUrl
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Route
 
-from sandbox_service._client import _Client
+from sandbox_service.aio import Client
 
 from ._mcp import create_mcp_server, token_key
 from ._scopes import ScopeRegistry
@@ -64,7 +64,7 @@ class SbxTokenVerifier:
 class _Entry:
     __slots__ = ("client", "owner", "users", "evicted")
 
-    def __init__(self, client: _Client, owner: str):
+    def __init__(self, client: Client, owner: str):
         self.client, self.owner, self.users, self.evicted = client, owner, 0, False
 
 
@@ -82,7 +82,7 @@ class CallerClients:
         self._clients: OrderedDict[str, _Entry] = OrderedDict()
         self._held: dict[int, _Entry] = {}  # id(client) -> entry, while calls use it
 
-    async def for_call(self, ctx: Context) -> tuple[_Client, str]:
+    async def for_call(self, ctx: Context) -> tuple[Client, str]:
         token = None
         request = getattr(ctx.request_context, "request", None)
         headers = getattr(request, "headers", None)
@@ -97,18 +97,18 @@ class CallerClients:
                             "revoked: reconnect with a valid token (`sbx token create`)")
         return self.acquire(token, str(getattr(principal, "name", "") or "")), token_key(token)
 
-    def acquire(self, token: str, owner: str) -> _Client:
+    def acquire(self, token: str, owner: str) -> Client:
         """The cached client of `token` (made if needed), held until `release`."""
         entry = self._clients.get(token)
         if entry is None:
-            entry = self._clients[token] = _Entry(_Client(self.url, token), owner)
+            entry = self._clients[token] = _Entry(Client(self.url, token), owner)
             self._evict(owner)
         self._clients.move_to_end(token)
         entry.users += 1
         self._held[id(entry.client)] = entry
         return entry.client
 
-    def release(self, client: _Client) -> None:
+    def release(self, client: Client) -> None:
         entry = self._held.get(id(client))
         if entry is None:
             return

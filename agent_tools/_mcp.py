@@ -24,9 +24,9 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
 
-import sandbox_service._errors as E
-from sandbox_service._client import _Client
-from sandbox_service._version import __version__
+from sandbox_service.wire import errors as E
+from sandbox_service.aio import Client
+from sandbox_service import __version__
 
 from ._defs import input_schema
 from ._models import TOOLS, ToolSpec
@@ -44,7 +44,7 @@ INSTRUCTIONS = (
 
 
 class ClientSource(Protocol):
-    async def for_call(self, ctx: Context) -> tuple[_Client, str]:
+    async def for_call(self, ctx: Context) -> tuple[Client, str]:
         """The SDK client acting as this call's caller, and its scope key (the call holds
         the client until `release`, if the source has one)."""
 
@@ -52,12 +52,12 @@ class ClientSource(Protocol):
 class FixedClient:
     """One client for every call (stdio, tests): the process's own SBX_URL / SBX_TOKEN."""
 
-    def __init__(self, client: _Client | None = None):
+    def __init__(self, client: Client | None = None):
         self._client = client
 
-    async def for_call(self, ctx: Context) -> tuple[_Client, str]:
+    async def for_call(self, ctx: Context) -> tuple[Client, str]:
         if self._client is None:
-            self._client = _Client()
+            self._client = Client()
         return self._client, "local"
 
 
@@ -100,7 +100,7 @@ class ToolHost:
             if release is not None:
                 release(client)
 
-    def _toolbox(self, ctx: Context, client: _Client, key: str, progress: bool) -> Toolbox:
+    def _toolbox(self, ctx: Context, client: Client, key: str, progress: bool) -> Toolbox:
         conn = _connection(ctx)
         session_id = getattr(conn, "session_id", None)
         if session_id:  # a real MCP session: its sandboxes end with it
@@ -143,11 +143,11 @@ class ToolHost:
                                                 open_world_hint=False))
 
     async def read_file_resource(self, sandbox_id: str, path: str, ctx: Context) -> bytes:
-        from sandbox_service._sandbox import _AsyncSandbox
+        from sandbox_service.aio import AsyncSandbox
 
         try:
             async with self.toolbox(ctx, progress=False) as box:
-                sb = await _AsyncSandbox.from_id(sandbox_id, client=box.client)
+                sb = await AsyncSandbox.from_id(sandbox_id, client=box.client)
                 return await sb.filesystem.read_bytes("/" + path)
         except E.SandboxError as e:
             raise ResourceError(f"reading /{path} in {sandbox_id} failed [{e.code}]: {e}") from None
@@ -172,13 +172,13 @@ def create_mcp_server(source: ClientSource | None = None, registry: ScopeRegistr
 
 def _terminate_with(source: ClientSource | None) -> Callable[[list[str], str | None], Awaitable[None]]:
     async def terminate(ids: list[str], token: str | None) -> None:
-        from sandbox_service._sandbox import _AsyncSandbox
+        from sandbox_service.aio import AsyncSandbox
 
-        client = _Client(token=token) if not isinstance(source, FixedClient) or source._client is None \
+        client = Client(token=token) if not isinstance(source, FixedClient) or source._client is None \
             else source._client
         for sid in ids:
             try:
-                await (await _AsyncSandbox.from_id(sid, client=client)).terminate()
+                await (await AsyncSandbox.from_id(sid, client=client)).terminate()
             except E.SandboxError:
                 pass
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
-from sandbox_service._client import _Client
+from sandbox_service.aio import Client
 
 from ._mcp import FixedClient, create_mcp_server
 
 
 async def serve_stdio(url: str | None = None, token: str | None = None) -> None:
-    client = _Client(url, token)
+    client = Client(url, token)
     server, host = create_mcp_server(FixedClient(client))
     reaper = asyncio.ensure_future(host.registry.run_reaper())
     try:

@@ -19,9 +19,9 @@ from typing import Any, Awaitable, Callable
 
 from pydantic import BaseModel
 
-import sandbox_service._errors as E
-from sandbox_service._client import _Client
-from sandbox_service._sandbox import _AsyncSandbox
+from sandbox_service.wire import errors as E
+from sandbox_service.aio import Client
+from sandbox_service.aio import AsyncSandbox
 
 from . import _models as M
 from ._scopes import Scope
@@ -118,7 +118,7 @@ def exec_text(out: M.ExecOutput) -> str:
 class Toolbox:
     """One call's view of the tools, acting as `client`'s principal."""
 
-    def __init__(self, client: _Client, scope: Scope, *, progress: Progress | None = None):
+    def __init__(self, client: Client, scope: Scope, *, progress: Progress | None = None):
         self.client = client
         self.scope = scope
         self.progress = progress
@@ -128,9 +128,9 @@ class Toolbox:
         method = getattr(self, "tool_" + name)
         return await method(args)
 
-    async def _sandbox(self, sandbox_id: str) -> _AsyncSandbox:
+    async def _sandbox(self, sandbox_id: str) -> AsyncSandbox:
         try:
-            sb = await _AsyncSandbox.from_id(sandbox_id, client=self.client)
+            sb = await AsyncSandbox.from_id(sandbox_id, client=self.client)
         except E.SandboxError as e:
             raise failure_from(e, f"finding sandbox {sandbox_id}") from None
         if sb.info.state not in ("creating", "running"):
@@ -138,9 +138,9 @@ class Toolbox:
                               f"{sb.info.reason or 'no reason'}): create a new one")
         return sb
 
-    async def _create(self, *, timeout_s: float, idle_timeout_s: float, **kw: Any) -> _AsyncSandbox:
+    async def _create(self, *, timeout_s: float, idle_timeout_s: float, **kw: Any) -> AsyncSandbox:
         try:
-            sb = await _AsyncSandbox.create(timeout=timeout_s, idle_timeout=idle_timeout_s,
+            sb = await AsyncSandbox.create(timeout=timeout_s, idle_timeout=idle_timeout_s,
                                             client=self.client, tags={"created_by": "agent_tools"},
                                             **kw)
         except E.SandboxError as e:
@@ -148,7 +148,7 @@ class Toolbox:
         self.scope.adopt(sb.object_id)
         return sb
 
-    async def _exec(self, sb: _AsyncSandbox, argv: list[str], *, timeout_s: float, cap: int,
+    async def _exec(self, sb: AsyncSandbox, argv: list[str], *, timeout_s: float, cap: int,
                     workdir: str | None = None, env: dict[str, str] | None = None) -> M.ExecOutput:
         t0 = time.monotonic()
         try:
@@ -224,7 +224,7 @@ class Toolbox:
             if fresh:
                 await self._terminate_quietly(sb)
 
-    async def _collect_images(self, sb: _AsyncSandbox, outdir: str) -> list[tuple[bytes, str, str]]:
+    async def _collect_images(self, sb: AsyncSandbox, outdir: str) -> list[tuple[bytes, str, str]]:
         found = []
         try:
             entries = await sb.filesystem.list_files(outdir)
@@ -242,7 +242,7 @@ class Toolbox:
                     found.append((data, mime, path))
         return found
 
-    async def _terminate_quietly(self, sb: _AsyncSandbox) -> None:
+    async def _terminate_quietly(self, sb: AsyncSandbox) -> None:
         try:
             await sb.terminate()
         except E.SandboxError:
@@ -250,7 +250,7 @@ class Toolbox:
         self.scope.forget(sb.object_id)
 
     async def tool_create_sandbox(self, a: M.CreateSandboxInput) -> Outcome:
-        from sandbox_service._image import Image
+        from sandbox_service import Image
 
         if a.network == "allowlist" and not (a.cidr_allowlist or a.domain_allowlist):
             raise ToolFailure("network=allowlist needs cidr_allowlist (e.g. [\"203.0.113.0/24\"]) "
@@ -336,7 +336,7 @@ class Toolbox:
 
     async def tool_terminate_sandbox(self, a: M.TerminateSandboxInput) -> Outcome:
         try:
-            sb = await _AsyncSandbox.from_id(a.sandbox_id, client=self.client)
+            sb = await AsyncSandbox.from_id(a.sandbox_id, client=self.client)
             await sb.terminate()
         except E.SandboxError as e:
             raise failure_from(e, f"terminating {a.sandbox_id}") from None

@@ -34,7 +34,7 @@ from sbxtest import Server  # noqa: E402
 from runtimes import ContainerSpec, ExecSpec, ExitFrame  # noqa: E402
 from runtimes.gvisor import GVisorRuntime  # noqa: E402
 from runtimes.gvisor import _disk  # noqa: E402
-from sandbox_service._ids import new_id  # noqa: E402
+from sandbox_service.wire._ids import new_id  # noqa: E402
 
 WRITE = ("python3", "-c", "import os\nf = open('/var/big', 'wb')\nb = b'x' * (1 << 20)\n"
          "for _ in range(200): f.write(b)\nf.flush(); os.fsync(f.fileno())")

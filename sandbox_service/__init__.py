@@ -10,13 +10,7 @@ package never imports the server or FastAPI: it reaches the service over HTTP/We
 """
 
 from ._app import App, enable_output
-from ._errors import (AuthenticationError, ConflictError, ExecTimeoutError, ImageBuildError,
-                      InvalidRequestError, NotFoundError, PayloadTooLargeError,
-                      PermissionDeniedError, PortUnreachableError, QuotaExceededError,
-                      RuntimeUnavailableError,
-                      SandboxError, SandboxFileError, SandboxFileNotFoundError, SandboxOOMError,
-                      SandboxTerminatedError, SandboxTimeoutError, SandboxUnresponsiveError,
-                      ServerUnreachableError)
+from .wire import AuthenticationError, ConflictError, ExecTimeoutError, ImageBuildError, InvalidRequestError, NotFoundError, PayloadTooLargeError, PermissionDeniedError, PortUnreachableError, QuotaExceededError, RuntimeUnavailableError, SandboxError, SandboxFileError, SandboxFileNotFoundError, SandboxOOMError, SandboxTerminatedError, SandboxTimeoutError, SandboxUnresponsiveError, ServerUnreachableError
 from ._filesystem import Filesystem, SandboxFile
 from ._image import Image
 from ._interpreter import Context, Execution, ExecutionError, Logs, Result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from . import _errors as E
+from .wire import errors as E
 from ._client import _Client, default_client
 from ._sync import Wrapped, classmethod_both
 

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 
 import httpx
 
-from . import _errors as E
+from .wire import errors as E
 from ._config import sbx_token, sbx_url
 from ._version import __version__
 

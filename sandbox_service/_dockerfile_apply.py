@@ -1,6 +1,6 @@
 """Turning parsed Dockerfile instructions into Image steps (public layer).
 
-The parser (`_dockerfile`) knows Dockerfile syntax; this module knows what each instruction
+The parser (`images.parse_dockerfile`) knows Dockerfile syntax; this module knows what each instruction
 means for an Image: RUN -> run_commands (ARG values in the command's environment only),
 COPY/ADD -> local files from the build context (Docker's rules: a directory's *content*
 is copied, a trailing '/' or several sources make the destination a directory), ENV,
@@ -14,12 +14,22 @@ import os
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from . import _errors as E
-from ._dockerfile import Cmd, Copy, Entrypoint, Env, Run, User, Workdir
+from images import Cmd, Copy, DockerfileError, Entrypoint, Env, Run, User, Workdir
+from images import parse_dockerfile as _parse
+
+from .wire import errors as E
 from ._local_files import LocalAdd
 
 if TYPE_CHECKING:
     from ._image import Image
+
+
+def parse(text: str, build_args: dict[str, str] | None = None) -> list:
+    """The Dockerfile's instructions; a parse error is the SDK's `InvalidRequestError`."""
+    try:
+        return _parse(text, build_args=build_args)
+    except DockerfileError as e:
+        raise E.InvalidRequestError(str(e)) from None
 
 
 def _run_command(ins: Run) -> str:

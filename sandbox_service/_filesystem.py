@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from typing import AsyncIterator
 
-from . import _errors as E
+from .wire import errors as E
 from ._client import _Client
 from ._sync import Wrapped
-from ._wire import FileEntry
+from .wire import FileEntry
 
 CHUNK = 1024 * 1024
 

@@ -16,9 +16,9 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from . import _errors as E
+from .wire import errors as E
 from ._client import _Client, default_client
-from ._ids import is_id
+from .wire import is_id
 from ._local_files import Ignore, LocalAdd, collect, python_source
 from ._secret import Secret, check_required_keys, split_secrets
 from ._sync import Method
@@ -106,12 +106,14 @@ class Image:
                         force_build: bool = False, ignore: Ignore = None) -> "Image":
         """Build from a Dockerfile (FROM, RUN, COPY, ADD of local files, ENV, WORKDIR, ARG,
         USER, ENTRYPOINT, CMD) with the same layered builder; no Docker engine."""
-        from ._dockerfile import From, parse_dockerfile
+        from images import From
+
+        from ._dockerfile_apply import parse
 
         with open(path, encoding="utf-8") as f:
             text = f.read()
         context = os.path.abspath(context_dir or os.path.dirname(os.path.abspath(path)))
-        instrs = parse_dockerfile(text, build_args=build_args)
+        instrs = parse(text, build_args=build_args)
         first = instrs[0]
         assert isinstance(first, From)
         if first.ref == "scratch":
@@ -237,10 +239,10 @@ class Image:
     def dockerfile_commands(self, *commands: str | list[str], context_dir: str | None = None,
                             secrets: Sequence[Secret] = (), ignore: Ignore = None) -> "Image":
         """Dockerfile instructions (no FROM) on top of this image."""
-        from ._dockerfile import parse_dockerfile
+        from ._dockerfile_apply import parse
 
         lines = _strs("dockerfile_commands", commands)
-        instrs = parse_dockerfile("FROM sbx-parent\n" + "\n".join(lines))
+        instrs = parse("FROM sbx-parent\n" + "\n".join(lines))
         context = os.path.abspath(context_dir or os.getcwd())
         return self._apply_instructions(instrs[1:], context, secrets, ignore)
 

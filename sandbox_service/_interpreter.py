@@ -17,9 +17,9 @@ import dataclasses
 import json
 from typing import Any, Callable
 
-from . import _errors as E
+from .wire import errors as E
 from ._client import _Client
-from ._wire_contexts import DEFAULT_CONTEXT, DEFAULT_CELL_TIMEOUT_S, ContextInfo
+from .wire import DEFAULT_CONTEXT, DEFAULT_CELL_TIMEOUT_S, ContextInfo
 
 
 @dataclasses.dataclass

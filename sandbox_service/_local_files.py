@@ -15,7 +15,7 @@ import os
 import stat
 from typing import Any, Callable, Sequence
 
-from . import _errors as E
+from .wire import errors as E
 
 Ignore = Sequence[str] | Callable[[str], bool] | None
 DEFAULT_PY_IGNORE = ("__pycache__", "*.pyc", "*.pyo", ".git", ".venv", "*.egg-info")

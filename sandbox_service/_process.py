@@ -14,11 +14,11 @@ import json
 import signal as _signal
 from typing import Any
 
-from . import _errors as E
+from .wire import errors as E
 from ._client import _Client, dumps, ws_error
 from ._streams import _AsyncStreamReader, _AsyncStreamWriter
 from ._sync import Wrapped
-from ._wire import STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT
+from .wire import STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT
 
 
 class _AsyncContainerProcess:

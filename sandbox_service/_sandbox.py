@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from . import _errors as E
+from .wire import errors as E
 from ._app import _AsyncApp
 from ._client import _Client, default_client
 from ._filesystem import _AsyncFilesystem, _AsyncSandboxFile
@@ -19,7 +19,7 @@ from ._secret import Secret, check_required_keys, merge_env, split_secrets
 from ._streams import _AsyncStreamReader
 from ._sync import Wrapped, classmethod_both
 from ._tunnel import Tunnel, _AsyncPortForward, tunnels_of
-from ._wire import SandboxInfo
+from .wire import SandboxInfo
 
 FINISHED_WAIT_S = 30.0
 

@@ -22,7 +22,7 @@ import os
 import re
 from typing import Any, Sequence
 
-from . import _errors as E
+from .wire import errors as E
 from ._sync import Method
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import _errors as E
+from .wire import errors as E
 from ._client import _Client, ws_error
 from ._sync import Wrapped
 

@@ -50,7 +50,7 @@ class Server:
     def start(self, timeout_s: float = 900) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox_service._cli", "serve", "--port", str(self.port),
+            [sys.executable, "-m", "sandbox_service.cli", "serve", "--port", str(self.port),
              "--log-level", "info"],
             env=self.env(), stdout=log, stderr=log, cwd=REPO, start_new_session=True)
         deadline = time.monotonic() + 60

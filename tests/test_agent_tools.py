@@ -302,7 +302,7 @@ async def test_http_sandboxes_end_when_the_token_is_revoked(server):
 # ---- stdio: `sbx mcp` ---------------------------------------------------------------------
 async def test_stdio_sbx_mcp(server):
     env = {**server.env(), "SBX_TOKEN": server.token, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "sandbox_service._cli", "mcp"],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "sandbox_service.cli", "mcp"],
                                    env=env)
     async with Client(params) as c:
         assert "run_code" in {t.name for t in (await c.list_tools()).tools}
@@ -332,7 +332,7 @@ def inspector(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
 @pytest.mark.skipif(not shutil.which("npx"), reason="node/npx not installed (scripts/install-system-deps.sh)")
 def test_mcp_inspector_cli(server):
     env = {**server.env(), "SBX_TOKEN": server.token, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "sandbox_service._cli", "mcp"]
+    cmd = [sys.executable, "-m", "sandbox_service.cli", "mcp"]
     out = inspector([*cmd, "--method", "tools/list"], env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert '"run_code"' in out.stdout and '"outputSchema"' in out.stdout

@@ -86,13 +86,13 @@ def test_sbx_audit_cli(server):
     time.sleep(0.3)
     env = server.env()
     env["SBX_TOKEN"] = server.token
-    r = subprocess.run([sys.executable, "-m", "sandbox_service._cli", "audit", "--object",
+    r = subprocess.run([sys.executable, "-m", "sandbox_service.cli", "audit", "--object",
                         sb.object_id, "--since", "10m"], env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["TIME", "PRINCIPAL", "ACTION", "OBJECT", "STATUS", "DETAIL"]
     assert "sandbox.create" in lines[1] and "sandbox.terminate" in lines[-1]
-    r = subprocess.run([sys.executable, "-m", "sandbox_service._cli", "audit", "--since", "soon"],
+    r = subprocess.run([sys.executable, "-m", "sandbox_service.cli", "audit", "--since", "soon"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "90s, 15m" in r.stderr

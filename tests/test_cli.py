@@ -17,7 +17,7 @@ import pytest
 
 from sbxtest import REPO, free_port
 
-CLI = [sys.executable, "-m", "sandbox_service._cli"]
+CLI = [sys.executable, "-m", "sandbox_service.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_doctor_without_server_warns(env):
 
 
 def test_release_date_parsing():
-    from sandbox_service._cli_doctor import check_runsc_release, release_date
+    from sandbox_service.cli._doctor import check_runsc_release, release_date
 
     assert str(release_date("runsc version 0.0~20221219.0")) == "2022-12-19"
     assert str(release_date("runsc version release-20240807.0")) == "2024-08-07"

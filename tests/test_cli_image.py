@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.timeout(600)
 
-CLI = [sys.executable, "-m", "sandbox_service._cli"]
+CLI = [sys.executable, "-m", "sandbox_service.cli"]
 ID_RE = r"im-[a-z0-9]+"
 SIZE_RE = r"\d+ B|\d+\.\d (?:KB|MB|GB)"
 

@@ -188,7 +188,7 @@ async def test_collector_of_a_restarted_runtime_reaps_a_stray_disk(server, tmp_p
     the next runtime's collector: container, mounts, loop device and files."""
     from runtimes import ContainerSpec
     from runtimes.gvisor import GVisorRuntime
-    from sandbox_service._ids import new_id
+    from sandbox_service.wire._ids import new_id
 
     rootfs = glob.glob(os.path.join(server.home, "images", "im-*", "rootfs"))[0]
     first = GVisorRuntime(str(tmp_path / "rt"))

@@ -17,7 +17,7 @@ import pytest
 
 from dnstest import ZoneServer
 from runtimes.gvisor._dns import DomainResolver, domain_matches, filter_answer, parse_upstreams
-from sandbox_service._wire import SandboxCreate, check_domain_pattern
+from sandbox_service.wire._api import SandboxCreate, check_domain_pattern
 from security import BLOCKED_V4
 
 BLOCKED = [ipaddress.IPv4Network(n) for n in BLOCKED_V4]

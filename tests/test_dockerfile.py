@@ -1,4 +1,4 @@
-"""Dockerfile parser (sandbox_service._dockerfile): pure unit tests, no server needed."""
+"""Dockerfile parser (images._dockerfile): pure unit tests, no server needed."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import textwrap
 
 import pytest
 
-from sandbox_service import _errors as E
-from sandbox_service._dockerfile import (
+from images._dockerfile import (
     DEFAULT_BASE_ENV,
     Cmd,
+    DockerfileError,
     Copy,
     Entrypoint,
     Env,
@@ -28,7 +28,7 @@ def parse(text: str, **kw):
 
 
 def error(text: str, **kw) -> str:
-    with pytest.raises(E.InvalidRequestError) as info:
+    with pytest.raises(DockerfileError) as info:
         parse(text, **kw)
     assert isinstance(info.value, ValueError)
     return str(info.value)
@@ -59,7 +59,7 @@ def test_from_platform_amd64_is_accepted(platform):
 
 
 def test_from_platform_other_is_rejected():
-    with pytest.raises(E.InvalidRequestError) as info:
+    with pytest.raises(DockerfileError) as info:
         parse_dockerfile("\n\nFROM --platform=linux/arm64 debian\n")
     assert str(info.value) == (
         "Dockerfile line 3: FROM --platform=linux/arm64 is not supported; sandboxes run "
@@ -463,7 +463,7 @@ def test_from_reference_empty_after_substitution():
 
 
 def test_build_args_must_be_strings():
-    with pytest.raises(E.InvalidRequestError, match="build_args and base_env"):
+    with pytest.raises(DockerfileError, match="build_args and base_env"):
         parse_dockerfile("FROM a\n", build_args={"A": 1})
 
 
@@ -519,7 +519,7 @@ USE = "use ${NAME}, ${NAME:-default}, ${NAME:+alternative} or ${NAME:?}"
 ])
 def test_substitution_errors(word, why):
     text = f"FROM a\nARG SET=value\nWORKDIR {word}\n"
-    with pytest.raises(E.InvalidRequestError) as info:
+    with pytest.raises(DockerfileError) as info:
         parse_dockerfile(text)
     assert str(info.value) == f"Dockerfile line 3: WORKDIR: {why}"
 
@@ -554,7 +554,7 @@ def test_trailing_continuation_at_end_of_file():
 
 def test_line_numbers_count_physical_lines():
     text = "FROM a\nRUN a \\\n  b \\\n  c\n\n# c\nRUN d\nONBUILD RUN x\n"
-    with pytest.raises(E.InvalidRequestError) as info:
+    with pytest.raises(DockerfileError) as info:
         parse_dockerfile(text)
     assert str(info.value) == (
         "Dockerfile line 8: ONBUILD is not supported; put the commands in RUN instead")

@@ -29,7 +29,7 @@ from runtimes._export import (
 )
 from runtimes.agent.sbxagent import proto
 from runtimes.gvisor import GVisorRuntime
-from sandbox_service._ids import new_id
+from sandbox_service.wire._ids import new_id
 
 NS = 1_700_000_000_123_456_789  # an mtime with a nanosecond part
 

@@ -107,7 +107,7 @@ async def test_allowed_private_registries_and_public_ones():
 
 def test_dockerfile_copy_cannot_follow_a_symlink_out_of_the_context(tmp_path):
     from sandbox_service import InvalidRequestError
-    from sandbox_service._dockerfile import Copy
+    from images._dockerfile import Copy
     from sandbox_service._dockerfile_apply import _copy_adds
 
     outside = tmp_path / "outside"

@@ -270,7 +270,7 @@ def test_raw_tcp_through_forward_port_with_half_close(box):
 
 
 def test_cli_port_forward(server, box):
-    proc = subprocess.Popen([sys.executable, "-m", "sandbox_service._cli", "sandbox",
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox_service.cli", "sandbox",
                              "port-forward", box, str(ECHO), "0"],
                             env={**server.env(), "SBX_TOKEN": server.token},
                             stderr=subprocess.PIPE, text=True)

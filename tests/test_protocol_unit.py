@@ -63,7 +63,7 @@ def test_concurrent_key_file_creation_agrees_on_one_whole_key(tmp_path):
 def test_a_stream_is_cleaned_up_even_when_its_head_cannot_be_sent():
     """The client left before the response head went out: the body never starts, and the
     agent connection it holds must still be released."""
-    from sandbox_service.server._streaming import OwnedStreamingResponse
+    from sandbox_service.server.routes._streaming import OwnedStreamingResponse
 
     cleaned, started = [], []
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import sandbox_service
-from sandbox_service import _errors as E
+from sandbox_service.wire import _errors as E
 
 EXPECTED = {
     "App", "AuthenticationError", "ConflictError", "ContainerProcess", "ExecTimeoutError",

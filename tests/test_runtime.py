@@ -13,7 +13,7 @@ import pytest
 from runtimes import ContainerSpec, ExecSpec, ExitFrame
 from runtimes.gvisor import GVisorRuntime
 from runtimes.gvisor import _cgroups
-from sandbox_service._ids import new_id
+from sandbox_service.wire._ids import new_id
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from sbxtest import REPO
 from sandbox_service._secret import parse_dotenv
 
 pytestmark = [pytest.mark.timeout(600)]
-CLI = [sys.executable, "-m", "sandbox_service._cli"]
+CLI = [sys.executable, "-m", "sandbox_service.cli"]
 
 
 def _value() -> str:
@@ -309,7 +309,7 @@ def test_cli_round_trip(server, tmp_path):
 def test_state_db_from_before_namespaces_keeps_its_secrets_as_the_admins(tmp_path):
     import asyncio
 
-    from sandbox_service.server._store import SQLiteStore
+    from sandbox_service.server.services._store import SQLiteStore
     from security._secrets import SecretBox
 
     box = SecretBox(os.urandom(32))
@@ -340,7 +340,7 @@ def test_state_db_from_before_namespaces_keeps_its_secrets_as_the_admins(tmp_pat
 def test_state_db_from_before_app_namespaces_keeps_its_apps_as_the_admins(tmp_path):
     import asyncio
 
-    from sandbox_service.server._store import SQLiteStore
+    from sandbox_service.server.services._store import SQLiteStore
 
     path = str(tmp_path / "state.db")
     db = sqlite3.connect(path, isolation_level=None)  # the schema apps had before owners

@@ -226,7 +226,7 @@ def test_audit_names_the_principal(api, people, alices_sandbox):
 def test_sbx_token_cli(server):
     env = server.env()
     env["SBX_TOKEN"] = server.token
-    run = lambda *a: subprocess.run([sys.executable, "-m", "sandbox_service._cli", "token", *a],
+    run = lambda *a: subprocess.run([sys.executable, "-m", "sandbox_service.cli", "token", *a],
                                     env=env, capture_output=True, text=True, timeout=60)
     r = run("create", "--principal", "erin-" + uuid.uuid4().hex[:6], "--ttl", "1h", "--name", "ci")
     assert r.returncode == 0, r.stderr

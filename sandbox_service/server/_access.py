@@ -1,5 +1,7 @@
 """Who may touch what (server layer): resolving a bearer token to a principal, and the one
-check every /v1 request and WebSocket passes before its handler runs.
+check every /v1 request and WebSocket passes before its handler runs: `authenticate`
+(bearer token -> principal, or 401) and `authorize` (may this principal make this request,
+or 403/404). The HTTP middleware and the WebSocket routes call the same two functions.
 
 - The admin token acts for "admin" and sees everything.
 - A `user` key sees only objects its principal created: another principal's sandbox or
@@ -19,9 +21,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from security._apikeys import ADMIN, Principal
+from security import ADMIN, Principal
 
-from .. import _errors as E
+from ..wire import errors as E
 
 _SANDBOX_PATH = re.compile(r"^/v1/sandboxes/([^/]+)(/.*)?$")
 _IMAGE_PATH = re.compile(r"^/v1/images/([^/]+)$")
@@ -35,6 +37,34 @@ _SANDBOX_TOKEN_OPS = (
     ("GET", r"/contexts(/[^/]+)?"), ("POST", r"/contexts(/[^/]+/(run|interrupt))?"),
     ("DELETE", r"/contexts/[^/]+"),
 )
+
+
+def bearer_token(headers: Any) -> str | None:
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def authenticate(conn: Any) -> Principal:
+    """The principal behind an HTTP request's or WebSocket's bearer token, or a 401 error
+    (audited as `auth.denied`). `conn` is a Starlette Request or WebSocket."""
+    principal = await resolve(conn.app, bearer_token(conn.headers))
+    if principal is None:
+        audit = getattr(conn.app.state, "audit", None)
+        if audit is not None:
+            method = conn.scope.get("method", "WEBSOCKET")
+            audit.record("anonymous", "auth.denied", None, 401, method=method,
+                         path=conn.url.path[:300])
+        raise E.AuthenticationError("missing, wrong, expired or revoked bearer token: send "
+                                    "'Authorization: Bearer <token>' (the admin token is "
+                                    "in $SBX_HOME/token; keys come from `sbx token create`)")
+    return principal
+
+
+async def authorize(conn: Any, principal: Principal, method: str | None = None) -> None:
+    """Raise NotFound / PermissionDenied unless `principal` may make this request (WebSockets
+    are checked as a GET of their path)."""
+    await check(conn.app, principal, method or conn.scope.get("method", "GET"), conn.url.path)
 
 
 async def resolve(app: Any, token: str | None) -> Principal | None:

@@ -20,53 +20,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from security import ensure_admin_token
-from security._apikeys import KeyStore
-from security._audit import AuditLog
+from security import KeyStore
+from security import AuditLog
 
-from .. import _errors as E
+from ..wire import errors as E
 from .._version import __version__
-from .._wire import ErrorBody
 from . import _access as access
-from ._audit import audit_request
-from ._images import ImageService
-from ._manager import SandboxManager
+from ._errors import ERROR_RESPONSES, validation_message
+from .routes import audit_request, include_routes
+from .services import ImageService, SandboxManager
 from ._settings import Settings
 from ._stall import StallGuard
-from ._store import SQLiteStore, Store
+from .services import SQLiteStore, Store
 
 log = logging.getLogger("sbx.server")
 
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path"))
-        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
-def bearer_token(headers: Any) -> str | None:
-    value = headers.get("authorization") or ""
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-# every route may answer these (the body is always ErrorBody); documented once, for all
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": what} for status, what in (
-        (400, "invalid request (bad input; the message says which field and why)"),
-        (401, "missing, wrong, expired or revoked bearer token"),
-        (403, "the token may not do this"),
-        (404, "no such object (or another principal's)"),
-        (405, "method not allowed (see the Allow header)"),
-        (408, "an operation ran out of time"),
-        (409, "the object's state does not allow this (e.g. the sandbox has finished)"),
-        (413, "the request body is too large"),
-        (429, "a quota or rate limit was reached"),
-        (500, "an internal error (a bug: please report it)"),
-        (502, "nothing answered on a sandbox's port"),
-        (503, "the runtime cannot start sandboxes right now"),
-    )}
 
 MAX_JSON_BODY = 32 << 20  # request bodies other than file and blob uploads
 _UPLOADS = re.compile(r"^/v1/(sandboxes/[^/]+/files|sandboxes/[^/]+/ports/.*|blobs/[0-9a-f]+)$")
@@ -208,17 +176,14 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         too_big = _body_too_large(request)
         if too_big:
             return JSONResponse(too_big.to_wire(), status_code=too_big.http_status)
-        principal = await access.resolve(request.app, bearer_token(request.headers))
-        if principal is None:
-            err = E.AuthenticationError("missing, wrong, expired or revoked bearer token: send "
-                                        "'Authorization: Bearer <token>' (the admin token is "
-                                        "in $SBX_HOME/token; keys come from `sbx token create`)")
-            audit_request(request, 401)
-            return JSONResponse(err.to_wire(), status_code=401,
+        try:
+            principal = await access.authenticate(request)  # audits a 401 itself
+        except E.AuthenticationError as e:
+            return JSONResponse(e.to_wire(), status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
         request.state.principal = principal
         try:
-            await access.check(request.app, principal, request.method, path)
+            await access.authorize(request, principal)
         except E.SandboxError as e:
             audit_request(request, e.http_status)
             return JSONResponse(e.to_wire(), status_code=e.http_status)
@@ -234,7 +199,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError):
-        return JSONResponse(E.InvalidRequestError(_validation_message(exc)).to_wire(), status_code=400)
+        return JSONResponse(E.InvalidRequestError(validation_message(exc)).to_wire(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException):
@@ -248,29 +213,11 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         return JSONResponse(E.SandboxError(f"internal error: {type(exc).__name__}: {exc}").to_wire(),
                             status_code=500)
 
-    from agent_tools._http import mount_mcp
+    from agent_tools import mount_mcp
 
     mcp_lifespan = mount_mcp(  # /mcp: streamable HTTP, the REST API's tokens
         app, resolve=lambda tok: access.resolve(app, tok), host=settings.host, port=settings.port,
         terminate=lambda sid: app.state.manager.terminate(sid))
 
-    from ._audit import audit_router
-    from ._ports import ports_router
-    from ._ports_ws import ports_ws_router
-    from ._routes_contexts import contexts_router
-    from ._routes_tokens import tokens_router
-    from ._routes import router
-    from ._routes_images import images_router
-    from ._routes_secrets import secrets_router
-    from ._ws import ws_router
-
-    app.include_router(router)
-    app.include_router(audit_router)
-    app.include_router(tokens_router)
-    app.include_router(images_router)
-    app.include_router(secrets_router)
-    app.include_router(ws_router)
-    app.include_router(ports_router)
-    app.include_router(ports_ws_router)
-    app.include_router(contexts_router)
+    include_routes(app)
     return app

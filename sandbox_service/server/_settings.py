@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from images._builder import BuildSettings
+from images import BuildSettings
 from security import ResourcePolicy
 
 from .._config import DEFAULT_PORT, sbx_home

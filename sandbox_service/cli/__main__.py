@@ -1,0 +1,5 @@
+"""`python -m sandbox_service.cli` is `sbx`."""
+
+from ._main import main
+
+main()

@@ -1,0 +1,41 @@
+"""HTTP and WebSocket routes (server layer): thin adapters from the wire to the services.
+
+A route parses the wire model, calls one service method and shapes the answer; it holds no
+state and decides nothing about sandboxes. Auth ran before it (`server._access`: the HTTP
+middleware, or the WebSocket route's first lines, through the same two functions).
+
+| module | routes |
+|---|---|
+| `_sandboxes` | sandboxes, non-streaming exec, files, logs, apps, `/v1/info`, `/health` |
+| `_exec_ws` | the exec WebSocket (`/exec/stream`) |
+| `_ports`, `_ports_ws` | the inbound port proxy (HTTP, raw TCP over WebSocket) |
+| `_contexts` | the code interpreter's contexts |
+| `_images`, `_secrets`, `_tokens`, `_audit` | images and blobs, named secrets, API keys, the audit log |
+
+Room for what comes next: `_functions` (function calls), `_web` (web endpoint ingress),
+`_schedules`, `_volumes` / `_dicts` / `_queues` (storage).
+"""
+
+from fastapi import FastAPI
+
+from ._audit import audit_request, audit_router
+from ._contexts import contexts_router
+from ._exec_ws import ws_router
+from ._images import images_router
+from ._ports import ports_router
+from ._ports_ws import ports_ws_router
+from ._sandboxes import router as sandboxes_router
+from ._secrets import secrets_router
+from ._tokens import tokens_router
+
+ROUTERS = (sandboxes_router, audit_router, tokens_router, images_router, secrets_router,
+           ws_router, ports_router, ports_ws_router, contexts_router)
+
+
+def include_routes(app: FastAPI) -> None:
+    """Mount every router on `app` (the order is the OpenAPI document's order)."""
+    for r in ROUTERS:
+        app.include_router(r)
+
+
+__all__ = ["ROUTERS", "audit_request", "include_routes"]

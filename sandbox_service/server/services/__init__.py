@@ -1,0 +1,24 @@
+"""Services (server layer): the state and decisions behind the routes.
+
+| module | service |
+|---|---|
+| `_manager` | `SandboxManager`: sandbox lifecycle, quotas, exec/files/ports through the runtime |
+| `_pool` | the warm pool of booted default sandboxes |
+| `_contexts` | `ContextService`: the code interpreter's contexts |
+| `_images` | `ImageService`: builds, layers, blobs, image GC |
+| `_secrets` | `SecretService`: named secrets, sealed at rest |
+| `_store` | `Store` / `SQLiteStore`: the one durable store (`state.db`) |
+| `_runtime_errors` | runtime exceptions -> API errors, mapped once at this boundary |
+
+Services use runtimes, images and security through their front doors and never import
+FastAPI. Room for what comes next: `_functions`, `_web`, `_schedules`, `_storage`.
+"""
+
+from ._contexts import ContextService
+from ._images import ImageService
+from ._manager import SandboxManager
+from ._secrets import SecretService, secret_meta
+from ._store import SQLiteStore, Store
+
+__all__ = ["ContextService", "ImageService", "SQLiteStore", "SandboxManager", "SecretService",
+           "Store", "secret_meta"]
