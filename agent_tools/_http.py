@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import OrderedDict
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware, get_access_token
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
@@ -139,8 +138,7 @@ class CallerClients:
         self._held.clear()
 
 
-def loopback_url(host: str, port: int) -> str:
-    override = os.environ.get("SBX_MCP_LOOPBACK_URL")
+def loopback_url(host: str, port: int, override: str | None = None) -> str:
     if override:
         return override.rstrip("/")
     if host in ("", "0.0.0.0", "127.0.0.1", "localhost"):
@@ -150,8 +148,8 @@ def loopback_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def transport_security() -> TransportSecuritySettings:
-    extra = [h.strip() for h in os.environ.get("SBX_MCP_ALLOWED_HOSTS", "").split(",") if h.strip()]
+def transport_security(allowed_hosts: Sequence[str] = ()) -> TransportSecuritySettings:
+    extra = [h.strip() for h in allowed_hosts if h.strip()]
     if "*" in extra:
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", *extra]
@@ -161,15 +159,20 @@ def transport_security() -> TransportSecuritySettings:
 
 
 def mount_mcp(app: Any, *, resolve: Resolve, terminate: Callable[[str], Awaitable[Any]],
-              host: str, port: int) -> Callable[[], contextlib.AbstractAsyncContextManager]:
+              host: str, port: int, public_url: str | None = None,
+              loopback: str | None = None, allowed_hosts: Sequence[str] = (),
+              idle_s: float = 1800.0, sweep_s: float = 30.0
+              ) -> Callable[[], contextlib.AbstractAsyncContextManager]:
     """Add `/mcp` (and its protected-resource metadata) to `app`; returns the lifespan to
-    enter inside the app's own lifespan (it runs the session manager and the reaper)."""
-    base = os.environ.get("SBX_MCP_PUBLIC_URL", "").rstrip("/") or loopback_url(host, port)
+    enter inside the app's own lifespan (it runs the session manager and the reaper). The
+    server passes its settings (`McpSettings`): this module reads no environment."""
+    own = loopback_url(host, port, loopback)
+    base = (public_url or "").rstrip("/") or own
     resource = AnyHttpUrl(base + "/mcp")
     auth = AuthSettings(issuer_url=AnyHttpUrl(base), resource_server_url=resource,
                         validate_token_resource=False)
     verifier = SbxTokenVerifier(resolve)
-    clients = CallerClients(loopback_url(host, port), resolve)
+    clients = CallerClients(own, resolve)
 
     async def cleanup(ids: list[str], token: str | None) -> None:
         for sid in ids:  # with the server's own authority: the token may be revoked by now
@@ -179,11 +182,11 @@ def mount_mcp(app: Any, *, resolve: Resolve, terminate: Callable[[str], Awaitabl
     async def token_valid(token: str | None) -> bool:
         return bool(token) and await resolve(token) is not None
 
-    registry = ScopeRegistry(cleanup, idle_s=float(os.environ.get("SBX_MCP_IDLE_S", "1800")),
+    registry = ScopeRegistry(cleanup, idle_s=idle_s,
                              token_valid=token_valid)
     server, _ = create_mcp_server(clients, registry, token_verifier=verifier, auth=auth,
                                   log_level="WARNING")
-    server.streamable_http_app(streamable_http_path="/mcp", transport_security=transport_security(),
+    server.streamable_http_app(streamable_http_path="/mcp", transport_security=transport_security(allowed_hosts),
                                host=host)  # builds server.session_manager
     manager = server.session_manager
 
@@ -202,7 +205,7 @@ def mount_mcp(app: Any, *, resolve: Resolve, terminate: Callable[[str], Awaitabl
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        reaper = asyncio.ensure_future(registry.run_reaper(float(os.environ.get("SBX_MCP_SWEEP_S", "30"))))
+        reaper = asyncio.ensure_future(registry.run_reaper(sweep_s))
         try:
             async with manager.run():
                 yield

@@ -22,14 +22,6 @@ from ._model import read_metadata, write_json_atomic
 
 log = logging.getLogger("sbx.images")
 
-CACHE_ENV = "SBX_IMAGE_CACHE"
-
-
-def cache_dir_from_env() -> str | None:
-    value = os.environ.get(CACHE_ENV, "").strip()
-    return os.path.abspath(value) if value else None
-
-
 def cache_paths(cache_dir: str, image_id: str) -> tuple[str, str]:
     return (os.path.join(cache_dir, image_id + ".tar"),
             os.path.join(cache_dir, image_id + ".json"))

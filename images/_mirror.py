@@ -17,7 +17,6 @@ import os
 log = logging.getLogger("sbx.images")
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-MIRROR_ENV = "SBX_DEBIAN_MIRROR"
 _SCHEMES = ("http://", "https://", "file:/", "ftp://")
 
 
@@ -26,9 +25,6 @@ def resolve_mirror(explicit: str | None = None, suite: str = "bookworm", *,
     """The mirror URL to use for `suite` (no trailing slash)."""
     if explicit:
         return explicit.rstrip("/")
-    env = os.environ.get(MIRROR_ENV, "").strip()
-    if env:
-        return env.rstrip("/")
     found = mirror_from_apt(suite, apt_dir=apt_dir)
     if found:
         return found

@@ -23,7 +23,7 @@ import secrets
 import time
 from typing import Any, Callable
 
-from ._cache import cache_dir_from_env, restore_from_cache, save_to_cache
+from ._cache import restore_from_cache, save_to_cache
 from ._debootstrap import run_debootstrap
 from ._mirror import resolve_mirror
 from ._model import (BASE_IMAGE_NAME, IMAGE_ID_RE, META_NAME, ROOTFS_NAME, BuiltImage,
@@ -41,8 +41,11 @@ class ImageStore:
     """Built images under `images_dir`; builds the base image on first need."""
 
     def __init__(self, images_dir: str, *, mirror: str | None = None,
-                 suite: str = "bookworm"):
+                 suite: str = "bookworm", cache_dir: str | None = None):
+        """`mirror`: debootstrap's mirror (default: the host's apt mirror for the suite);
+        `cache_dir`: where base image tarballs are kept between stores (None: no cache)."""
         self.images_dir = os.path.abspath(images_dir)
+        self.cache_dir = os.path.abspath(cache_dir) if cache_dir else None
         self.suite = suite
         self._mirror = mirror
         self._locks: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
@@ -117,7 +120,7 @@ class ImageStore:
         tmp: str | None = os.path.join(self.images_dir, ".tmp-" + secrets.token_hex(8))
         os.mkdir(tmp, 0o755)
         rootfs = os.path.join(tmp, ROOTFS_NAME)
-        cache = cache_dir_from_env()
+        cache = self.cache_dir
         started = time.monotonic()
         try:
             cached = None

@@ -94,7 +94,8 @@ class GVisorRuntime(Runtime):
     name = "gvisor"
 
     def __init__(self, state_dir: str, *, runsc_binary: str | None = None,
-                 platform: str = "ptrace", extra_flags: list[str] | None = None):
+                 platform: str = "ptrace", extra_flags: list[str] | None = None,
+                 dns_upstream: str | None = None):
         self.state_dir = os.path.abspath(state_dir)
         self.binary = runsc_binary or find_runsc()
         if not self.binary:
@@ -115,7 +116,7 @@ class GVisorRuntime(Runtime):
         self._checks: dict[str, asyncio.Future] = {}  # liveness checks in flight
         self._unresponsive: dict[str, str] = {}  # container id -> why its agent is dead
         self.net = EgressNetworks(self.cgroup_parent[4:], self.state_dir,
-                                  dns_upstream=os.environ.get("SBX_DNS_UPSTREAM"))
+                                  dns_upstream=dns_upstream)
         self._python: dict[str, str | None] = {}
 
     async def start(self) -> None:

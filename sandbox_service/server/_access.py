@@ -76,16 +76,16 @@ async def resolve(app: Any, token: str | None) -> Principal | None:
     return await keys.resolve(token) if keys is not None else None
 
 
-def owns(principal: Principal, rec: dict[str, Any]) -> bool:
-    """Whether `principal` may see the sandbox record `rec` at all."""
+def owns(principal: Principal, rec: Any) -> bool:
+    """Whether `principal` may see the sandbox record `rec` (a `SandboxRecord`) at all."""
     if principal.is_admin:
         return True
     if principal.scope == "sandbox":
-        return rec.get("sandbox_id") == principal.target
+        return rec.sandbox_id == principal.target
     if principal.scope == "app":  # its app's sandboxes that its principal made
-        return (rec.get("app_id") is not None and rec.get("app_id") == principal.target
-                and rec.get("owner", "admin") == principal.name)
-    return rec.get("owner", "admin") == principal.name
+        return (rec.app_id is not None and rec.app_id == principal.target
+                and rec.owner == principal.name)
+    return rec.owner == principal.name
 
 
 def owns_app(principal: Principal, app: dict[str, Any]) -> bool:

@@ -121,13 +121,15 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
             from runtimes.gvisor import GVisorRuntime
 
             runtime = GVisorRuntime(settings.path("runtime"), runsc_binary=settings.runsc_binary,
-                                    platform=settings.platform)
+                                    platform=settings.platform,
+                                    dns_upstream=settings.dns_upstream)
         if hasattr(runtime, "start"):
             await runtime.start()
         if images is None:
             from images import ImageStore
 
-            images = ImageStore(settings.path("images"))
+            images = ImageStore(settings.path("images"), mirror=settings.debian_mirror,
+                                cache_dir=settings.image_cache)
         store = store or SQLiteStore(settings.path("state.db"))
         image_service = ImageService(base=images, runtime=runtime, store=store,
                                      home=settings.home, build=settings.build)
@@ -217,7 +219,10 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
 
     mcp_lifespan = mount_mcp(  # /mcp: streamable HTTP, the REST API's tokens
         app, resolve=lambda tok: access.resolve(app, tok), host=settings.host, port=settings.port,
-        terminate=lambda sid: app.state.manager.terminate(sid))
+        terminate=lambda sid: app.state.manager.terminate(sid),
+        public_url=settings.mcp.public_url, loopback=settings.mcp.loopback_url,
+        allowed_hosts=settings.mcp.allowed_hosts, idle_s=settings.mcp.idle_s,
+        sweep_s=settings.mcp.sweep_s)
 
     include_routes(app)
     return app

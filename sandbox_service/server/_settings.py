@@ -1,4 +1,10 @@
-"""Server settings (server layer). Plain data; must not import FastAPI or runtimes."""
+"""Server settings (server layer). Plain data; must not import FastAPI or runtimes.
+
+Every environment variable the server, its runtime, its image store and its MCP endpoint
+honour is read here, in `Settings.from_env`, and nowhere else: the factories receive plain
+values (`create_app(settings)` passes them on). The SDK's own three (SBX_URL, SBX_TOKEN,
+SBX_HOME) are read in `sandbox_service/_config.py`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,19 @@ from images import BuildSettings
 from security import ResourcePolicy
 
 from .._config import DEFAULT_PORT, sbx_home
+
+
+@dataclasses.dataclass(frozen=True)
+class McpSettings:
+    """The `/mcp` endpoint (agent_tools): its public URL (SBX_MCP_PUBLIC_URL), the URL its
+    tool calls use to reach this server (SBX_MCP_LOOPBACK_URL), extra Host/Origin values
+    it accepts (SBX_MCP_ALLOWED_HOSTS, "*" turns the DNS-rebinding check off), and how long
+    an idle session's sandboxes live (SBX_MCP_IDLE_S, swept every SBX_MCP_SWEEP_S)."""
+    public_url: str | None = None
+    loopback_url: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    idle_s: float = 1800.0
+    sweep_s: float = 30.0
 
 
 @dataclasses.dataclass
@@ -29,6 +48,10 @@ class Settings:
     stream_stall_s: float = 60.0
     policy: ResourcePolicy = dataclasses.field(default_factory=ResourcePolicy)
     build: BuildSettings = dataclasses.field(default_factory=BuildSettings)
+    dns_upstream: str | None = None     # SBX_DNS_UPSTREAM: the resolver allowlists pin through
+    image_cache: str | None = None      # SBX_IMAGE_CACHE: base image tarballs kept between homes
+    debian_mirror: str | None = None    # SBX_DEBIAN_MIRROR: debootstrap's mirror (default: apt's)
+    mcp: McpSettings = dataclasses.field(default_factory=lambda: McpSettings())
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -51,6 +74,19 @@ class Settings:
         if limits:
             kwargs["policy"] = ResourcePolicy(**limits)
         kwargs["build"] = build_settings_from_env(env)
+        for var, field in (("SBX_DNS_UPSTREAM", "dns_upstream"),
+                           ("SBX_DEBIAN_MIRROR", "debian_mirror")):
+            if env.get(var, "").strip():
+                kwargs[field] = env[var].strip()
+        if env.get("SBX_IMAGE_CACHE", "").strip():
+            kwargs["image_cache"] = os.path.abspath(env["SBX_IMAGE_CACHE"].strip())
+        kwargs["mcp"] = McpSettings(
+            public_url=env.get("SBX_MCP_PUBLIC_URL", "").rstrip("/") or None,
+            loopback_url=env.get("SBX_MCP_LOOPBACK_URL", "").rstrip("/") or None,
+            allowed_hosts=tuple(h.strip() for h in env.get("SBX_MCP_ALLOWED_HOSTS", "").split(",")
+                                if h.strip()),
+            idle_s=float(env.get("SBX_MCP_IDLE_S", "1800")),
+            sweep_s=float(env.get("SBX_MCP_SWEEP_S", "30")))
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
 

@@ -24,8 +24,6 @@ from urllib.parse import quote
 import h11
 from fastapi import APIRouter, Path, Request
 
-from runtimes import AgentError, AgentUnavailable
-
 from ...wire import errors as E
 from ...wire import PORT_PATTERN, parse_port
 from ._streaming import OwnedStreamingResponse
@@ -55,48 +53,6 @@ def port_number(text: str) -> int:
         return parse_port(text)
     except ValueError as e:
         raise E.InvalidRequestError(str(e)) from None
-
-
-def declared_ports(rec: dict[str, Any]) -> set[int]:
-    return set(rec.get("encrypted_ports") or ()) | set(rec.get("unencrypted_ports") or ())
-
-
-def _map_agent_error(e: AgentError, sandbox_id: str, port: int) -> E.SandboxError:
-    if e.code in ("port_refused", "port_timeout", "port_error"):
-        return E.PortUnreachableError(e.message, details={"agent_code": e.code, "port": port})
-    if e.code == "unsupported":
-        return E.InvalidRequestError(e.message)
-    # an agent from before inbound ports reads the op as a file op and refuses it
-    return E.ConflictError(f"sandbox {sandbox_id} cannot open ports ({e.message}): its agent "
-                           "predates inbound ports; create a new sandbox")
-
-
-@contextlib.asynccontextmanager
-async def port_stream(mgr: Any, sandbox_id: str, port: int
-                      ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    """A raw byte stream to a declared port of a running sandbox. While it is open the
-    sandbox counts as busy (no idle timeout)."""
-    live = await mgr._running(sandbox_id)
-    if port not in declared_ports(live.rec):
-        raise E.NotFoundError(
-            f"sandbox {sandbox_id} does not expose port {port}: declare it at create, e.g. "
-            f"Sandbox.create(encrypted_ports=[{port}])", details={"port": port})
-    live.active_execs += 1
-    try:
-        with mgr.stream_slot():
-            try:
-                reader, writer = await mgr.runtime.open_port(sandbox_id, port)
-            except AgentUnavailable:
-                raise await mgr.interrupted(sandbox_id) from None
-            except AgentError as e:
-                raise _map_agent_error(e, sandbox_id, port) from None
-            try:
-                yield reader, writer
-            finally:
-                writer.close()
-    finally:
-        live.active_execs -= 1
-        live.touch()
 
 
 def _target(request: Request, sandbox_id: str, port: int, path: str) -> bytes:
@@ -194,7 +150,7 @@ async def _proxy(request: Request, sandbox_id: str, port: int, path: str):
             f"`sbx sandbox port-forward {sandbox_id} {port}`)")
     ex = _Exchange()
     try:
-        reader, writer = await ex.stack.enter_async_context(port_stream(mgr, sandbox_id, port))
+        reader, writer = await ex.stack.enter_async_context(mgr.port_stream(sandbox_id, port))
         up = _Upstream(reader, writer)
         try:
             await up.send(h11.Request(method=request.method, target=_target(request, sandbox_id, port, path),

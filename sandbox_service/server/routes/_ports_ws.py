@@ -24,7 +24,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ...wire import errors as E
 from .. import _access as access
-from ._ports import CHUNK, port_number, port_stream
+from ._ports import CHUNK, port_number
 from ._exec_ws import _send_error
 
 ports_ws_router = APIRouter()
@@ -50,7 +50,7 @@ async def port_connect(ws: WebSocket, sandbox_id: str, port: str) -> None:
         return
     mgr = ws.app.state.manager
     try:
-        async with port_stream(mgr, sandbox_id, int(port)) as (reader, writer):
+        async with mgr.port_stream(sandbox_id, int(port)) as (reader, writer):
             if audit is not None:
                 audit.record(principal.name, "port.connect", sandbox_id, 200, port=int(port))
             await ws.send_text(json.dumps({"type": "connected"}))

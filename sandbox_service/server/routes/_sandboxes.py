@@ -31,8 +31,8 @@ def _mgr(request: Request) -> SandboxManager:
     return request.app.state.manager
 
 
-def _info(rec: dict) -> SandboxInfo:
-    return SandboxInfo(**{k: v for k, v in rec.items() if k in SandboxInfo.model_fields})
+def _info(rec) -> SandboxInfo:
+    return rec.info()
 
 
 def _abs_path(path: str) -> str:
@@ -69,8 +69,8 @@ async def create_sandbox(body: SandboxCreate, request: Request) -> SandboxInfo:
     if body.image.startswith("im-"):
         await access.check_image(request.app, who, body.image)
     rec = await _mgr(request).create(body, owner=who.name)
-    request.state.audit_object = rec["sandbox_id"]
-    request.state.audit_detail = {"image": rec.get("image_id")}
+    request.state.audit_object = rec.sandbox_id
+    request.state.audit_detail = {"image": rec.image_id}
     return _info(rec)
 
 

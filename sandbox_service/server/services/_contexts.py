@@ -71,8 +71,8 @@ class ContextService:
         rec = await self.mgr.get(sandbox_id)
         data = await self._call(sandbox_id, {
             "op": "ctx_create", "ctx_id": context_id or new_id("context"),
-            "cwd": body.cwd or rec.get("workdir"), "env": body.env,
-            "uid": rec.get("uid"), "gid": rec.get("gid")})
+            "cwd": body.cwd or rec.workdir, "env": body.env,
+            "uid": rec.uid, "gid": rec.gid})
         return ContextInfo(**data)
 
     async def list(self, sandbox_id: str) -> list[ContextInfo]:

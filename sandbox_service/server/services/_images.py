@@ -30,6 +30,7 @@ from runtimes import ExportError
 from ...wire import errors as E
 from ...wire import is_id, new_id
 from ...wire import ImageBuildRequest
+from ._records import SandboxRecord
 from ._secrets import SecretService
 from ._store import Store
 
@@ -252,13 +253,13 @@ class ImageService:
         return size
 
     # ---- snapshots ----------------------------------------------------------------------
-    async def snapshot(self, sandbox_id: str, rec: dict[str, Any],
+    async def snapshot(self, sandbox_id: str, rec: SandboxRecord,
                        rootfs: str) -> dict[str, Any]:
         """A new image from a running sandbox's writes on top of the image it booted."""
-        if rec.get("layer"):
-            parent_key, config = rec["layer"], rec.get("image_config") or empty_config()
+        if rec.layer:
+            parent_key, config = rec.layer, rec.image_config or empty_config()
         else:
-            base = self.base.get(rec.get("image_id") or "")
+            base = self.base.get(rec.image_id or "")
             if base is None:
                 raise E.ConflictError("the sandbox's base image is gone; cannot snapshot")
             parent_key, config = (await self.builder.base_layer(base)).key, empty_config()
@@ -266,7 +267,7 @@ class ImageService:
         self.layers.pin(pinned)
         try:
             return await self._snapshot(sandbox_id, parent_key, config, rootfs,
-                                        rec.get("owner") or "admin")
+                                        rec.owner)
         finally:
             self.layers.unpin(pinned)
 

@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import os
 import time
-from typing import Any, AsyncIterator
+from typing import Any
 
 from images import ImageBuildError
 from images import resolve_user, user_home
@@ -28,15 +28,15 @@ from security import BLOCKED_V4, ResourcePolicy
 
 from ...wire import errors as E
 from ...wire import is_id, new_id
-from ...wire import ExecRequest, SandboxCreate
-from ._runtime_errors import map_agent_error
+from ...wire import SandboxCreate
 from ._pool import WarmPool
 from ._secrets import SecretService
+from ._sandbox_io import SandboxIO
+from ._records import LIVE_STATES, SandboxRecord
 from ._store import Store
 
 log = logging.getLogger("sbx.server.sandboxes")
 
-LIVE_STATES = ("creating", "running")
 MAIN_LOG_CAP = 64 * 1024 * 1024
 PROBE_INTERVAL_S = 30.0  # how often the monitor checks that a sandbox's agent answers
 
@@ -44,7 +44,7 @@ PROBE_INTERVAL_S = 30.0  # how often the monitor checks that a sandbox's agent a
 class _Live:
     """In-memory companion of a sandbox that is creating or running."""
 
-    def __init__(self, rec: dict[str, Any]):
+    def __init__(self, rec: SandboxRecord):
         self.rec = rec
         self.done = asyncio.Event()
         self.active_execs = 0
@@ -58,7 +58,7 @@ class _Live:
         self.last_activity = time.monotonic()
 
 
-class SandboxManager:
+class SandboxManager(SandboxIO):
     def __init__(self, *, runtime: Runtime, store: Store, images: Any, home: str,
                  policy: ResourcePolicy | None = None, monitor_interval_s: float = 0.5,
                  collector_interval_s: float = 30.0, warm_pool: int = 0,
@@ -104,7 +104,7 @@ class SandboxManager:
                 | set(self.images.builder.active))
 
     def layers_in_use(self) -> set[str]:
-        return {lv.rec["layer"] for lv in self._live.values() if lv.rec.get("layer")}
+        return {lv.rec.layer for lv in self._live.values() if lv.rec.layer}
 
     # ---- service lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -137,17 +137,17 @@ class SandboxManager:
 
     async def _recover(self) -> None:
         for rec in await self.store.list_sandboxes(states=LIVE_STATES, limit=100_000):
-            cid = rec["sandbox_id"]
-            if rec["state"] == "running" and await self.runtime.reattach(cid):
+            cid = rec.sandbox_id
+            if rec.state == "running" and await self.runtime.reattach(cid):
                 live = self._live[cid] = _Live(rec)
-                if rec.get("has_command"):
+                if rec.has_command:
                     live.main_task = asyncio.create_task(self._watch_main(live))
                 log.info("re-attached sandbox %s", cid)
                 continue
             st = await self.runtime.destroy(cid)
-            reason = ("the server restarted while it was booting" if rec["state"] == "creating"
+            reason = ("the server restarted while it was booting" if rec.state == "creating"
                       else "it stopped while the server was down")
-            self._mark_finished(rec, "oom" if st.oom_killed else "lost", 137, reason)
+            rec.finish("oom" if st.oom_killed else "lost", 137, reason)
             await self.store.put_sandbox(rec)
         await self.runtime.collect(self._known())
 
@@ -158,22 +158,22 @@ class SandboxManager:
                 try:
                     await self._check(live)
                 except Exception:  # one bad sandbox must not stop the monitor
-                    log.exception("monitor: checking %s failed", live.rec["sandbox_id"])
+                    log.exception("monitor: checking %s failed", live.rec.sandbox_id)
 
     async def _check(self, live: _Live) -> None:
         rec = live.rec
-        if rec["state"] != "running":
+        if rec.state != "running":
             return
-        dead_agent = self.runtime.unresponsive(rec["sandbox_id"])
+        dead_agent = self.runtime.unresponsive(rec.sandbox_id)
         if dead_agent:
             await self._finish(live, "failed", 137, dead_agent)
-        elif time.time() >= rec["created_at"] + rec["timeout_s"]:
-            await self._finish(live, "timeout", 124, f"it reached its timeout of {rec['timeout_s']:g}s")
-        elif (rec.get("idle_timeout_s") and live.active_execs == 0
-              and time.monotonic() - live.last_activity >= rec["idle_timeout_s"]):
+        elif time.time() >= rec.created_at + rec.timeout_s:
+            await self._finish(live, "timeout", 124, f"it reached its timeout of {rec.timeout_s:g}s")
+        elif (rec.idle_timeout_s and live.active_execs == 0
+              and time.monotonic() - live.last_activity >= rec.idle_timeout_s):
             await self._finish(live, "idle_timeout", 124,
-                               f"it was idle for {rec['idle_timeout_s']:g}s")
-        elif not (await self.runtime.status(rec["sandbox_id"])).running:
+                               f"it was idle for {rec.idle_timeout_s:g}s")
+        elif not (await self.runtime.status(rec.sandbox_id)).running:
             await self._finish(live, "failed", 137, "the sandbox stopped on its own "
                                "(its init process was killed or it crashed)")
         elif (live.probe_task is None
@@ -183,7 +183,7 @@ class SandboxManager:
     async def _probe(self, live: _Live) -> None:
         """Off the monitor's loop: a check of the agent can take seconds."""
         try:
-            await self.runtime.probe(live.rec["sandbox_id"])
+            await self.runtime.probe(live.rec.sandbox_id)
         except AgentUnresponsive as e:
             await self._finish(live, "failed", 137, str(e))
         except AgentUnavailable:
@@ -201,7 +201,7 @@ class SandboxManager:
                 log.exception("collector failed")
 
     # ---- create / get / list / terminate / wait ----------------------------------------
-    async def create(self, req: SandboxCreate, *, owner: str = "admin") -> dict[str, Any]:
+    async def create(self, req: SandboxCreate, *, owner: str = "admin") -> SandboxRecord:
         for cidr in req.cidr_allowlist or ():  # the wire model made them IPv4 networks
             net = ipaddress.IPv4Network(cidr)
             inside = next((b for b in BLOCKED_V4 if net.subnet_of(ipaddress.IPv4Network(b))), None)
@@ -233,14 +233,14 @@ class SandboxManager:
             raise E.QuotaExceededError(
                 f"{len(self._live)} sandboxes are running, the limit is "
                 f"{self.policy.max_sandboxes}: terminate some and retry")
-        mine = sum(1 for lv in self._live.values() if lv.rec.get("owner", "admin") == owner)
+        mine = sum(1 for lv in self._live.values() if lv.rec.owner == owner)
         why = self.policy.admit_create(owner, mine, self._creates.setdefault(owner, []),
                                        time.monotonic())
         if why:
             raise E.QuotaExceededError(why)
         if req.name is not None and any(  # names are unique per owner and app, as Modal's per app
-                lv.rec.get("name") == req.name and lv.rec.get("owner", "admin") == owner
-                and lv.rec.get("app_id") == req.app_id for lv in self._live.values()):
+                lv.rec.name == req.name and lv.rec.owner == owner
+                and lv.rec.app_id == req.app_id for lv in self._live.values()):
             raise E.ConflictError(f"a running sandbox is already named {req.name!r}: pick "
                                   "another name or terminate it first")
         pooled = None
@@ -248,20 +248,15 @@ class SandboxManager:
                 and req.cpu is None and req.block_network):  # pooled ones have no network
             pooled = self._pool.take(image, disk)  # no await before _live holds it (collector)
         cid = pooled or new_id("sandbox")
-        now = time.time()
-        rec: dict[str, Any] = {
-            "sandbox_id": cid, "name": req.name, "state": "creating", "image": req.image,
-            "image_id": image.image_id, "app_id": req.app_id, "tags": dict(req.tags),
-            "created_at": now, "started_at": None, "finished_at": None,
-            "timeout_s": req.timeout_s, "idle_timeout_s": req.idle_timeout_s,
-            "exit_code": None, "reason": None, "cpu": cpu, "memory_mib": memory,
-            "has_command": bool(req.command), "workdir": req.workdir or image.config.get("workdir"),
-            "owner": owner, "disk_mib": disk,
-            "layer": image.layer, "rootfs": image.rootfs, "image_config": image.config,
-            "uid": uid, "gid": gid,
-            "encrypted_ports": list(req.encrypted_ports),
-            "unencrypted_ports": list(req.unencrypted_ports),
-        }
+        rec = SandboxRecord(
+            sandbox_id=cid, name=req.name, image=req.image, image_id=image.image_id,
+            app_id=req.app_id, tags=dict(req.tags), created_at=time.time(),
+            timeout_s=req.timeout_s, idle_timeout_s=req.idle_timeout_s, cpu=cpu,
+            memory_mib=memory, has_command=bool(req.command),
+            workdir=req.workdir or image.config.get("workdir"), owner=owner, disk_mib=disk,
+            layer=image.layer, rootfs=image.rootfs, image_config=image.config, uid=uid, gid=gid,
+            encrypted_ports=list(req.encrypted_ports),
+            unencrypted_ports=list(req.unencrypted_ports))
         live = self._live[cid] = _Live(rec)
         stage = ""
         await self.store.put_sandbox(rec)
@@ -285,11 +280,11 @@ class SandboxManager:
             stage = "could not start the sandbox's command: "
             if req.command:
                 await self.runtime.start_main(cid, ExecSpec(
-                    argv=list(req.command), cwd=rec["workdir"], uid=rec["uid"], gid=rec["gid"]))
+                    argv=list(req.command), cwd=rec.workdir, uid=rec.uid, gid=rec.gid))
         except BaseException as e:
             self._live.pop(cid, None)
             await self.runtime.destroy(cid)
-            self._mark_finished(rec, "failed", None, f"boot failed: {e}")
+            rec.finish("failed", None, f"boot failed: {e}")
             await self.store.put_sandbox(rec)
             if isinstance(e, AgentError):
                 raise E.InvalidRequestError(f"{stage}{e.message}") from None
@@ -297,7 +292,7 @@ class SandboxManager:
                 raise E.RuntimeUnavailableError(
                     f"the sandbox failed to boot: {e}. Run `sbx doctor` to check the host") from None
             raise
-        rec["state"], rec["started_at"] = "running", time.time()
+        rec.state, rec.started_at = "running", time.time()
         live.touch()
         await self.store.put_sandbox(rec)
         if req.command:
@@ -319,24 +314,7 @@ class SandboxManager:
             raise E.InvalidRequestError(f"the image's user cannot be used: {e}") from None
         return uid, gid, await asyncio.to_thread(user_home, image.rootfs, uid)
 
-    async def snapshot(self, sandbox_id: str) -> dict[str, Any]:
-        """A new image from the sandbox's file-system changes (it keeps running)."""
-        live = await self._running(sandbox_id)
-        live.active_execs += 1
-        try:
-            if not live.rec.get("rootfs"):
-                raise E.ConflictError(f"sandbox {sandbox_id} was created by an older server "
-                                      "that did not record its image: snapshot a new sandbox")
-            return await self.images.snapshot(sandbox_id, live.rec, live.rec["rootfs"])
-        except (AgentError, AgentUnavailable) as e:
-            if isinstance(e, AgentUnavailable):
-                raise await self.interrupted(sandbox_id) from None
-            raise map_agent_error(e) from None
-        finally:
-            live.active_execs -= 1
-            live.touch()
-
-    async def get(self, sandbox_id: str) -> dict[str, Any]:
+    async def get(self, sandbox_id: str) -> SandboxRecord:
         live = self._live.get(sandbox_id)
         if live is not None:
             return live.rec
@@ -347,35 +325,35 @@ class SandboxManager:
 
     async def list(self, *, tags: dict[str, str] | None = None, app_id: str | None = None,
                    include_finished: bool = False, limit: int = 1000,
-                   name: str | None = None) -> list[dict[str, Any]]:
+                   name: str | None = None) -> list[SandboxRecord]:
         if include_finished:
             recs = await self.store.list_sandboxes(limit=limit)
         else:
-            recs = sorted((lv.rec for lv in self._live.values()), key=lambda r: -r["created_at"])
+            recs = sorted((lv.rec for lv in self._live.values()), key=lambda r: -r.created_at)
         return [r for r in recs
-                if (app_id is None or r.get("app_id") == app_id)
-                and (name is None or r.get("name") == name)
-                and all(r.get("tags", {}).get(k) == v for k, v in (tags or {}).items())][:limit]
+                if (app_id is None or r.app_id == app_id)
+                and (name is None or r.name == name)
+                and all(r.tags.get(k) == v for k, v in (tags or {}).items())][:limit]
 
-    async def set_tags(self, sandbox_id: str, tags: dict[str, str]) -> dict[str, Any]:
+    async def set_tags(self, sandbox_id: str, tags: dict[str, str]) -> SandboxRecord:
         """Replace a running sandbox's tags (Sandbox.list filters on them)."""
         rec = await self.get(sandbox_id)
         live = self._live.get(sandbox_id)
         if live is None:
             raise E.SandboxTerminatedError(
-                f"sandbox {sandbox_id} is {rec['state']}: tags change only while it runs")
-        live.rec["tags"] = dict(tags)
+                f"sandbox {sandbox_id} is {rec.state}: tags change only while it runs")
+        live.rec.tags = dict(tags)
         await self.store.put_sandbox(live.rec)
         return live.rec
 
-    async def terminate(self, sandbox_id: str) -> dict[str, Any]:
+    async def terminate(self, sandbox_id: str) -> SandboxRecord:
         rec = await self.get(sandbox_id)
         live = self._live.get(sandbox_id)
         if live is not None:
             await self._finish(live, "terminated", 137, "terminated by request")
         return rec
 
-    async def wait(self, sandbox_id: str, timeout_s: float) -> dict[str, Any]:
+    async def wait(self, sandbox_id: str, timeout_s: float) -> SandboxRecord:
         rec = await self.get(sandbox_id)
         live = self._live.get(sandbox_id)
         if live is not None:
@@ -383,21 +361,18 @@ class SandboxManager:
                 await asyncio.wait_for(live.done.wait(), timeout_s)
         return rec
 
-    def _mark_finished(self, rec, state, exit_code, reason) -> None:
-        rec.update(state=state, exit_code=exit_code, reason=reason, finished_at=time.time())
-
     async def _finish(self, live: _Live, state: str, exit_code: int | None, reason: str) -> None:
         async with live.lock:
             rec = live.rec
-            if rec["state"] not in LIVE_STATES:
+            if rec.state not in LIVE_STATES:
                 return
-            cid = rec["sandbox_id"]
+            cid = rec.sandbox_id
             status = await self.runtime.destroy(cid)
             if status.oom_killed and state in ("failed", "exited", "terminated"):
                 state, exit_code = "oom", 137
-                reason = (f"it ran out of memory (limit {rec['memory_mib']} MiB) and was "
+                reason = (f"it ran out of memory (limit {rec.memory_mib} MiB) and was "
                           "killed: create it with more memory")
-            self._mark_finished(rec, state, exit_code, reason)
+            rec.finish(state, exit_code, reason)
             await self.store.put_sandbox(rec)
             self._live.pop(cid, None)
             live.done.set()
@@ -412,7 +387,7 @@ class SandboxManager:
 
     async def _watch_main(self, live: _Live) -> None:
         """Copy the main command's output to log files; finish the sandbox when it exits."""
-        cid = live.rec["sandbox_id"]
+        cid = live.rec.sandbox_id
         paths = {s: self.log_path(cid, s) for s in ("stdout", "stderr")}
         files = {s: os.fdopen(os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                                       0o600), "ab") for s, p in paths.items()}
@@ -440,126 +415,3 @@ class SandboxManager:
 
     def is_live(self, sandbox_id: str) -> bool:
         return sandbox_id in self._live
-
-    # ---- exec and files ----------------------------------------------------------------
-    async def _running(self, sandbox_id: str) -> _Live:
-        live = self._live.get(sandbox_id)
-        if live is None:
-            rec = await self.get(sandbox_id)
-            raise E.SandboxTerminatedError(
-                f"sandbox {sandbox_id} is {rec['state']} ({rec.get('reason')}): create a new one")
-        if live.rec["state"] != "running":
-            raise E.ConflictError(f"sandbox {sandbox_id} is still {live.rec['state']}")
-        live.touch()
-        return live
-
-    async def interrupted(self, sandbox_id: str) -> E.SandboxError:
-        """The error for a call cut off from its sandbox's agent (AgentUnavailable): the
-        sandbox stopped, or its agent stopped answering (then the sandbox is ended)."""
-        live = self._live.get(sandbox_id)
-        if live is not None:
-            dead_agent = self.runtime.unresponsive(sandbox_id)
-            if dead_agent is None and (await self.runtime.status(sandbox_id)).running:
-                try:  # alive, yet its agent failed us: is anyone home?
-                    await self.runtime.probe(sandbox_id)
-                except AgentUnresponsive as e:
-                    dead_agent = str(e)
-                except AgentUnavailable:
-                    pass
-            if dead_agent:
-                await self._finish(live, "failed", 137, dead_agent)
-                return E.SandboxUnresponsiveError(
-                    f"sandbox {sandbox_id} was ended: {dead_agent}. Create a new sandbox")
-            await asyncio.wait({asyncio.ensure_future(live.done.wait())}, timeout=2.0)
-        rec = await self.get(sandbox_id)
-        if rec["state"] == "oom":
-            return E.SandboxOOMError(f"sandbox {sandbox_id} {rec['reason']}")
-        return E.SandboxTerminatedError(
-            f"sandbox {sandbox_id} stopped while the command ran: {rec.get('reason')}")
-
-    @contextlib.contextmanager
-    def stream_slot(self):
-        """Count one open agent stream against `max_streams`: with at most ~192 KiB held
-        per stream (docs/limits.md), this bounds what all streams together can hold."""
-        if self._streams >= self.max_streams:
-            raise E.QuotaExceededError(
-                f"{self._streams} command, port and cell streams are open on this server, "
-                f"the limit is {self.max_streams} (SBX_MAX_STREAMS): close some and retry")
-        self._streams += 1
-        try:
-            yield
-        finally:
-            self._streams -= 1
-
-    @contextlib.asynccontextmanager
-    async def exec_stream(self, sandbox_id: str, req: ExecRequest) -> AsyncIterator[Any]:
-        live = await self._running(sandbox_id)
-        spec = ExecSpec(argv=list(req.argv), env=req.env, cwd=req.workdir or live.rec.get("workdir"),
-                        timeout_s=req.timeout_s, pty=req.pty, rows=req.rows, cols=req.cols,
-                        uid=live.rec.get("uid"), gid=live.rec.get("gid"))
-        live.active_execs += 1
-        try:
-            with self.stream_slot():
-                try:
-                    stream = await self.runtime.exec(sandbox_id, spec)
-                except AgentUnavailable:
-                    raise await self.interrupted(sandbox_id) from None
-                except AgentError as e:
-                    raise map_agent_error(e) from None
-                try:
-                    yield stream
-                finally:
-                    await stream.close()
-        finally:
-            live.active_execs -= 1
-            live.touch()
-
-    @contextlib.asynccontextmanager
-    async def in_use(self, sandbox_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Hold a running sandbox busy (no idle timeout) for the block; yields its record."""
-        live = await self._running(sandbox_id)
-        live.active_execs += 1
-        try:
-            yield live.rec
-        finally:
-            live.active_execs -= 1
-            live.touch()
-
-    async def file_call(self, sandbox_id: str, op: str, path: str, **kwargs) -> dict:
-        await self._running(sandbox_id)
-        try:
-            return await self.runtime.file_op(sandbox_id, op, path, **kwargs)
-        except AgentError as e:
-            raise map_agent_error(e, path) from None
-        except AgentUnavailable:
-            raise await self.interrupted(sandbox_id) from None
-
-    async def read_file(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
-        """Returns an iterator whose first chunk has already been fetched (so errors such as
-        a missing file surface before the HTTP response starts)."""
-        await self._running(sandbox_id)
-        it = self.runtime.read_file(sandbox_id, path).__aiter__()
-        try:
-            first = await it.__anext__()
-        except StopAsyncIteration:
-            first = b""
-        except AgentError as e:
-            raise map_agent_error(e, path) from None
-        except AgentUnavailable:
-            raise await self.interrupted(sandbox_id) from None
-
-        async def chunks():
-            if first:
-                yield first
-            async for chunk in it:
-                yield chunk
-        return chunks()
-
-    async def write_file(self, sandbox_id: str, path: str, chunks, *, mode=None) -> int:
-        await self._running(sandbox_id)
-        try:
-            return await self.runtime.write_file(sandbox_id, path, chunks, mode=mode)
-        except AgentError as e:
-            raise map_agent_error(e, path) from None
-        except AgentUnavailable:
-            raise await self.interrupted(sandbox_id) from None

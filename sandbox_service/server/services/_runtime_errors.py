@@ -1,6 +1,7 @@
 """Translate the in-sandbox agent's error codes into the public typed errors (server layer).
 
-One table; must not import FastAPI.
+One table for files and commands, one function for ports; `SandboxIO._agent_call` is the
+one place that applies them. Must not import FastAPI.
 """
 
 from __future__ import annotations
@@ -36,3 +37,13 @@ def map_agent_error(e: AgentError, path: str | None = None) -> E.SandboxError:
     hint = _HINTS.get(e.code)
     where = f"{path}: " if path else ""
     return cls(f"{where}{hint or e.message}", details={"agent_code": e.code})
+
+
+def map_port_error(e: AgentError, sandbox_id: str, port: int | None) -> E.SandboxError:
+    if e.code in ("port_refused", "port_timeout", "port_error"):
+        return E.PortUnreachableError(e.message, details={"agent_code": e.code, "port": port})
+    if e.code == "unsupported":
+        return E.InvalidRequestError(e.message)
+    # an agent from before inbound ports reads the op as a file op and refuses it
+    return E.ConflictError(f"sandbox {sandbox_id} cannot open ports ({e.message}): its agent "
+                           "predates inbound ports; create a new sandbox")

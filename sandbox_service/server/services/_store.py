@@ -17,19 +17,21 @@ from typing import Any
 
 from security import private_sqlite
 
+from ._records import SandboxRecord
+
 
 class Store(abc.ABC):
     """What the server persists: sandboxes, apps and images (more kinds come with their issues)."""
 
     @abc.abstractmethod
-    async def put_sandbox(self, rec: dict[str, Any]) -> None: ...
+    async def put_sandbox(self, rec: SandboxRecord) -> None: ...
 
     @abc.abstractmethod
-    async def get_sandbox(self, sandbox_id: str) -> dict[str, Any] | None: ...
+    async def get_sandbox(self, sandbox_id: str) -> SandboxRecord | None: ...
 
     @abc.abstractmethod
     async def list_sandboxes(self, *, states: tuple[str, ...] | None = None,
-                             limit: int = 1000) -> list[dict[str, Any]]: ...
+                             limit: int = 1000) -> list[SandboxRecord]: ...
 
     # apps: one namespace of names per owner (the principal's name)
     @abc.abstractmethod
@@ -145,14 +147,14 @@ class SQLiteStore(Store):
         assert self._db is not None
         return self._db.execute(sql, params).fetchall()
 
-    async def put_sandbox(self, rec: dict[str, Any]) -> None:
+    async def put_sandbox(self, rec: SandboxRecord) -> None:
         await self._run(self._exec,
                         "INSERT OR REPLACE INTO sandboxes(id, state, created_at, data) VALUES (?,?,?,?)",
-                        (rec["sandbox_id"], rec["state"], rec["created_at"], json.dumps(rec)))
+                        (rec.sandbox_id, rec.state, rec.created_at, rec.to_json()))
 
-    async def get_sandbox(self, sandbox_id: str) -> dict[str, Any] | None:
+    async def get_sandbox(self, sandbox_id: str) -> SandboxRecord | None:
         rows = await self._run(self._exec, "SELECT data FROM sandboxes WHERE id=?", (sandbox_id,))
-        return json.loads(rows[0][0]) if rows else None
+        return SandboxRecord.from_json(rows[0][0]) if rows else None
 
     async def list_sandboxes(self, *, states=None, limit=1000):
         if states:
@@ -162,7 +164,7 @@ class SQLiteStore(Store):
             params: tuple = (*states, limit)
         else:
             sql, params = "SELECT data FROM sandboxes ORDER BY created_at DESC LIMIT ?", (limit,)
-        return [json.loads(r[0]) for r in await self._run(self._exec, sql, params)]
+        return [SandboxRecord.from_json(r[0]) for r in await self._run(self._exec, sql, params)]
 
     async def put_app(self, rec: dict[str, Any]) -> None:
         owner = rec.get("owner", "admin")

@@ -1,0 +1,82 @@
+"""The sandbox record (server layer): one typed record per sandbox, owned by the store.
+
+`SandboxManager` creates and updates records; `Store` persists them (`to_json` /
+`from_json`); the API's `SandboxInfo` is derived from one (`info()`). Records written by
+older servers lack newer fields: `from_json` fills their defaults here, once, so no caller
+writes `rec.get("owner", "admin")`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...wire import SandboxInfo
+
+LIVE_STATES = ("creating", "running")
+
+
+@dataclass
+class SandboxRecord:
+    sandbox_id: str
+    image: str                         # what the caller asked for ("debian_slim", "im-...")
+    created_at: float
+    timeout_s: float
+    owner: str = "admin"               # the principal that created it
+    state: str = "creating"            # creating, running, exited, terminated, timeout, ...
+    name: str | None = None
+    image_id: str | None = None
+    app_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    started_at: float | None = None
+    finished_at: float | None = None
+    idle_timeout_s: float | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    cpu: float | None = None
+    memory_mib: int = 0
+    disk_mib: int | None = None
+    has_command: bool = False
+    workdir: str | None = None
+    # how it was booted (needed to snapshot it and to run commands as the image's user)
+    layer: str | None = None
+    rootfs: str | None = None
+    image_config: dict[str, Any] = field(default_factory=dict)
+    uid: int | None = None
+    gid: int | None = None
+    encrypted_ports: list[int] = field(default_factory=list)
+    unencrypted_ports: list[int] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def ports(self) -> set[int]:
+        """The ports declared at create: the only ones the proxy forwards to."""
+        return set(self.encrypted_ports) | set(self.unencrypted_ports)
+
+    def finish(self, state: str, exit_code: int | None, reason: str) -> None:
+        self.state, self.exit_code, self.reason = state, exit_code, reason
+        self.finished_at = time.time()
+
+    def info(self) -> SandboxInfo:
+        return SandboxInfo(**{k: getattr(self, k) for k in SandboxInfo.model_fields})
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "SandboxRecord":
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known and v is not None}
+        for k in ("name", "image_id", "app_id", "started_at", "finished_at", "idle_timeout_s",
+                  "exit_code", "reason", "cpu", "disk_mib", "workdir", "layer", "rootfs",
+                  "uid", "gid"):
+            if k in data:
+                values[k] = data[k]
+        return cls(**values)
