@@ -28,7 +28,8 @@ import stat
 import string
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from runtimes import ContainerSpec, ExecSpec, ExitFrame, Runtime
+from runtimes import (ContainerSpec, ExecSpec, ExitFrame, HostCommandError, Runtime,
+                      run_command)
 
 from . import _steps
 from ._layers import Diff, Layer, LayerStore, overlay_upper_to_diff
@@ -37,6 +38,8 @@ from ._registry_layer import registry_layer
 from ._rootfs import remove_tree, resolve_in_root
 from ._users import canonical_in_root, resolve_user, user_home
 from ._store import ImageStore
+
+BUILD_CMD_TIMEOUT_S = 1800.0  # cp -a of a large base rootfs, mount, umount
 
 log = logging.getLogger("sbx.images.build")
 
@@ -340,18 +343,11 @@ def _short(cmd: str) -> str:
 
 
 async def _run(argv: list[str], check: bool = True) -> None:
-    log.debug("%s", " ".join(argv))
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+    """cp/mount/umount for a build step (killed if the build is cancelled)."""
     try:
-        out, _ = await proc.communicate()
-    except BaseException:  # cancelled: cp/mount must not go on writing after we return
-        proc.kill()
-        await proc.wait()
-        raise
-    if check and proc.returncode != 0:
-        raise ImageBuildError(f"{argv[0]} failed: {out.decode(errors='replace').strip()[-300:]}")
+        await run_command(argv, check=check, merge_stderr=True, timeout_s=BUILD_CMD_TIMEOUT_S)
+    except HostCommandError as e:
+        raise ImageBuildError(str(e)) from None
 
 
 def _clean_build_dirs(tmp: str, lower: str) -> None:

@@ -18,7 +18,11 @@ import os
 import secrets
 from typing import Any
 
+from runtimes import run_command
+
 from ._model import read_metadata, write_json_atomic
+
+TAR_TIMEOUT_S = 1800.0  # a base image is a few hundred MB
 
 log = logging.getLogger("sbx.images")
 
@@ -28,19 +32,9 @@ def cache_paths(cache_dir: str, image_id: str) -> tuple[str, str]:
 
 
 async def _tar(*args: str) -> tuple[int, str]:
-    argv = ["tar", "--numeric-owner", *args]
-    log.debug("running %s", " ".join(argv))
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await proc.communicate()
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await asyncio.shield(proc.wait())
-        raise
-    return proc.returncode or 0, out.decode(errors="replace").strip()
+    res = await run_command(["tar", "--numeric-owner", *args], check=False, merge_stderr=True,
+                            timeout_s=TAR_TIMEOUT_S)
+    return (res.returncode if res.returncode is not None else -1), res.out.strip()
 
 
 async def restore_from_cache(cache_dir: str, image_id: str, digest: str,

@@ -15,8 +15,9 @@ import collections
 import logging
 import os
 import shutil
-import signal
 from typing import Any, Callable
+
+from runtimes import start_command, stop_command
 
 from ._model import ImageBuildError
 
@@ -52,9 +53,7 @@ async def run_debootstrap(recipe: dict[str, Any], target: str, mirror: str,
     env.update({"LC_ALL": "C", "LANG": "C", "DEBIAN_FRONTEND": "noninteractive",
                 "PATH": _SBIN_PATH + ":" + env.get("PATH", "")})
     log.info("running %s", " ".join(argv))
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
+    proc = await start_command(argv, merge_stderr=True, env=env)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     try:
         assert proc.stdout is not None
@@ -64,8 +63,8 @@ async def run_debootstrap(recipe: dict[str, Any], target: str, mirror: str,
             if line[:2] in ("I:", "W:", "E:"):
                 emit(line)
         rc = await proc.wait()
-    except BaseException:
-        await _kill_group(proc)
+    except BaseException:  # debootstrap and dpkg in the chroot: none may keep writing
+        await stop_command(proc, grace_s=5.0)
         raise
     if rc != 0:
         shown = "\n".join(tail) or "(no output)"
@@ -90,31 +89,3 @@ async def _lines(stream: asyncio.StreamReader):
             yield raw.decode(errors="replace").rstrip()
     if buf:
         yield buf.decode(errors="replace").rstrip()
-
-
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """Terminate debootstrap and its children; SIGKILL the group after a grace period."""
-    if proc.returncode is None:
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.shield(asyncio.wait_for(proc.wait(), 5.0))
-        except asyncio.TimeoutError:
-            pass
-        except asyncio.CancelledError:
-            _signal_group(proc.pid, signal.SIGKILL)
-            raise
-    # Sweep: children (dpkg in the chroot) may outlive the leader; none may keep writing
-    # into the target while it is being removed.
-    _signal_group(proc.pid, signal.SIGKILL)
-    if proc.returncode is None:
-        try:
-            await asyncio.shield(asyncio.wait_for(proc.wait(), 5.0))
-        except asyncio.TimeoutError:
-            log.error("debootstrap (pid %d) did not exit after SIGKILL", proc.pid)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

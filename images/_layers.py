@@ -270,13 +270,13 @@ def overlay_upper_to_diff(upper: str) -> Diff:
 
 
 def _copy_tree_linked(src: str, dst: str) -> None:
-    import subprocess
+    from runtimes import run_sync
 
-    argv = ["cp", "-a", "--link", "--no-target-directory", src, dst]
-    log.debug("%s", " ".join(argv))
-    r = subprocess.run(argv, capture_output=True, text=True, check=False)
+    r = run_sync(["cp", "-a", "--link", "--no-target-directory", src, dst], check=False,
+                 timeout_s=1800)
     if r.returncode != 0:
-        raise ImageBuildError(f"copying the parent layer failed: {r.stderr.strip()[-300:]}; "
+        why = r.err.strip()[-300:] or "it did not finish in 30 minutes"
+        raise ImageBuildError(f"copying the parent layer failed: {why}; "
                               "check free disk space and inodes (df -i)")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,11 +27,12 @@ import os
 import platform
 import re
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+from runtimes import start_command, stop_command
 
 from ._model import ImageBuildError, format_size
 from ._rootfs import finalize_rootfs, remove_tree
@@ -242,9 +242,7 @@ async def _run(argv: list[str], *, timeout_s: float, cwd: str | None = None,
         raise RegistryError(f"{tool} not started: the pull ran out of time; retry with a longer timeout")
     log.debug("running %s", argv)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        proc = await start_command(argv, cwd=cwd)
     except FileNotFoundError:
         raise RegistryError(f"{tool} is not installed: {_INSTALL_HINT}") from None
     assert proc.stdout is not None and proc.stderr is not None
@@ -253,11 +251,11 @@ async def _run(argv: list[str], *, timeout_s: float, cwd: str | None = None,
             asyncio.gather(_read(proc.stdout, on_line), proc.stderr.read()), timeout_s)
         rc = await asyncio.wait_for(proc.wait(), 10)
     except asyncio.TimeoutError:
-        await _kill(proc)
+        await stop_command(proc)
         raise RegistryError(f"{tool} did not finish within {timeout_s:.0f} s: check the network "
                             "to the registry, or retry with a longer timeout") from None
     except BaseException:
-        await _kill(proc)
+        await stop_command(proc)
         raise
     log.debug("%s exited %d", tool, rc)
     return rc, out, err.decode(errors="replace")
@@ -274,15 +272,6 @@ async def _read(stream: asyncio.StreamReader, on_line: Callable[[str], None] | N
     if on_line is not None and pending:
         on_line(pending.decode(errors="replace").rstrip())
     return bytes(data)
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        await asyncio.shield(asyncio.wait_for(proc.wait(), 5))
-    except (asyncio.TimeoutError, asyncio.CancelledError):
-        log.error("%d did not exit after SIGKILL", proc.pid)
 
 
 async def inspect_digest(ref: str, *, auth: tuple[str, str] | None = None,

@@ -8,8 +8,13 @@ its private modules.
 """
 
 from ._agent_client import AgentError, AgentUnavailable, AgentUnresponsive
-from ._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, ExitFrame, Runtime
+from ._base import (ContainerSpec, ContainerStatus, ExecSpec, ExecStream, ExitFrame, FileStat,
+                    Runtime)
+from ._hostcmd import (CommandResult, HostCommandError, run_command, run_sync, spawn,
+                       start_command, stop_command)
 from ._untar import ExportError
 
-__all__ = ["AgentError", "AgentUnavailable", "AgentUnresponsive", "ContainerSpec",
-           "ContainerStatus", "ExecSpec", "ExecStream", "ExitFrame", "ExportError", "Runtime"]
+__all__ = ["AgentError", "AgentUnavailable", "AgentUnresponsive", "CommandResult",
+           "ContainerSpec", "ContainerStatus", "ExecSpec", "ExecStream", "ExitFrame",
+           "ExportError", "FileStat", "HostCommandError", "Runtime", "run_command", "run_sync",
+           "spawn", "start_command", "stop_command"]

@@ -57,6 +57,22 @@ class ExecSpec:
     gid: int | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class FileStat:
+    """One file, directory or link inside a container (what `list_dir` and `stat` give)."""
+    name: str
+    path: str
+    type: str  # "file" | "directory" | "symlink" | "other"
+    size: int
+    mode: int
+    mtime: float
+
+    @classmethod
+    def from_agent(cls, entry: dict) -> "FileStat":
+        return cls(name=str(entry["name"]), path=str(entry["path"]), type=str(entry["type"]),
+                   size=int(entry["size"]), mode=int(entry["mode"]), mtime=float(entry["mtime"]))
+
+
 @dataclasses.dataclass
 class ContainerStatus:
     running: bool
@@ -103,6 +119,11 @@ class Runtime(abc.ABC):
     # Why ContainerSpec.disk_mib cannot be honoured here (None: it can); set by start().
     disk_quota_unavailable: str | None = "this runtime has no disk quotas"
 
+    async def start(self) -> None:
+        """Detect host features and prepare host state; the server calls it once, first.
+        Raises an error whose message says what to install or fix."""
+        return None
+
     @abc.abstractmethod
     async def create(self, spec: ContainerSpec) -> None:
         """Boot the container and return once its agent answers."""
@@ -132,7 +153,16 @@ class Runtime(abc.ABC):
                          *, mode: int | None = None, parents: bool = True) -> int: ...
 
     @abc.abstractmethod
-    async def file_op(self, container_id: str, op: str, path: str, **kwargs) -> dict: ...
+    async def list_dir(self, container_id: str, path: str) -> list[FileStat]: ...
+
+    @abc.abstractmethod
+    async def stat(self, container_id: str, path: str) -> FileStat: ...
+
+    @abc.abstractmethod
+    async def mkdir(self, container_id: str, path: str, *, parents: bool = True) -> None: ...
+
+    @abc.abstractmethod
+    async def remove(self, container_id: str, path: str, *, recursive: bool = False) -> None: ...
 
     async def open_port(self, container_id: str, port: int) -> tuple[Any, Any]:
         """A byte stream (asyncio reader, writer) to TCP `port` on the container's own

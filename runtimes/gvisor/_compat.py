@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
+
+from .._hostcmd import run_sync
 
 log = logging.getLogger("sbx.runtime.compat")
 
@@ -52,10 +53,9 @@ def build_statx_shim(agent_dir: str) -> str | None:
     with open(src, "w") as f:
         f.write(_SOURCE)
     tmp = target + ".tmp"
-    r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", tmp, src],
-                       capture_output=True, text=True, timeout=60)
+    r = run_sync([cc, "-shared", "-fPIC", "-O2", "-o", tmp, src], check=False, timeout_s=60)
     if r.returncode != 0:
-        log.warning("could not build the statx shim (%s): `ls` may fail in sandboxes", r.stderr.strip())
+        log.warning("could not build the statx shim (%s): `ls` may fail in sandboxes", r.err.strip())
         return None
     os.chmod(tmp, 0o644)
     os.replace(tmp, target)

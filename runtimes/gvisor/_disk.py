@@ -31,6 +31,10 @@ import shutil
 import stat
 import time
 
+from .._hostcmd import HostCommandError, run_command
+
+DISK_CMD_TIMEOUT_S = 120.0  # mkfs.ext4, mount, umount, losetup
+
 log = logging.getLogger("sbx.runtime.disk")
 
 LOOP_RELEASE_S = 2.0
@@ -61,15 +65,11 @@ def unavailable() -> str | None:
 
 
 async def _run(*argv: str, check: bool = True) -> tuple[int, str]:
-    log.debug("run: %s", " ".join(argv))
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate()
-    text = out.decode(errors="replace").strip()
-    if check and proc.returncode != 0:
-        raise DiskSetupError(f"{argv[0]} failed (exit {proc.returncode}): {text[-300:]}")
-    return proc.returncode or 0, text
+    try:
+        res = await run_command(argv, check=check, merge_stderr=True, timeout_s=DISK_CMD_TIMEOUT_S)
+    except HostCommandError as e:
+        raise DiskSetupError(str(e)) from None
+    return res.returncode if res.returncode is not None else -1, res.out.strip()
 
 
 class DiskSetupError(Exception):

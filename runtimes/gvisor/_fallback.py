@@ -14,6 +14,7 @@ import signal
 import tempfile
 
 from .._base import ExecSpec, ExecStream, ExitFrame
+from .._hostcmd import start_command, stop_command
 from ._runsc import Runsc
 
 CHUNK = 64 * 1024
@@ -38,10 +39,7 @@ class RunscExec(ExecStream):
             args += ["--cwd", spec.cwd]
         for k, v in (spec.env or {}).items():
             args += ["--env", f"{k}={v}"]
-        proc = await asyncio.create_subprocess_exec(
-            *runsc.argv(*args, cid, *spec.argv, cid=cid), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True)
+        proc = await start_command(runsc.argv(*args, cid, *spec.argv, cid=cid), stdin=True)
         return cls(runsc, cid, proc, pidfile, spec.timeout_s)
 
     async def events(self):
@@ -118,6 +116,4 @@ class RunscExec(ExecStream):
     async def close(self) -> None:
         if self._proc.returncode is None:
             await self.send_signal(signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-            await self._proc.wait()
+            await stop_command(self._proc)

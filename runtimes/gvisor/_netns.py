@@ -49,7 +49,7 @@ import re
 from security import BLOCKED_V4
 
 from ._dns import MAX_TCP_CONNS, DomainResolver, parse_upstreams
-from ._hostcmd import NetworkSetupError, run as _run
+from ._netcmd import NetworkSetupError, run as _run
 from ._pinning import MAX_PINS, DnsPinning, ct_mark as _ct_mark
 
 log = logging.getLogger("sbx.runtime.netns")

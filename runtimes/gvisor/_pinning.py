@@ -18,7 +18,7 @@ import re
 import time
 
 from ._dns import DomainResolver
-from ._hostcmd import NetworkSetupError, run as _run
+from ._netcmd import NetworkSetupError, run as _run
 
 log = logging.getLogger("sbx.runtime.netns")
 

@@ -7,15 +7,15 @@ the installed runsc, never assumed from a version.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
 import os
 import re
 import shutil
-import time
 from typing import Callable
+
+from .._hostcmd import run_command
 
 log = logging.getLogger("sbx.runtime.runsc")
 
@@ -69,11 +69,8 @@ def find_runsc() -> str | None:
 
 async def detect_features(binary: str) -> Features:
     async def out(*args: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            binary, *args, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        o, e = await proc.communicate()
-        return (o + e).decode(errors="replace")  # `runsc flags` prints to stderr
+        res = await run_command([binary, *args], check=False, timeout_s=30)
+        return res.out + res.err  # `runsc flags` prints to stderr
 
     version = (await out("--version")).splitlines()[0].strip() if binary else ""
     flags = frozenset(re.findall(r"^\s+-([a-z0-9-]+)", await out("flags"), re.M))
@@ -123,32 +120,12 @@ class Runsc:
         (O_APPEND): a detached sandbox inherits them, and a pipe would never close
         (RUNSC.md)."""
         argv = self.argv(*args, cid=cid, boot=boot)
-        t0 = time.monotonic()
-        err_f = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                                  0o600), "ab") if log_path else None
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL if err_f else asyncio.subprocess.PIPE,
-                stderr=err_f if err_f else asyncio.subprocess.PIPE, start_new_session=True)
-        finally:
-            if err_f:
-                err_f.close()
-        try:
-            o, e = await asyncio.wait_for(proc.communicate(), timeout)
-        except asyncio.TimeoutError:
-            proc.kill()
-            o, e = await proc.communicate()
-            log.warning("runsc %s timed out after %.1fs", args[0], timeout)
-            rc: int | None = None
-        else:
-            rc = proc.returncode
-        out, err = (o or b"").decode(errors="replace"), (e or b"").decode(errors="replace")
+        res = await run_command(argv, check=False, timeout_s=timeout, stderr_path=log_path,
+                                new_session=True)
+        rc, out, err = res.returncode, res.out, res.err
         if log_path and rc != 0:
             with open(log_path, "rb") as f:
                 err = f.read()[-4096:].decode(errors="replace")
-        log.debug("runsc %s -> rc=%s in %.0f ms", " ".join(args[:4]), rc,
-                  (time.monotonic() - t0) * 1000)
         if check and rc != 0:
             raise RunscError(list(args), rc, err, log_path)
         return rc, out, err

@@ -22,7 +22,7 @@ import time
 from typing import AsyncIterator
 
 from .._agent_client import AgentClient, AgentError, AgentUnavailable, AgentUnresponsive
-from .._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, Runtime
+from .._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, FileStat, Runtime
 from . import _cgroups, _disk, _procs, _rundir
 from ._fallback import RunscExec
 from ._netns import EgressNetworks, NetworkSetupError
@@ -419,8 +419,20 @@ class GVisorRuntime(Runtime):
     async def write_file(self, cid, path, chunks, *, mode=None, parents=True) -> int:
         return await self._require_agent(cid).write_file(path, chunks, mode=mode, parents=parents)
 
-    async def file_op(self, cid: str, op: str, path: str, **kwargs) -> dict:
-        return await self._require_agent(cid).call({"op": op, "path": path, **kwargs})
+    async def list_dir(self, cid: str, path: str) -> list[FileStat]:
+        res = await self._require_agent(cid).call({"op": "list", "path": path})
+        return [FileStat.from_agent(e) for e in res["entries"]]
+
+    async def stat(self, cid: str, path: str) -> FileStat:
+        res = await self._require_agent(cid).call({"op": "stat", "path": path})
+        return FileStat.from_agent(res["entry"])
+
+    async def mkdir(self, cid: str, path: str, *, parents: bool = True) -> None:
+        await self._require_agent(cid).call({"op": "mkdir", "path": path, "parents": parents})
+
+    async def remove(self, cid: str, path: str, *, recursive: bool = False) -> None:
+        await self._require_agent(cid).call({"op": "remove", "path": path,
+                                             "recursive": recursive})
 
     async def open_port(self, cid: str, port: int):
         return await self._require_agent(cid, "inbound ports").port_connect(port)

@@ -123,8 +123,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
             runtime = GVisorRuntime(settings.path("runtime"), runsc_binary=settings.runsc_binary,
                                     platform=settings.platform,
                                     dns_upstream=settings.dns_upstream)
-        if hasattr(runtime, "start"):
-            await runtime.start()
+        await runtime.start()
         if images is None:
             from images import ImageStore
 

@@ -46,8 +46,14 @@ def _walk_lstat(root: str):
 # -- the real build ----------------------------------------------------------------------
 
 def test_api_exports():
-    assert sorted(images.__all__) == ["BASE_IMAGE_NAME", "BuiltImage", "ImageBuildError",
-                                      "ImageStore"]
+    """The images front door: what the server and the SDK use, every name resolvable."""
+    assert sorted(images.__all__) == [
+        "BASE_IMAGE_NAME", "BuildSettings", "Builder", "BuiltImage", "Cmd", "Copy", "Diff",
+        "DockerfileError", "Entrypoint", "Env", "From", "ImageBuildError", "ImageStore",
+        "LayerStore", "Run", "User", "Workdir", "empty_config", "parse_dockerfile",
+        "resolve_user", "user_home"]
+    for name in images.__all__:
+        assert getattr(images, name) is not None
     assert BASE_IMAGE_NAME == "debian_slim"
 
 

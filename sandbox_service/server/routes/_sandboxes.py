@@ -35,6 +35,11 @@ def _info(rec) -> SandboxInfo:
     return rec.info()
 
 
+def _entry(f) -> FileEntry:
+    return FileEntry(name=f.name, path=f.path, type=f.type, size=f.size, mode=f.mode,
+                     mtime=f.mtime)
+
+
 def _abs_path(path: str) -> str:
     """The wire models' path rule, as a typed error for query parameters."""
     try:
@@ -227,19 +232,18 @@ async def write_file(sandbox_id: str, request: Request, path: str = _PATH,
 
 @router.get("/v1/sandboxes/{sandbox_id}/files/list", response_model=FileList)
 async def list_files(sandbox_id: str, request: Request, path: str = _PATH) -> FileList:
-    res = await _mgr(request).file_call(sandbox_id, "list", _abs_path(path))
-    return FileList(entries=[FileEntry(**e) for e in res["entries"]])
+    found = await _mgr(request).list_dir(sandbox_id, _abs_path(path))
+    return FileList(entries=[_entry(f) for f in found])
 
 
 @router.get("/v1/sandboxes/{sandbox_id}/files/stat", response_model=FileEntry)
 async def stat_file(sandbox_id: str, request: Request, path: str = _PATH) -> FileEntry:
-    res = await _mgr(request).file_call(sandbox_id, "stat", _abs_path(path))
-    return FileEntry(**res["entry"])
+    return _entry(await _mgr(request).stat(sandbox_id, _abs_path(path)))
 
 
 @router.post("/v1/sandboxes/{sandbox_id}/files/mkdir")
 async def make_directory(sandbox_id: str, body: MkdirRequest, request: Request) -> dict:
-    await _mgr(request).file_call(sandbox_id, "mkdir", body.path, parents=body.parents)
+    await _mgr(request).mkdir(sandbox_id, body.path, parents=body.parents)
     return {"path": body.path}
 
 
@@ -248,7 +252,7 @@ async def remove_file(sandbox_id: str, request: Request, path: str = _PATH,
                       recursive: bool = False) -> dict:
     if _abs_path(path).rstrip("/") == "":
         raise E.InvalidRequestError("refusing to remove / ; terminate the sandbox instead")
-    await _mgr(request).file_call(sandbox_id, "remove", path, recursive=recursive)
+    await _mgr(request).remove(sandbox_id, path, recursive=recursive)
     return {"path": path}
 
 

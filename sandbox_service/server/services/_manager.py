@@ -276,7 +276,7 @@ class SandboxManager(SandboxIO):
                 await self.runtime.create(spec)
             stage = "could not create the workdir: "
             if req.workdir:
-                await self.runtime.file_op(cid, "mkdir", req.workdir, parents=True)
+                await self.runtime.mkdir(cid, req.workdir, parents=True)
             stage = "could not start the sandbox's command: "
             if req.command:
                 await self.runtime.start_main(cid, ExecSpec(

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from runtimes import AgentError, AgentUnavailable, AgentUnresponsive, ExecSpec
+from runtimes import AgentError, AgentUnavailable, AgentUnresponsive, ExecSpec, FileStat
 
 from ...wire import errors as E
 from ...wire import ExecRequest
@@ -145,10 +145,25 @@ class SandboxIO:
             yield live.rec
 
     # ---- files and snapshots ----------------------------------------------------------
-    async def file_call(self, sandbox_id: str, op: str, path: str, **kwargs) -> dict:
+    async def list_dir(self, sandbox_id: str, path: str) -> list[FileStat]:
         await self._running(sandbox_id)
         async with self._agent_call(sandbox_id, path=path):
-            return await self.runtime.file_op(sandbox_id, op, path, **kwargs)
+            return await self.runtime.list_dir(sandbox_id, path)
+
+    async def stat(self, sandbox_id: str, path: str) -> FileStat:
+        await self._running(sandbox_id)
+        async with self._agent_call(sandbox_id, path=path):
+            return await self.runtime.stat(sandbox_id, path)
+
+    async def mkdir(self, sandbox_id: str, path: str, *, parents: bool = True) -> None:
+        await self._running(sandbox_id)
+        async with self._agent_call(sandbox_id, path=path):
+            await self.runtime.mkdir(sandbox_id, path, parents=parents)
+
+    async def remove(self, sandbox_id: str, path: str, *, recursive: bool = False) -> None:
+        await self._running(sandbox_id)
+        async with self._agent_call(sandbox_id, path=path):
+            await self.runtime.remove(sandbox_id, path, recursive=recursive)
 
     async def read_file(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
         """Returns an iterator whose first chunk has already been fetched (so errors such as
