@@ -51,7 +51,7 @@ def test_the_socket_directory_is_tiny_and_off_the_host_disk(server):
 def test_the_agent_socket_cannot_be_replaced(server, victim):
     """Root cannot unlink, rename over or relink the agent's socket (this runsc answers
     EPERM for host-backed sockets); the host would not follow a link there anyway
-    (tests/test_protocol_unit.py checks that half)."""
+    (tests/runtime/test_protocol_unit.py checks that half)."""
     code, out, err = sh(victim, "cd /.sbx/run; ln -s /tmp x; "
                                 "rm -f agent.sock; echo rm=$?; mv -f x agent.sock; echo mv=$?; "
                                 "ln -sf /tmp agent.sock; echo ln=$?")

@@ -1,4 +1,4 @@
-"""Hostile programs run inside real sandboxes (the attacks tests/test_hostile.py does not
+"""Hostile programs run inside real sandboxes (the attacks test_hostile.py does not
 already cover, or covers from another angle). Each asserts the concrete outcome; the
 autouse `survives` fixture (conftest.py) asserts that the service still serves other
 sandboxes afterwards."""

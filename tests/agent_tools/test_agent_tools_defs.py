@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 from agent_tools import (TOOLS, AgentTools, anthropic_tools, input_schema, openai_chat_tools,
                          openai_responses_tools, output_schema, strict_schema)
+from sbxtest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "examples"))
 NAMES = ["run_code", "create_sandbox", "exec_command", "read_file", "write_file", "list_files",
          "terminate_sandbox", "create_context", "run_in_context"]
