@@ -13,8 +13,9 @@ from ._base import (ContainerSpec, ContainerStatus, ExecSpec, ExecStream, ExitFr
 from ._hostcmd import (CommandResult, HostCommandError, run_command, run_sync, spawn,
                        start_command, stop_command)
 from ._untar import ExportError
+from .agent.sbxagent import exits as exit_codes
 
 __all__ = ["AgentError", "AgentUnavailable", "AgentUnresponsive", "CommandResult",
            "ContainerSpec", "ContainerStatus", "ExecSpec", "ExecStream", "ExitFrame",
            "ExportError", "FileStat", "HostCommandError", "Runtime", "run_command", "run_sync",
-           "spawn", "start_command", "stop_command"]
+           "exit_codes", "spawn", "start_command", "stop_command"]

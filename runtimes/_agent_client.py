@@ -26,6 +26,7 @@ import time
 from typing import AsyncIterator, Awaitable, Callable
 
 from ._base import ExecSpec, ExecStream, ExitFrame
+from .agent.sbxagent import exits as exit_codes
 from .agent.sbxagent import proto
 
 log = logging.getLogger("sbx.runtime.agent")
@@ -336,7 +337,7 @@ class AgentExec(ExecStream):
                 self._chan.close()  # a live agent kills the command when the host leaves
                 if self._watchdog is not None:  # find out soon whether the agent lives
                     asyncio.ensure_future(_quietly(self._watchdog()))
-                yield ExitFrame(proto.EXIT_TIMEOUT, True, None)
+                yield ExitFrame(exit_codes.TIMEOUT, True, None)
                 return
             if ftype == proto.OUT:
                 yield ("stdout", payload)

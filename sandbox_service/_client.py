@@ -8,13 +8,27 @@ the SDK's own logic need no network. Must not import the server or FastAPI.
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from .wire import errors as E
+from .wire import validation_message
 from ._config import sbx_token, sbx_url
 from ._version import __version__
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def wire_model(model: type[M], **fields: Any) -> M:
+    """Build a request with the wire model the server validates with (both ends share
+    it), so a bad argument fails here, before any network, as `InvalidRequestError`."""
+    try:
+        return model(**fields)
+    except ValidationError as e:
+        raise E.InvalidRequestError(validation_message(e)) from None
 
 
 class _Client:

@@ -3,7 +3,8 @@
 Exit semantics: `wait()` returns the exit code; a command killed by its `timeout` makes
 `wait()` raise `ExecTimeoutError` (a `TimeoutError`) and sets `returncode` to 124, instead
 of Modal's silent -1; a sandbox killed for memory raises `SandboxOOMError`; a command cut
-short by `terminate()` exits with 137.
+short by `terminate()` exits with 137. The codes come from the server in the wire's
+`ExitStatus` (decided in runtimes/agent/sbxagent/exits.py); this module picks none.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .wire import errors as E
 from ._client import _Client, dumps, ws_error
 from ._streams import _AsyncStreamReader, _AsyncStreamWriter
 from ._sync import Wrapped
-from .wire import STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT
+from .wire import STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT, ExecRequest, ExitStatus
 
 
 class _AsyncContainerProcess:
@@ -33,17 +34,17 @@ class _AsyncContainerProcess:
         self.stdout = _AsyncStreamReader(text=text, by_line=by_line)
         self.stderr = _AsyncStreamReader(text=text, by_line=by_line)
         self.stdin = _AsyncStreamWriter(self._send_stdin, loop, text)
-        self._exit: dict | None = None
+        self._exit: ExitStatus | None = None
         self._error: E.SandboxError | None = None
         self._done = asyncio.Event()
         self._task = asyncio.ensure_future(self._run())
 
     @classmethod
-    async def _start(cls, client: _Client, sandbox_id: str, req: dict, *, text: bool,
+    async def _start(cls, client: _Client, sandbox_id: str, req: ExecRequest, *, text: bool,
                      bufsize: int) -> "_AsyncContainerProcess":
         ws = await client.websocket(f"/v1/sandboxes/{sandbox_id}/exec/stream")
         try:
-            await ws.send(dumps(req))
+            await ws.send(req.model_dump_json())
             first = json.loads(await ws.recv())
         except Exception as e:
             await ws.close()
@@ -56,7 +57,7 @@ class _AsyncContainerProcess:
             await ws.close()
             raise ws_error(first)
         return cls(ws, sandbox_id, first, text=text, by_line=bufsize == 1,
-                   timeout_s=req.get("timeout_s"))
+                   timeout_s=req.timeout_s)
 
     async def _run(self) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -71,7 +72,7 @@ class _AsyncContainerProcess:
                     continue
                 frame = json.loads(msg)
                 if frame.get("type") == "exit":
-                    self._exit = frame
+                    self._exit = ExitStatus.model_validate(frame)
                     break
                 if frame.get("type") == "error":
                     self._error = ws_error(frame)
@@ -107,11 +108,11 @@ class _AsyncContainerProcess:
         if self._error is not None:
             raise self._error
         assert self._exit is not None
-        if self._exit.get("timed_out"):
+        if self._exit.timed_out:
             raise E.ExecTimeoutError(
                 f"the command ran past its timeout of {self._timeout_s:g}s and was killed "
-                "(exit code 124): raise timeout= or make it faster",
-                details={"exit_code": 124})
+                f"(exit code {self._exit.exit_code}): raise timeout= or make it faster",
+                details={"exit_code": self._exit.exit_code})
         return self.returncode  # type: ignore[return-value]
 
     def poll(self) -> int | None:
@@ -122,7 +123,7 @@ class _AsyncContainerProcess:
 
     @property
     def returncode(self) -> int | None:
-        return None if self._exit is None else int(self._exit["exit_code"])
+        return None if self._exit is None else self._exit.exit_code
 
     async def send_signal(self, signum: int) -> None:
         """Deliver a signal to the command's whole process group."""

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from .wire import errors as E
 from ._app import _AsyncApp
-from ._client import _Client, default_client
+from ._client import _Client, default_client, wire_model
 from ._filesystem import _AsyncFilesystem, _AsyncSandboxFile
 from ._image import Image
 from ._interpreter import _InterpreterMixin
@@ -19,7 +19,7 @@ from ._secret import Secret, check_required_keys, merge_env, split_secrets
 from ._streams import _AsyncStreamReader
 from ._sync import Wrapped, classmethod_both
 from ._tunnel import Tunnel, _AsyncPortForward, tunnels_of
-from .wire import SandboxInfo
+from .wire import ExecRequest, SandboxCreate, SandboxInfo
 
 FINISHED_WAIT_S = 30.0
 
@@ -94,7 +94,9 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
             body["disk_mib"] = ephemeral_disk
         if domain_allowlist is not None:  # names resolved and reached only through DNS pinning
             body["domain_allowlist"] = list(domain_allowlist)
-        data = await client.request("POST", "/v1/sandboxes", json_body=body, timeout=600)
+        req = wire_model(SandboxCreate, **body)
+        data = await client.request("POST", "/v1/sandboxes", timeout=600,
+                                    json_body=req.model_dump(mode="json", exclude_unset=True))
         return cls(client, SandboxInfo(**data))
 
     @classmethod
@@ -185,13 +187,14 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
             raise E.InvalidRequestError("exec() needs a command, e.g. sb.exec('ls', '-l')")
         if bufsize not in (-1, 1):
             raise E.InvalidRequestError("bufsize must be -1 (chunks) or 1 (lines)")
-        req: dict[str, Any] = {"type": "start", "argv": argv, "workdir": workdir,
-                               "env": merge_env(env, secrets) or None, "timeout_s": timeout,
-                               "pty": bool(pty or pty_info)}
+        size: dict[str, Any] = {}
         if pty_info is not None:  # Modal's PTYInfo (winsz_rows/cols), or a dict rows/cols
             get = pty_info.get if isinstance(pty_info, dict) else (lambda k: getattr(pty_info, k, None))
-            req["rows"] = get("rows") or get("winsz_rows") or 24
-            req["cols"] = get("cols") or get("winsz_cols") or 80
+            size = {"rows": get("rows") or get("winsz_rows") or 24,
+                    "cols": get("cols") or get("winsz_cols") or 80}
+        req = wire_model(ExecRequest, argv=argv, workdir=workdir,
+                         env=merge_env(env, secrets) or None, timeout_s=timeout,
+                         pty=bool(pty or pty_info), **size)
         return await _AsyncContainerProcess._start(self._client, self.object_id, req,
                                                    text=text, bufsize=bufsize)
 
@@ -276,9 +279,10 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
     async def exec_output(self, *args: str, timeout: float | None = None,
                           stdin: str | None = None) -> dict:
         """Run a command to completion in one HTTP request; returns the ExecResult dict."""
-        req = {"argv": _check_args(args, "exec"), "timeout_s": timeout, "stdin": stdin}
+        req = wire_model(ExecRequest, argv=_check_args(args, "exec"), timeout_s=timeout,
+                         stdin=stdin)
         return await self._client.request("POST", f"/v1/sandboxes/{self.object_id}/exec",
-                                          json_body=req)
+                                          json_body=req.model_dump(mode="json"))
 
     def __repr__(self) -> str:
         return f"_AsyncSandbox({self.object_id!r}, state={self._info.state!r})"

@@ -15,6 +15,7 @@ import tempfile
 
 from .._base import ExecSpec, ExecStream, ExitFrame
 from .._hostcmd import start_command, stop_command
+from ..agent.sbxagent import exits as exit_codes
 from ._runsc import Runsc
 
 CHUNK = 64 * 1024
@@ -82,9 +83,10 @@ class RunscExec(ExecStream):
             except OSError:
                 pass
         if timed_out:
-            yield ExitFrame(124, True, signal.SIGKILL)
+            yield ExitFrame(exit_codes.TIMEOUT, True, signal.SIGKILL)
         elif rc < 0:
-            yield ExitFrame(128 - rc, False, -rc)
+            code, sig = exit_codes.of_returncode(rc)
+            yield ExitFrame(code, False, sig)
         else:
             yield ExitFrame(rc, False, rc - 128 if rc > 128 else None)
 

@@ -21,6 +21,8 @@ from ..wire import errors as E
 from ._common import (SbxGroup, format_age, image_for, parse_pairs, print_json,
                           stdin_is_tty, table)
 
+# the server sends the codes (runtimes/agent/sbxagent/exits.py); these only stand in for
+# an error that lacks one
 EXIT_TIMEOUT = 124
 EXIT_OOM = 137
 EXIT_BROKEN_PIPE = 141
@@ -181,10 +183,10 @@ async def _exec(sandbox_id: str, argv: list[str], *, timeout: float | None,
             code = await p.wait.aio()
         except E.ExecTimeoutError as e:
             click.echo(f"sbx: {e.message.replace('timeout=', '--timeout')}", err=True)
-            return EXIT_TIMEOUT
+            return int(e.details.get("exit_code") or EXIT_TIMEOUT)
         except E.SandboxOOMError as e:
             click.echo(f"sbx: {e.message}", err=True)
-            return EXIT_OOM
+            return int(e.details.get("exit_code") or EXIT_OOM)
     except asyncio.CancelledError:
         if not stop:
             raise

@@ -26,7 +26,8 @@ from security import AuditLog
 from ..wire import errors as E
 from .._version import __version__
 from . import _access as access
-from ._errors import ERROR_RESPONSES, validation_message
+from ._errors import ERROR_RESPONSES
+from ..wire import validation_message
 from .routes import audit_request, include_routes
 from .services import ImageService, SandboxManager
 from ._settings import Settings

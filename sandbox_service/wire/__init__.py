@@ -19,7 +19,7 @@ from ._errors import (ERROR_CODES, AuthenticationError, ConflictError, ExecTimeo
                       RuntimeUnavailableError, SandboxError, SandboxFileError,
                       SandboxFileNotFoundError, SandboxOOMError, SandboxTerminatedError,
                       SandboxTimeoutError, SandboxUnresponsiveError, ServerUnreachableError,
-                      error_from_wire)
+                      error_from_wire, validation_message)
 from ._ids import is_id, new_id
 from ._images import (SHA256_RE, BlobsMissingRequest, BlobsMissingResponse, GcResult,
                       ImageBuildRequest, ImageInfo, ImageList, image_info)
@@ -38,5 +38,5 @@ __all__ = [
     "SandboxTerminatedError", "SandboxTimeoutError", "SandboxUnresponsiveError",
     "SecretCreate", "SecretInfo", "SecretList", "ServerInfo", "ServerUnreachableError",
     "check_abs_path", "error_from_wire", "errors", "image_info", "is_id", "new_id",
-    "parse_port",
+    "parse_port", "validation_message",
 ]

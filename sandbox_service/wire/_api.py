@@ -307,10 +307,12 @@ class ExecRequest(_Model):
 
 
 class ExitStatus(_Model):
+    """How a command ended: the same three fields from the agent's EXIT frame through
+    `runtimes.ExitFrame` to the SDK (codes: runtimes/agent/sbxagent/exits.py)."""
+    type: Literal["exit"] = "exit"
     exit_code: int
     timed_out: bool = False
     signal: int | None = None
-    oom: bool = False
 
 
 class ExecResult(_Model):

@@ -158,3 +158,13 @@ def error_from_wire(status: int, body: Any) -> SandboxError:
     if cls is SandboxError:
         exc.code = str(err.get("code", "internal"))
     return exc
+
+
+def validation_message(exc: Any) -> str:
+    """A pydantic ValidationError as one line ("field: why; ..."), for an
+    InvalidRequestError: the server's 400s and the SDK's own checks of the wire models."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path"))
+        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"

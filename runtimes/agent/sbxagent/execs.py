@@ -14,7 +14,8 @@ import threading
 import time
 
 from .procs import Process, exit_code_of
-from .proto import (DRAIN_GRACE_S, EOF, ERR, EXIT, EXIT_TIMEOUT, IN, READ_CHUNK, RESIZE, SIG,
+from . import exits
+from .proto import (DRAIN_GRACE_S, EOF, ERR, EXIT, IN, READ_CHUNK, RESIZE, SIG,
                     STARTED, _close_quiet, recv_frame)
 
 def handle_exec(conn, req):
@@ -28,7 +29,8 @@ def handle_exec(conn, req):
         missing = isinstance(e, FileNotFoundError) and e.filename in (proc.argv[0], None)
         conn.send_json(STARTED, {"pid": 0})
         conn.send(ERR, ("sbx: %s\n" % _describe(e, proc.argv)).encode())
-        conn.send_json(EXIT, {"exit_code": 127 if missing else 126, "timed_out": False,
+        conn.send_json(EXIT, {"exit_code": exits.NOT_FOUND if missing else exits.NOT_EXECUTABLE,
+                              "timed_out": False,
                               "signal": None})
         return
     conn.send_json(STARTED, {"pid": proc.pid})
@@ -39,7 +41,7 @@ def handle_exec(conn, req):
             _close_quiet(fd)
     code, sig = exit_code_of(proc.slot[1])
     if proc.timed_out:
-        code = EXIT_TIMEOUT
+        code = exits.TIMEOUT
     conn.send_json(EXIT, {"exit_code": code, "timed_out": proc.timed_out, "signal": sig})
 
 

@@ -11,7 +11,8 @@ import struct
 import threading
 import time
 
-from .proto import ERR, EXIT_TIMEOUT, OUT
+from . import exits
+from .proto import ERR, OUT
 
 class Reaper:
     """PID 1 duty: wait for every child; hand exit statuses to whoever spawned them."""
@@ -68,9 +69,7 @@ REAPER = Reaper()
 
 
 def exit_code_of(status):
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status), os.WTERMSIG(status)
-    return os.WEXITSTATUS(status), None
+    return exits.of_wait_status(status)
 
 
 def _set_ctty(fd):
@@ -180,5 +179,5 @@ class Process:
         self.popen.returncode = self.slot[1]
         code, sig = exit_code_of(self.slot[1])
         if self.timed_out:
-            code = EXIT_TIMEOUT
+            code = exits.TIMEOUT
         return code, sig

@@ -26,7 +26,6 @@ EXIT = ord("X")  # JSON {"exit_code", "timed_out", "signal"}
 DATA = ord("D")  # file bytes, either way
 EVENT = ord("V")  # agent -> host: JSON event of an interpreter context's cell
 
-EXIT_TIMEOUT = 124
 READ_CHUNK = 64 * 1024
 DRAIN_GRACE_S = 0.25
 MAIN_BUFFER = 16 * 1024 * 1024

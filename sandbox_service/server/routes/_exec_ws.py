@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import signal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from runtimes import AgentUnavailable, ExitFrame
+from runtimes import AgentUnavailable, ExitFrame, exit_codes
 
 from ...wire import errors as E
 from ...wire import new_id
 from ...wire import STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT, ExecRequest, ExitStatus
 from .. import _access as access
-from .._errors import validation_message
+from ...wire import validation_message
 from ._audit import exec_detail
 
 log = logging.getLogger("sbx.server.ws")
@@ -87,8 +89,7 @@ async def _pump(ws: WebSocket, mgr, sandbox_id: str, stream) -> None:
         try:
             async for ev in stream.events():
                 if isinstance(ev, ExitFrame):
-                    status = ExitStatus(exit_code=ev.exit_code, timed_out=ev.timed_out,
-                                        signal=ev.signal)
+                    status = ExitStatus(**dataclasses.asdict(ev))
                     await ws.send_text(json.dumps({"type": "exit", **status.model_dump()}))
                     break
                 message = _PREFIX[ev[0]] + ev[1]
@@ -101,7 +102,7 @@ async def _pump(ws: WebSocket, mgr, sandbox_id: str, stream) -> None:
             if isinstance(err, E.SandboxOOMError):
                 raise err from None
             # terminated (or crashed) under the command: report it as killed, like a shell
-            status = ExitStatus(exit_code=137, signal=9)
+            status = ExitStatus(exit_code=exit_codes.KILLED, signal=signal.SIGKILL)
             await ws.send_text(json.dumps({"type": "exit", **status.model_dump()}))
         with contextlib.suppress(Exception):
             await ws.close(code=1000)

@@ -7,6 +7,7 @@ app's middleware for every /v1 path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
@@ -195,8 +196,7 @@ async def exec_once(sandbox_id: str, body: ExecRequest, request: Request) -> Exe
                     truncated[name] = True
         except AgentUnavailable:
             raise await mgr.interrupted(sandbox_id) from None
-    return ExecResult(exit_code=exit_.exit_code, timed_out=exit_.timed_out, signal=exit_.signal,
-                      stdout=bufs["stdout"].decode(errors="replace"),
+    return ExecResult(**dataclasses.asdict(exit_), stdout=bufs["stdout"].decode(errors="replace"),
                       stderr=bufs["stderr"].decode(errors="replace"),
                       stdout_truncated=truncated["stdout"], stderr_truncated=truncated["stderr"],
                       duration_ms=round((time.monotonic() - start) * 1000, 3))

@@ -3,7 +3,8 @@
 Reaches containers only through `runtimes.Runtime`; persists through `Store`. Must not
 import FastAPI (routers translate HTTP to calls here) or a concrete runtime backend.
 
-Exit codes: main command exit -> its code ("exited"); terminate -> 137 ("terminated");
+Exit codes (decided by `runtimes.exit_codes`, the agent's exits.py): main command exit ->
+its code ("exited"); terminate -> 137 ("terminated");
 lifetime timeout -> 124 ("timeout"); idle timeout -> 124 ("idle_timeout"); memory limit ->
 137 ("oom"); the sandbox died on its own (e.g. `kill -9 1`) -> 137 ("failed"); its agent
 stopped answering and could not be revived (`Runtime.probe`) -> 137 ("failed", and callers
@@ -23,7 +24,7 @@ from typing import Any
 from images import ImageBuildError
 from images import resolve_user, user_home
 from runtimes import (AgentError, AgentUnavailable, AgentUnresponsive, ContainerSpec, ExecSpec,
-                      ExitFrame, Runtime)
+                      ExitFrame, Runtime, exit_codes)
 from security import BLOCKED_V4, ResourcePolicy
 
 from ...wire import errors as E
@@ -147,7 +148,7 @@ class SandboxManager(SandboxIO):
             st = await self.runtime.destroy(cid)
             reason = ("the server restarted while it was booting" if rec.state == "creating"
                       else "it stopped while the server was down")
-            rec.finish("oom" if st.oom_killed else "lost", 137, reason)
+            rec.finish("oom" if st.oom_killed else "lost", exit_codes.KILLED, reason)
             await self.store.put_sandbox(rec)
         await self.runtime.collect(self._known())
 
@@ -166,15 +167,15 @@ class SandboxManager(SandboxIO):
             return
         dead_agent = self.runtime.unresponsive(rec.sandbox_id)
         if dead_agent:
-            await self._finish(live, "failed", 137, dead_agent)
+            await self._finish(live, "failed", exit_codes.KILLED, dead_agent)
         elif time.time() >= rec.created_at + rec.timeout_s:
-            await self._finish(live, "timeout", 124, f"it reached its timeout of {rec.timeout_s:g}s")
+            await self._finish(live, "timeout", exit_codes.TIMEOUT, f"it reached its timeout of {rec.timeout_s:g}s")
         elif (rec.idle_timeout_s and live.active_execs == 0
               and time.monotonic() - live.last_activity >= rec.idle_timeout_s):
-            await self._finish(live, "idle_timeout", 124,
+            await self._finish(live, "idle_timeout", exit_codes.TIMEOUT,
                                f"it was idle for {rec.idle_timeout_s:g}s")
         elif not (await self.runtime.status(rec.sandbox_id)).running:
-            await self._finish(live, "failed", 137, "the sandbox stopped on its own "
+            await self._finish(live, "failed", exit_codes.KILLED, "the sandbox stopped on its own "
                                "(its init process was killed or it crashed)")
         elif (live.probe_task is None
               and time.monotonic() - live.probed_at >= PROBE_INTERVAL_S):
@@ -185,7 +186,7 @@ class SandboxManager(SandboxIO):
         try:
             await self.runtime.probe(live.rec.sandbox_id)
         except AgentUnresponsive as e:
-            await self._finish(live, "failed", 137, str(e))
+            await self._finish(live, "failed", exit_codes.KILLED, str(e))
         except AgentUnavailable:
             pass  # the container is gone: the next _check records it
         finally:
@@ -350,7 +351,7 @@ class SandboxManager(SandboxIO):
         rec = await self.get(sandbox_id)
         live = self._live.get(sandbox_id)
         if live is not None:
-            await self._finish(live, "terminated", 137, "terminated by request")
+            await self._finish(live, "terminated", exit_codes.KILLED, "terminated by request")
         return rec
 
     async def wait(self, sandbox_id: str, timeout_s: float) -> SandboxRecord:
@@ -369,7 +370,7 @@ class SandboxManager(SandboxIO):
             cid = rec.sandbox_id
             status = await self.runtime.destroy(cid)
             if status.oom_killed and state in ("failed", "exited", "terminated"):
-                state, exit_code = "oom", 137
+                state, exit_code = "oom", exit_codes.KILLED
                 reason = (f"it ran out of memory (limit {rec.memory_mib} MiB) and was "
                           "killed: create it with more memory")
             rec.finish(state, exit_code, reason)

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from runtimes import AgentError, AgentUnavailable, AgentUnresponsive, ExecSpec, FileStat
+from runtimes import (AgentError, AgentUnavailable, AgentUnresponsive, ExecSpec, FileStat,
+                      exit_codes)
 
 from ...wire import errors as E
 from ...wire import ExecRequest
@@ -80,13 +81,14 @@ class SandboxIO:
                 except AgentUnavailable:
                     pass
             if dead_agent:
-                await self._finish(live, "failed", 137, dead_agent)
+                await self._finish(live, "failed", exit_codes.KILLED, dead_agent)
                 return E.SandboxUnresponsiveError(
                     f"sandbox {sandbox_id} was ended: {dead_agent}. Create a new sandbox")
             await asyncio.wait({asyncio.ensure_future(live.done.wait())}, timeout=2.0)
         rec = await self.get(sandbox_id)
         if rec.state == "oom":
-            return E.SandboxOOMError(f"sandbox {sandbox_id} {rec.reason}")
+            return E.SandboxOOMError(f"sandbox {sandbox_id} {rec.reason}",
+                                     details={"exit_code": rec.exit_code})
         return E.SandboxTerminatedError(
             f"sandbox {sandbox_id} stopped while the command ran: {rec.reason}")
 
