@@ -139,7 +139,6 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                                  collector_interval_s=settings.collector_interval_s,
                                  warm_pool=settings.warm_pool,
                                  max_streams=settings.max_streams)
-        image_service.in_use = manager.layers_in_use
         app.state.audit = AuditLog(settings.path("audit.db"))
         app.state.keys = KeyStore(settings.path("keys.db"))
         await manager.start()  # reaps leftover build containers before layers are cleaned

@@ -66,7 +66,6 @@ class ImageService:
                                secret_key=_secret_key(os.path.join(home, "build.key")))
         self._builds: dict[str, asyncio.Task] = {}
         self._record_lock = asyncio.Lock()
-        self.in_use: Callable[[], set[str]] = set  # layers of live sandboxes (the manager's)
 
     async def start(self) -> None:
         """Remove layer directories a crash left half-made (after the runtime reaped any
@@ -189,8 +188,6 @@ class ImageService:
         keep: set[str] = set(self.layers.building) | set(self.layers.pinned)
         for rec in await self.store.list_images():
             keep.update(self.layers.chain(rec["top"]))
-        for key in self.in_use():
-            keep.update(self.layers.chain(key))
         base_keys = set()
         for key in self.layers.keys():  # base layers are cheap (hard links) and reused: keep
             layer = self.layers.get(key)

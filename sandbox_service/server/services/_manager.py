@@ -54,6 +54,7 @@ class _Live:
         self.main_task: asyncio.Task | None = None
         self.probed_at = time.monotonic()
         self.probe_task: asyncio.Task | None = None
+        self.layers: list[str] = []  # the image's layer chain, pinned while it lives
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
@@ -104,8 +105,19 @@ class SandboxManager(SandboxIO):
         return (set(self._live) | (self._pool.ids() if self._pool else set())
                 | set(self.images.builder.active))
 
-    def layers_in_use(self) -> set[str]:
-        return {lv.rec.layer for lv in self._live.values() if lv.rec.layer}
+    def _register(self, rec: SandboxRecord) -> _Live:
+        """Track a creating or running sandbox; its image's layers are pinned in the one
+        LayerStore while it lives, so image GC keeps them (no hook between services)."""
+        live = self._live[rec.sandbox_id] = _Live(rec)
+        if rec.layer:
+            live.layers = self.images.layers.chain(rec.layer)
+            self.images.layers.pin(live.layers)
+        return live
+
+    def _unregister(self, live: _Live) -> None:
+        self._live.pop(live.rec.sandbox_id, None)
+        self.images.layers.unpin(live.layers)
+        live.layers = []
 
     # ---- service lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -140,7 +152,7 @@ class SandboxManager(SandboxIO):
         for rec in await self.store.list_sandboxes(states=LIVE_STATES, limit=100_000):
             cid = rec.sandbox_id
             if rec.state == "running" and await self.runtime.reattach(cid):
-                live = self._live[cid] = _Live(rec)
+                live = self._register(rec)
                 if rec.has_command:
                     live.main_task = asyncio.create_task(self._watch_main(live))
                 log.info("re-attached sandbox %s", cid)
@@ -258,7 +270,7 @@ class SandboxManager(SandboxIO):
             layer=image.layer, rootfs=image.rootfs, image_config=image.config, uid=uid, gid=gid,
             encrypted_ports=list(req.encrypted_ports),
             unencrypted_ports=list(req.unencrypted_ports))
-        live = self._live[cid] = _Live(rec)
+        live = self._register(rec)
         stage = ""
         await self.store.put_sandbox(rec)
         try:
@@ -283,7 +295,7 @@ class SandboxManager(SandboxIO):
                 await self.runtime.start_main(cid, ExecSpec(
                     argv=list(req.command), cwd=rec.workdir, uid=rec.uid, gid=rec.gid))
         except BaseException as e:
-            self._live.pop(cid, None)
+            self._unregister(live)
             await self.runtime.destroy(cid)
             rec.finish("failed", None, f"boot failed: {e}")
             await self.store.put_sandbox(rec)
@@ -375,7 +387,7 @@ class SandboxManager(SandboxIO):
                           "killed: create it with more memory")
             rec.finish(state, exit_code, reason)
             await self.store.put_sandbox(rec)
-            self._live.pop(cid, None)
+            self._unregister(live)
             live.done.set()
             for task in (live.main_task, live.probe_task):
                 if task is not None and task is not asyncio.current_task():
