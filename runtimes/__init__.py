@@ -10,6 +10,7 @@ its private modules.
 from ._agent_client import AgentError, AgentUnavailable, AgentUnresponsive
 from ._base import (ContainerSpec, ContainerStatus, ExecSpec, ExecStream, ExitFrame, FileStat,
                     Runtime)
+from ._errors import RuntimeFault
 from ._hostcmd import (CommandResult, HostCommandError, run_command, run_sync, spawn,
                        start_command, stop_command)
 from ._untar import ExportError
@@ -17,5 +18,5 @@ from .agent.sbxagent import exits as exit_codes
 
 __all__ = ["AgentError", "AgentUnavailable", "AgentUnresponsive", "CommandResult",
            "ContainerSpec", "ContainerStatus", "ExecSpec", "ExecStream", "ExitFrame",
-           "ExportError", "FileStat", "HostCommandError", "Runtime", "run_command", "run_sync",
+           "ExportError", "FileStat", "HostCommandError", "Runtime", "RuntimeFault", "run_command", "run_sync",
            "exit_codes", "spawn", "start_command", "stop_command"]

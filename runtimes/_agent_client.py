@@ -28,6 +28,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from ._base import ExecSpec, ExecStream, ExitFrame
 from .agent.sbxagent import exits as exit_codes
 from .agent.sbxagent import proto
+from ._errors import RuntimeFault
 
 log = logging.getLogger("sbx.runtime.agent")
 
@@ -43,7 +44,7 @@ Watchdog = Callable[[], Awaitable[None]]
 FrameReader = Callable[[asyncio.StreamReader], Awaitable[tuple[int | None, bytes]]]
 
 
-class AgentError(Exception):
+class AgentError(RuntimeFault):
     """The agent answered with an error (code is the agent's, e.g. not_found)."""
 
     def __init__(self, code: str, message: str):
@@ -52,7 +53,7 @@ class AgentError(Exception):
         self.message = message
 
 
-class AgentUnavailable(Exception):
+class AgentUnavailable(RuntimeFault):
     """Nothing answers on the agent's socket (sandbox gone, or not booted yet)."""
 
 

@@ -30,6 +30,8 @@ import subprocess
 import time
 from typing import AsyncIterator, Sequence
 
+from ._errors import RuntimeFault
+
 log = logging.getLogger("sbx.hostcmd")
 
 OUTPUT_TAIL = 300  # characters of output an error message quotes
@@ -55,7 +57,7 @@ class CommandResult:
         return self.stderr.decode(errors="replace")
 
 
-class HostCommandError(Exception):
+class HostCommandError(RuntimeFault):
     """A host command failed or ran out of time; the message names it and quotes its output."""
 
     def __init__(self, result: CommandResult, timeout_s: float | None = None):

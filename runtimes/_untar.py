@@ -20,12 +20,14 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO
 
+from ._errors import RuntimeFault
+
 MAX_PAX = 1 << 20  # a pax extended header larger than this is refused
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 
 
-class ExportError(Exception):
+class ExportError(RuntimeFault):
     """The export was refused (hostile or broken stream, too large); dest_dir is left for
     the caller to remove."""
 

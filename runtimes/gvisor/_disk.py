@@ -32,6 +32,7 @@ import stat
 import time
 
 from .._hostcmd import HostCommandError, run_command
+from .._errors import RuntimeFault
 
 DISK_CMD_TIMEOUT_S = 120.0  # mkfs.ext4, mount, umount, losetup
 
@@ -72,7 +73,7 @@ async def _run(*argv: str, check: bool = True) -> tuple[int, str]:
     return res.returncode if res.returncode is not None else -1, res.out.strip()
 
 
-class DiskSetupError(Exception):
+class DiskSetupError(RuntimeFault):
     """The sandbox's disk could not be made."""
 
 

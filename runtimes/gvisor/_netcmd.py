@@ -5,9 +5,10 @@ host-command runner, failing as `NetworkSetupError` with a hint at the host's to
 from __future__ import annotations
 
 from .._hostcmd import HostCommandError, run_command
+from .._errors import RuntimeFault
 
 
-class NetworkSetupError(Exception):
+class NetworkSetupError(RuntimeFault):
     """The host could not give a sandbox its network; the message says why."""
 
 

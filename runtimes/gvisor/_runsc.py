@@ -16,11 +16,12 @@ import shutil
 from typing import Callable
 
 from .._hostcmd import run_command
+from .._errors import RuntimeFault
 
 log = logging.getLogger("sbx.runtime.runsc")
 
 
-class RunscError(Exception):
+class RunscError(RuntimeFault):
     def __init__(self, args: list[str], rc: int | None, stderr: str, log_path: str | None = None):
         tail = [ln.strip() for ln in stderr.strip().splitlines()[-3:] if ln.strip()]
         status = "timed out and was killed" if rc is None else f"exited with code {rc}"

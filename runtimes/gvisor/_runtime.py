@@ -29,6 +29,7 @@ from ._netns import EgressNetworks, NetworkSetupError
 from ._runsc import Features, Profile, Runsc, RunscError, detect_features, find_runsc
 from ._compat import build_statx_shim, is_glibc
 from ._spec import AGENT_MOUNT, build_spec
+from .._errors import RuntimeFault
 
 log = logging.getLogger("sbx.runtime.gvisor")
 
@@ -82,11 +83,11 @@ def _private(path: str):
                              0o600), "w")
 
 
-class RuntimeUnavailable(Exception):
+class RuntimeUnavailable(RuntimeFault):
     """runsc is missing or unusable; the message says how to fix it."""
 
 
-class BootError(Exception):
+class BootError(RuntimeFault):
     """The sandbox did not come up."""
 
 

@@ -134,6 +134,9 @@ def forbidden(imports: list[Import]) -> list[str]:
             why = "runtimes do not know how images are built (the builder uses a runtime)"
         elif _in(imp, ("sandbox_service", "server", "services")) and t[0] in WEB:
             why = "services never import FastAPI (routes adapt HTTP to them)"
+        elif _in(imp, ("sandbox_service", "server", "services"),
+                 ("sandbox_service", "server", "routes")) and t[:2] == ("runtimes", "gvisor"):
+            why = "the server reaches a runtime through `runtimes.Runtime`, never a backend"
         elif _in(imp, ("agent_tools",)) and _starts(t, [SERVER]):
             why = "agent_tools reach the service through the SDK, never the server"
         elif _in(imp, AGENT) and t[0] not in sys.stdlib_module_names and t[: len(AGENT)] != AGENT:
@@ -171,6 +174,7 @@ PLANTED = {
     "agent_tools/_x.py": "from sandbox_service._client import _Client\n",
     "images/_x.py": "from runtimes.gvisor._disk import unavailable\n",
     "security/_x.py": "from images import ImageStore\n",
+    "sandbox_service/server/routes/_z.py": "from runtimes.gvisor import GVisorRuntime\n",
 }
 
 

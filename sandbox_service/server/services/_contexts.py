@@ -54,15 +54,9 @@ class ContextService:
             raise self._error(AgentError("no_context", ""), sandbox_id, context_id)
 
     async def _call(self, sandbox_id: str, req: dict[str, Any]) -> dict[str, Any]:
-        async with self.mgr.in_use(sandbox_id):
-            try:
-                return await self.runtime.context_op(sandbox_id, req)
-            except AgentError as e:
-                raise self._error(e, sandbox_id, req.get("ctx_id")) from None
-            except AgentUnavailable:
-                raise await self.mgr.interrupted(sandbox_id) from None
-            except NotImplementedError as e:
-                raise E.InvalidRequestError(str(e)) from None
+        async with self.mgr.in_use(sandbox_id), self.mgr._agent_call(
+                sandbox_id, mapper=lambda e: self._error(e, sandbox_id, req.get("ctx_id"))):
+            return await self.runtime.context_op(sandbox_id, req)
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def create(self, sandbox_id: str, body: ContextCreate,
@@ -98,19 +92,19 @@ class ContextService:
     async def _start(self, sandbox_id: str, context_id: str, body: CodeRunRequest) -> Any:
         req = {"op": "ctx_run", "ctx_id": context_id, "code": body.code,
                "timeout_s": body.timeout_s, "max_output_bytes": body.max_output_bytes}
-        for attempt in (1, 2):
-            try:
+        def mapper(e: AgentError) -> E.SandboxError:
+            return self._error(e, sandbox_id, context_id)
+
+        try:
+            async with self.mgr._agent_call(sandbox_id, mapper=mapper):
                 return await self.runtime.context_run(sandbox_id, req)
-            except AgentError as e:
-                if e.code == "no_context" and context_id == DEFAULT_CONTEXT and attempt == 1:
-                    with contextlib.suppress(E.ConflictError):  # a concurrent first run made it
-                        await self.create(sandbox_id, ContextCreate(), DEFAULT_CONTEXT)
-                    continue
-                raise self._error(e, sandbox_id, context_id) from None
-            except AgentUnavailable:
-                raise await self.mgr.interrupted(sandbox_id) from None
-            except NotImplementedError as e:
-                raise E.InvalidRequestError(str(e)) from None
+        except E.SandboxError as e:  # the default context is made on its first run
+            if not (e.details.get("agent_code") == "no_context" and context_id == DEFAULT_CONTEXT):
+                raise
+        with contextlib.suppress(E.ConflictError):  # a concurrent first run made it
+            await self.create(sandbox_id, ContextCreate(), DEFAULT_CONTEXT)
+        async with self.mgr._agent_call(sandbox_id, mapper=mapper):
+            return await self.runtime.context_run(sandbox_id, req)
 
     async def run(self, sandbox_id: str, context_id: str, body: CodeRunRequest
                   ) -> tuple[AsyncIterator[bytes], Callable[[], Awaitable[None]]]:

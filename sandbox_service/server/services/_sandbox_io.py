@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from runtimes import (AgentError, AgentUnavailable, AgentUnresponsive, ExecSpec, FileStat,
-                      exit_codes)
+                      RuntimeFault, exit_codes)
 
 from ...wire import errors as E
 from ...wire import ExecRequest
@@ -57,15 +57,25 @@ class SandboxIO:
 
     @contextlib.asynccontextmanager
     async def _agent_call(self, sandbox_id: str, *, path: str | None = None,
-                          port: int | None = None) -> AsyncIterator[None]:
-        """Runtime errors raised in the block become the API's typed errors."""
+                          port: int | None = None,
+                          mapper: Callable[[AgentError], E.SandboxError] | None = None
+                          ) -> AsyncIterator[None]:
+        """Runtime errors raised in the block become the API's typed errors: an AgentError
+        by its code (`mapper`, or the file/port tables), an AgentUnavailable by what
+        happened to the sandbox, any other RuntimeFault as the host's fault."""
         try:
             yield
         except AgentUnavailable:
             raise await self.interrupted(sandbox_id) from None
         except AgentError as e:
-            raise (map_port_error(e, sandbox_id, port) if port is not None
+            raise (mapper(e) if mapper is not None
+                   else map_port_error(e, sandbox_id, port) if port is not None
                    else map_agent_error(e, path)) from None
+        except NotImplementedError as e:  # this runtime lacks the feature
+            raise E.InvalidRequestError(str(e)) from None
+        except RuntimeFault as e:
+            raise E.RuntimeUnavailableError(
+                f"the runtime failed: {e}. Run `sbx doctor` to check the host") from None
 
     async def interrupted(self, sandbox_id: str) -> E.SandboxError:
         """The error for a call cut off from its sandbox's agent (AgentUnavailable): the
