@@ -8,8 +8,16 @@ All generated from the models in `_models.TOOLS`. Importing this package does no
 `mcp` (only `create_mcp_server` does), the server, or a runtime.
 """
 
-from ._defs import (AgentTools, anthropic_tools, dispatch, input_schema, openai_chat_tools,
-                    openai_responses_tools, output_schema, strict_schema)
+from ._defs import (
+    AgentTools,
+    anthropic_tools,
+    dispatch,
+    input_schema,
+    openai_chat_tools,
+    openai_responses_tools,
+    output_schema,
+    strict_schema,
+)
 from ._models import TOOLS, TOOLS_BY_NAME, ToolSpec
 from ._toolbox import Outcome, ToolFailure
 

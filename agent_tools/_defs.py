@@ -16,12 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sandbox_service.aio import Client
-from sandbox_service.aio import LOOP
+from sandbox_service.aio import LOOP, Client
 
 from ._models import TOOLS, TOOLS_BY_NAME, ToolSpec
 from ._scopes import ScopeRegistry
-from ._toolbox import Outcome, ToolFailure, Toolbox
+from ._toolbox import Outcome, Toolbox, ToolFailure
 
 _STRICT_DROP = ("default", "title", "minLength", "maxLength")
 

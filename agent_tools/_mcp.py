@@ -24,14 +24,14 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextContent, ToolAnnotations
 
-from sandbox_service.wire import errors as E
-from sandbox_service.aio import Client
 from sandbox_service import __version__
+from sandbox_service.aio import Client
+from sandbox_service.wire import errors as E
 
 from ._defs import input_schema
 from ._models import TOOLS, ToolSpec
 from ._scopes import ScopeRegistry
-from ._toolbox import Outcome, ToolFailure, Toolbox
+from ._toolbox import Outcome, Toolbox, ToolFailure
 
 log = logging.getLogger("sbx.agent_tools")
 

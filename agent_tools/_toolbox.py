@@ -19,9 +19,8 @@ from typing import Any, Awaitable, Callable
 
 from pydantic import BaseModel
 
+from sandbox_service.aio import AsyncSandbox, Client
 from sandbox_service.wire import errors as E
-from sandbox_service.aio import Client
-from sandbox_service.aio import AsyncSandbox
 
 from . import _models as M
 from ._scopes import Scope

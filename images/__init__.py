@@ -31,8 +31,18 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from ._builder import Builder, BuildSettings
-    from ._dockerfile import (Cmd, Copy, DockerfileError, Entrypoint, Env, From, Run, User,
-                              Workdir, parse_dockerfile)
+    from ._dockerfile import (
+        Cmd,
+        Copy,
+        DockerfileError,
+        Entrypoint,
+        Env,
+        From,
+        Run,
+        User,
+        Workdir,
+        parse_dockerfile,
+    )
     from ._layers import Diff, LayerStore
     from ._model import BASE_IMAGE_NAME, BuiltImage, ImageBuildError
     from ._steps import empty_config

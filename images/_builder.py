@@ -28,16 +28,15 @@ import stat
 import string
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from runtimes import (ContainerSpec, ExecSpec, ExitFrame, HostCommandError, Runtime,
-                      run_command)
+from runtimes import ContainerSpec, ExecSpec, ExitFrame, HostCommandError, Runtime, run_command
 
 from . import _steps
 from ._layers import Diff, Layer, LayerStore, overlay_upper_to_diff
 from ._model import ImageBuildError
 from ._registry_layer import registry_layer
 from ._rootfs import remove_tree, resolve_in_root
-from ._users import canonical_in_root, resolve_user, user_home
 from ._store import ImageStore
+from ._users import canonical_in_root, resolve_user, user_home
 
 BUILD_CMD_TIMEOUT_S = 1800.0  # cp -a of a large base rootfs, mount, umount
 

@@ -26,9 +26,20 @@ from typing import Any, Callable
 from ._cache import restore_from_cache, save_to_cache
 from ._debootstrap import run_debootstrap
 from ._mirror import resolve_mirror
-from ._model import (BASE_IMAGE_NAME, IMAGE_ID_RE, META_NAME, ROOTFS_NAME, BuiltImage,
-                     base_recipe, format_size, image_id_for, load_image, make_metadata,
-                     recipe_digest, write_json_atomic)
+from ._model import (
+    BASE_IMAGE_NAME,
+    IMAGE_ID_RE,
+    META_NAME,
+    ROOTFS_NAME,
+    BuiltImage,
+    base_recipe,
+    format_size,
+    image_id_for,
+    load_image,
+    make_metadata,
+    recipe_digest,
+    write_json_atomic,
+)
 from ._rootfs import finalize_rootfs, remove_tree
 
 log = logging.getLogger("sbx.images")

@@ -8,11 +8,25 @@ its private modules.
 """
 
 from ._agent_client import AgentError, AgentUnavailable, AgentUnresponsive
-from ._base import (ContainerSpec, ContainerStatus, ExecSpec, ExecStream, ExitFrame, FileStat,
-                    Runtime)
+from ._base import (
+                    ContainerSpec,
+                    ContainerStatus,
+                    ExecSpec,
+                    ExecStream,
+                    ExitFrame,
+                    FileStat,
+                    Runtime,
+)
 from ._errors import RuntimeFault
-from ._hostcmd import (CommandResult, HostCommandError, run_command, run_sync, spawn,
-                       start_command, stop_command)
+from ._hostcmd import (
+                    CommandResult,
+                    HostCommandError,
+                    run_command,
+                    run_sync,
+                    spawn,
+                    start_command,
+                    stop_command,
+)
 from ._untar import ExportError
 from .agent.sbxagent import exits as exit_codes
 

@@ -26,9 +26,9 @@ import time
 from typing import AsyncIterator, Awaitable, Callable
 
 from ._base import ExecSpec, ExecStream, ExitFrame
+from ._errors import RuntimeFault
 from .agent.sbxagent import exits as exit_codes
 from .agent.sbxagent import proto
-from ._errors import RuntimeFault
 
 log = logging.getLogger("sbx.runtime.agent")
 

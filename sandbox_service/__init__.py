@@ -10,7 +10,6 @@ package never imports the server or FastAPI: it reaches the service over HTTP/We
 """
 
 from ._app import App, enable_output
-from .wire import AuthenticationError, ConflictError, ExecTimeoutError, ImageBuildError, InvalidRequestError, NotFoundError, PayloadTooLargeError, PermissionDeniedError, PortUnreachableError, QuotaExceededError, RuntimeUnavailableError, SandboxError, SandboxFileError, SandboxFileNotFoundError, SandboxOOMError, SandboxTerminatedError, SandboxTimeoutError, SandboxUnresponsiveError, ServerUnreachableError
 from ._filesystem import Filesystem, SandboxFile
 from ._image import Image
 from ._interpreter import Context, Execution, ExecutionError, Logs, Result
@@ -20,6 +19,27 @@ from ._secret import Secret
 from ._streams import StreamReader, StreamWriter
 from ._tunnel import PortForward, Tunnel
 from ._version import __version__
+from .wire import (
+    AuthenticationError,
+    ConflictError,
+    ExecTimeoutError,
+    ImageBuildError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    PortUnreachableError,
+    QuotaExceededError,
+    RuntimeUnavailableError,
+    SandboxError,
+    SandboxFileError,
+    SandboxFileNotFoundError,
+    SandboxOOMError,
+    SandboxTerminatedError,
+    SandboxTimeoutError,
+    SandboxUnresponsiveError,
+    ServerUnreachableError,
+)
 
 __all__ = [
     "App", "AuthenticationError", "ConflictError", "ContainerProcess", "ExecTimeoutError",

@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from .wire import errors as E
 from ._client import _Client, default_client
 from ._sync import Wrapped, classmethod_both
+from .wire import errors as E
 
 
 class _AsyncApp:

@@ -13,11 +13,10 @@ from typing import Any, AsyncIterator, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from .wire import errors as E
-from .wire import validation_message
 from ._config import sbx_token, sbx_url
 from ._version import __version__
-
+from .wire import errors as E
+from .wire import validation_message
 
 M = TypeVar("M", bound=BaseModel)
 

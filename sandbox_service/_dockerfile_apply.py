@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from images import Cmd, Copy, DockerfileError, Entrypoint, Env, Run, User, Workdir
 from images import parse_dockerfile as _parse
 
-from .wire import errors as E
 from ._local_files import LocalAdd
+from .wire import errors as E
 
 if TYPE_CHECKING:
     from ._image import Image

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from typing import AsyncIterator
 
-from .wire import errors as E
 from ._client import _Client
 from ._sync import Wrapped
 from .wire import FileEntry
+from .wire import errors as E
 
 CHUNK = 1024 * 1024
 

@@ -16,12 +16,12 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from .wire import errors as E
 from ._client import _Client, default_client
-from .wire import is_id
 from ._local_files import Ignore, LocalAdd, collect, python_source
 from ._secret import Secret, check_required_keys, split_secrets
 from ._sync import Method
+from .wire import errors as E
+from .wire import is_id
 
 log = logging.getLogger("sandbox_service.image")
 _OUTPUT = {"on": 0}  # enable_output() depth: build logs go to stderr while > 0

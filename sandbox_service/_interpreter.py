@@ -17,9 +17,9 @@ import dataclasses
 import json
 from typing import Any, Callable
 
-from .wire import errors as E
 from ._client import _Client
-from .wire import DEFAULT_CONTEXT, DEFAULT_CELL_TIMEOUT_S, ContextInfo
+from .wire import DEFAULT_CELL_TIMEOUT_S, DEFAULT_CONTEXT, ContextInfo
+from .wire import errors as E
 
 
 @dataclasses.dataclass

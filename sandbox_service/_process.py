@@ -15,11 +15,11 @@ import json
 import signal as _signal
 from typing import Any
 
-from .wire import errors as E
 from ._client import _Client, dumps, ws_error
 from ._streams import _AsyncStreamReader, _AsyncStreamWriter
 from ._sync import Wrapped
 from .wire import STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT, ExecRequest, ExitStatus
+from .wire import errors as E
 
 
 class _AsyncContainerProcess:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from .wire import errors as E
 from ._app import _AsyncApp
 from ._client import _Client, default_client, wire_model
 from ._filesystem import _AsyncFilesystem, _AsyncSandboxFile
@@ -20,6 +19,7 @@ from ._streams import _AsyncStreamReader
 from ._sync import Wrapped, classmethod_both
 from ._tunnel import Tunnel, _AsyncPortForward, tunnels_of
 from .wire import ExecRequest, SandboxCreate, SandboxInfo
+from .wire import errors as E
 
 FINISHED_WAIT_S = 30.0
 

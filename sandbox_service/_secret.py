@@ -22,8 +22,8 @@ import os
 import re
 from typing import Any, Sequence
 
-from .wire import errors as E
 from ._sync import Method
+from .wire import errors as E
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

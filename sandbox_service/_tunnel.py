@@ -15,9 +15,9 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from .wire import errors as E
 from ._client import _Client, ws_error
 from ._sync import Wrapped
+from .wire import errors as E
 
 log = logging.getLogger("sandbox_service.tunnel")
 CHUNK = 64 * 1024

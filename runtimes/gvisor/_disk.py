@@ -31,8 +31,8 @@ import shutil
 import stat
 import time
 
-from .._hostcmd import HostCommandError, run_command
 from .._errors import RuntimeFault
+from .._hostcmd import HostCommandError, run_command
 
 DISK_CMD_TIMEOUT_S = 120.0  # mkfs.ext4, mount, umount, losetup
 

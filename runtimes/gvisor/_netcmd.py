@@ -4,8 +4,8 @@ host-command runner, failing as `NetworkSetupError` with a hint at the host's to
 
 from __future__ import annotations
 
-from .._hostcmd import HostCommandError, run_command
 from .._errors import RuntimeFault
+from .._hostcmd import HostCommandError, run_command
 
 
 class NetworkSetupError(RuntimeFault):

@@ -49,8 +49,10 @@ import re
 from security import BLOCKED_V4
 
 from ._dns import MAX_TCP_CONNS, DomainResolver, parse_upstreams
-from ._netcmd import NetworkSetupError, run as _run
-from ._pinning import MAX_PINS, DnsPinning, ct_mark as _ct_mark
+from ._netcmd import NetworkSetupError
+from ._netcmd import run as _run
+from ._pinning import MAX_PINS, DnsPinning
+from ._pinning import ct_mark as _ct_mark
 
 log = logging.getLogger("sbx.runtime.netns")
 

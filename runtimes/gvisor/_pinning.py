@@ -18,7 +18,8 @@ import re
 import time
 
 from ._dns import DomainResolver
-from ._netcmd import NetworkSetupError, run as _run
+from ._netcmd import NetworkSetupError
+from ._netcmd import run as _run
 
 log = logging.getLogger("sbx.runtime.netns")
 

@@ -15,8 +15,8 @@ import re
 import shutil
 from typing import Callable
 
-from .._hostcmd import run_command
 from .._errors import RuntimeFault
+from .._hostcmd import run_command
 
 log = logging.getLogger("sbx.runtime.runsc")
 

@@ -23,13 +23,13 @@ from typing import AsyncIterator
 
 from .._agent_client import AgentClient, AgentError, AgentUnavailable, AgentUnresponsive
 from .._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, FileStat, Runtime
+from .._errors import RuntimeFault
 from . import _cgroups, _disk, _procs, _rundir
+from ._compat import build_statx_shim, is_glibc
 from ._fallback import RunscExec
 from ._netns import EgressNetworks, NetworkSetupError
 from ._runsc import Features, Profile, Runsc, RunscError, detect_features, find_runsc
-from ._compat import build_statx_shim, is_glibc
 from ._spec import AGENT_MOUNT, build_spec
-from .._errors import RuntimeFault
 
 log = logging.getLogger("sbx.runtime.gvisor")
 

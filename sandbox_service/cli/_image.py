@@ -12,8 +12,7 @@ import time
 
 import click
 
-from ._common import api_call, SbxGroup, fail, format_age, print_json, table
-
+from ._common import SbxGroup, api_call, fail, format_age, print_json, table
 
 
 def _size(n: int) -> str:

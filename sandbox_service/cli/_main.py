@@ -20,18 +20,18 @@ import sys
 
 import click
 
+from .._config import DEFAULT_PORT
+from .._version import __version__
 from ._audit import audit
 from ._common import SbxGroup
 from ._doctor import doctor
 from ._image import image
-from ._ports import port_forward  # noqa: F401 (registers `sbx sandbox port-forward`)
 from ._mcp import mcp
+from ._ports import port_forward  # noqa: F401 (registers `sbx sandbox port-forward`)
 from ._sandbox import sandbox
 from ._secret import secret
 from ._shell import shell
 from ._token import token
-from .._config import DEFAULT_PORT
-from .._version import __version__
 
 
 @click.group(cls=SbxGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,8 +18,7 @@ from typing import Any
 import click
 
 from ..wire import errors as E
-from ._common import (SbxGroup, format_age, image_for, parse_pairs, print_json,
-                          stdin_is_tty, table)
+from ._common import SbxGroup, format_age, image_for, parse_pairs, print_json, stdin_is_tty, table
 
 # the server sends the codes (runtimes/agent/sbxagent/exits.py); these only stand in for
 # an error that lacks one

@@ -10,8 +10,7 @@ import time
 
 import click
 
-from ._common import api_call, SbxGroup, fail, format_age, print_json, table
-
+from ._common import SbxGroup, api_call, fail, format_age, print_json, table
 
 
 @click.group(cls=SbxGroup)

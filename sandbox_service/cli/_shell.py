@@ -21,8 +21,8 @@ from typing import Any
 import click
 
 from ..wire import errors as E
-from ._common import DashDashCommand, fail, image_for, parse_pairs, stdin_is_tty
 from ..wire import is_id
+from ._common import DashDashCommand, fail, image_for, parse_pairs, stdin_is_tty
 
 DEFAULT_SHELL = ["/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l"]
 

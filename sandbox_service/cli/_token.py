@@ -7,7 +7,7 @@ import time
 import click
 
 from ._audit import _seconds
-from ._common import api_call, SbxGroup, print_json, table
+from ._common import SbxGroup, api_call, print_json, table
 
 
 @click.group(cls=SbxGroup)

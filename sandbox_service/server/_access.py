@@ -88,9 +88,10 @@ def owns(principal: Principal, rec: Any) -> bool:
     return rec.owner == principal.name
 
 
-def owns_app(principal: Principal, app: dict[str, Any]) -> bool:
-    """Whether `principal` may use the app record `app` (apps are named per principal)."""
-    return principal.is_admin or app.get("owner", "admin") == principal.name
+def owns_app(principal: Principal, app: Any) -> bool:
+    """Whether `principal` may use the app record `app` (an `AppRecord`; apps are named
+    per principal)."""
+    return principal.is_admin or app.owner == principal.name
 
 
 async def check(app: Any, principal: Principal, method: str, path: str) -> None:

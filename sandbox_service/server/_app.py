@@ -19,20 +19,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from security import ensure_admin_token
-from security import KeyStore
-from security import AuditLog
+from security import AuditLog, KeyStore, ensure_admin_token
 
-from ..wire import errors as E
 from .._version import __version__
+from ..wire import errors as E
+from ..wire import validation_message
 from . import _access as access
 from ._errors import ERROR_RESPONSES
-from ..wire import validation_message
-from .routes import audit_request, include_routes
-from .services import ImageService, SandboxManager
 from ._settings import Settings
 from ._stall import StallGuard
-from .services import SQLiteStore, Store
+from .routes import audit_request, include_routes
+from .services import ImageService, SandboxManager, SQLiteStore, Store
 
 log = logging.getLogger("sbx.server")
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from ..wire import ErrorBody
 
-
 # every route may answer these (the body is always ErrorBody); documented once, for all
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": what} for status, what in (

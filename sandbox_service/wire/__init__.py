@@ -7,22 +7,76 @@ transport, the server or FastAPI.
 """
 
 from . import _errors as errors
-from ._api import (ABS_PATH, PORT_PATTERN, STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT, AppInfo,
-                   AppLookup, ErrorBody, ExecRequest, ExecResult, ExitStatus, FileEntry, FileList,
-                   MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, SandboxTags,
-                   SecretCreate, SecretInfo, SecretList, ServerInfo, check_abs_path, parse_port)
-from ._contexts import (CONTEXT_ID, DEFAULT_CELL_TIMEOUT_S, DEFAULT_CONTEXT, CodeRunRequest,
-                        ContextCreate, ContextInfo, ContextList)
-from ._errors import (ERROR_CODES, AuthenticationError, ConflictError, ExecTimeoutError,
-                      ImageBuildError, InvalidRequestError, NotFoundError, PayloadTooLargeError,
-                      PermissionDeniedError, PortUnreachableError, QuotaExceededError,
-                      RuntimeUnavailableError, SandboxError, SandboxFileError,
-                      SandboxFileNotFoundError, SandboxOOMError, SandboxTerminatedError,
-                      SandboxTimeoutError, SandboxUnresponsiveError, ServerUnreachableError,
-                      error_from_wire, validation_message)
+from ._api import (
+                   ABS_PATH,
+                   PORT_PATTERN,
+                   STREAM_STDERR,
+                   STREAM_STDIN,
+                   STREAM_STDOUT,
+                   AppInfo,
+                   AppLookup,
+                   ErrorBody,
+                   ExecRequest,
+                   ExecResult,
+                   ExitStatus,
+                   FileEntry,
+                   FileList,
+                   MkdirRequest,
+                   SandboxCreate,
+                   SandboxInfo,
+                   SandboxList,
+                   SandboxTags,
+                   SecretCreate,
+                   SecretInfo,
+                   SecretList,
+                   ServerInfo,
+                   check_abs_path,
+                   parse_port,
+)
+from ._contexts import (
+                   CONTEXT_ID,
+                   DEFAULT_CELL_TIMEOUT_S,
+                   DEFAULT_CONTEXT,
+                   CodeRunRequest,
+                   ContextCreate,
+                   ContextInfo,
+                   ContextList,
+)
+from ._errors import (
+                   ERROR_CODES,
+                   AuthenticationError,
+                   ConflictError,
+                   ExecTimeoutError,
+                   ImageBuildError,
+                   InvalidRequestError,
+                   NotFoundError,
+                   PayloadTooLargeError,
+                   PermissionDeniedError,
+                   PortUnreachableError,
+                   QuotaExceededError,
+                   RuntimeUnavailableError,
+                   SandboxError,
+                   SandboxFileError,
+                   SandboxFileNotFoundError,
+                   SandboxOOMError,
+                   SandboxTerminatedError,
+                   SandboxTimeoutError,
+                   SandboxUnresponsiveError,
+                   ServerUnreachableError,
+                   error_from_wire,
+                   validation_message,
+)
 from ._ids import is_id, new_id
-from ._images import (SHA256_RE, BlobsMissingRequest, BlobsMissingResponse, GcResult,
-                      ImageBuildRequest, ImageInfo, ImageList, image_info)
+from ._images import (
+                   SHA256_RE,
+                   BlobsMissingRequest,
+                   BlobsMissingResponse,
+                   GcResult,
+                   ImageBuildRequest,
+                   ImageInfo,
+                   ImageList,
+                   image_info,
+)
 
 __all__ = [
     "ABS_PATH", "AppInfo", "AppLookup", "AuthenticationError", "BlobsMissingRequest",

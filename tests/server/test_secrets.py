@@ -309,7 +309,7 @@ def test_cli_round_trip(server, tmp_path):
 def test_state_db_from_before_namespaces_keeps_its_secrets_as_the_admins(tmp_path):
     import asyncio
 
-    from sandbox_service.server.services._store import SQLiteStore
+    from sandbox_service.server.services import AppRecord, SQLiteStore
     from security._secrets import SecretBox
 
     box = SecretBox(os.urandom(32))
@@ -340,7 +340,7 @@ def test_state_db_from_before_namespaces_keeps_its_secrets_as_the_admins(tmp_pat
 def test_state_db_from_before_app_namespaces_keeps_its_apps_as_the_admins(tmp_path):
     import asyncio
 
-    from sandbox_service.server.services._store import SQLiteStore
+    from sandbox_service.server.services import AppRecord, SQLiteStore
 
     path = str(tmp_path / "state.db")
     db = sqlite3.connect(path, isolation_level=None)  # the schema apps had before owners
@@ -353,11 +353,12 @@ def test_state_db_from_before_app_namespaces_keeps_its_apps_as_the_admins(tmp_pa
     async def check():
         store = SQLiteStore(path)
         try:
-            assert (await store.get_app_by_name("admin", "etl"))["app_id"] == "ap-old"
+            old = await store.get_app_by_name("admin", "etl")
+            assert (old.app_id, old.owner) == ("ap-old", "admin")  # owner filled in, once
             assert await store.get_app_by_name("alice", "etl") is None
-            await store.put_app({"app_id": "ap-new", "owner": "alice", "name": "etl"})
-            assert (await store.get_app_by_name("alice", "etl"))["app_id"] == "ap-new"
-            assert (await store.get_app("ap-old"))["name"] == "etl"
+            await store.put_app(AppRecord(app_id="ap-new", owner="alice", name="etl"))
+            assert (await store.get_app_by_name("alice", "etl")).app_id == "ap-new"
+            assert (await store.get_app("ap-old")).name == "etl"
         finally:
             await store.close()
 

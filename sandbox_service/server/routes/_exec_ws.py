@@ -19,11 +19,17 @@ from pydantic import ValidationError
 
 from runtimes import AgentUnavailable, ExitFrame, exit_codes
 
+from ...wire import (
+    STREAM_STDERR,
+    STREAM_STDIN,
+    STREAM_STDOUT,
+    ExecRequest,
+    ExitStatus,
+    new_id,
+    validation_message,
+)
 from ...wire import errors as E
-from ...wire import new_id
-from ...wire import STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT, ExecRequest, ExitStatus
 from .. import _access as access
-from ...wire import validation_message
 from ._audit import exec_detail
 
 log = logging.getLogger("sbx.server.ws")

@@ -16,8 +16,17 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from ...wire import (
+    SHA256_RE,
+    BlobsMissingRequest,
+    BlobsMissingResponse,
+    GcResult,
+    ImageBuildRequest,
+    ImageInfo,
+    ImageList,
+    image_info,
+)
 from ...wire import errors as E
-from ...wire import SHA256_RE, BlobsMissingRequest, BlobsMissingResponse, GcResult, ImageBuildRequest, ImageInfo, ImageList, image_info
 from ..services import ImageService
 
 log = logging.getLogger("sbx.server.images")

@@ -24,8 +24,8 @@ from urllib.parse import quote
 import h11
 from fastapi import APIRouter, Path, Request
 
-from ...wire import errors as E
 from ...wire import PORT_PATTERN, parse_port
+from ...wire import errors as E
 from ._streaming import OwnedStreamingResponse
 
 log = logging.getLogger("sbx.server.ports")

@@ -24,8 +24,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ...wire import errors as E
 from .. import _access as access
-from ._ports import CHUNK, port_number
 from ._exec_ws import _send_error
+from ._ports import CHUNK, port_number
 
 ports_ws_router = APIRouter()
 EOF_FRAME = json.dumps({"type": "eof"})

@@ -16,13 +16,28 @@ from fastapi.responses import StreamingResponse
 
 from runtimes import AgentUnavailable, ExitFrame
 
-from ...wire import errors as E
-from ...wire import new_id
 from ..._version import __version__
-from ...wire import ABS_PATH, AppInfo, AppLookup, ExecRequest, ExecResult, FileEntry, FileList, MkdirRequest, SandboxCreate, SandboxInfo, SandboxList, SandboxTags, ServerInfo, check_abs_path
+from ...wire import (
+    ABS_PATH,
+    AppInfo,
+    AppLookup,
+    ExecRequest,
+    ExecResult,
+    FileEntry,
+    FileList,
+    MkdirRequest,
+    SandboxCreate,
+    SandboxInfo,
+    SandboxList,
+    SandboxTags,
+    ServerInfo,
+    check_abs_path,
+    new_id,
+)
+from ...wire import errors as E
 from .. import _access as access
+from ..services import AppRecord, SandboxManager
 from ._audit import exec_detail
-from ..services import SandboxManager
 
 router = APIRouter()
 _PATH = Query(..., description="an absolute path inside the sandbox", json_schema_extra=ABS_PATH)
@@ -262,12 +277,12 @@ async def lookup_app(body: AppLookup, request: Request) -> AppInfo:
     """Apps are named per principal: two principals' apps called "etl" are two apps."""
     store, who = _mgr(request).store, request.state.principal
     rec = await store.get_app_by_name(who.name, body.name)
-    if who.scope == "app" and (rec is None or rec["app_id"] != who.target):
+    if who.scope == "app" and (rec is None or rec.app_id != who.target):
         raise E.PermissionDeniedError(f"this token is limited to app {who.target}")
     if rec is None:
         if not body.create_if_missing:
             raise E.NotFoundError(f"no app named {body.name!r}: pass create_if_missing=True")
-        await store.put_app({"app_id": new_id("app"), "owner": who.name, "name": body.name,
-                             "created_at": time.time()})
+        await store.put_app(AppRecord(app_id=new_id("app"), owner=who.name, name=body.name,
+                                      created_at=time.time()))
         rec = await store.get_app_by_name(who.name, body.name)  # a concurrent create wins
-    return AppInfo(**{k: rec[k] for k in ("app_id", "name", "created_at")})
+    return rec.info()

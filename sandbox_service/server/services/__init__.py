@@ -17,8 +17,9 @@ FastAPI. Room for what comes next: `_functions`, `_web`, `_schedules`, `_storage
 from ._contexts import ContextService
 from ._images import ImageService
 from ._manager import SandboxManager
+from ._records import AppRecord, SandboxRecord
 from ._secrets import SecretService, secret_meta
 from ._store import SQLiteStore, Store
 
-__all__ = ["ContextService", "ImageService", "SQLiteStore", "SandboxManager", "SecretService",
-           "Store", "secret_meta"]
+__all__ = ["AppRecord", "ContextService", "ImageService", "SQLiteStore", "SandboxManager",
+           "SandboxRecord", "SecretService", "Store", "secret_meta"]

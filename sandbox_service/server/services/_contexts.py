@@ -17,9 +17,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from runtimes import AgentError, AgentUnavailable
 
+from ...wire import CONTEXT_ID, DEFAULT_CONTEXT, CodeRunRequest, ContextCreate, ContextInfo, new_id
 from ...wire import errors as E
-from ...wire import new_id
-from ...wire import CONTEXT_ID, DEFAULT_CONTEXT, CodeRunRequest, ContextCreate, ContextInfo
 from ._manager import SandboxManager
 
 

@@ -19,17 +19,13 @@ import secrets
 import time
 from typing import Any, AsyncIterator, Callable
 
+from images import Builder, BuildSettings, Diff, ImageStore, LayerStore, empty_config
 from images import ImageBuildError as LayerBuildError
-from images import ImageStore
-from images import Builder, BuildSettings
-from images import Diff, LayerStore
-from images import empty_config
-from security import ensure_key_file
 from runtimes import ExportError
+from security import ensure_key_file
 
+from ...wire import ImageBuildRequest, is_id, new_id
 from ...wire import errors as E
-from ...wire import is_id, new_id
-from ...wire import ImageBuildRequest
 from ._records import SandboxRecord
 from ._secrets import SecretService
 from ._store import Store

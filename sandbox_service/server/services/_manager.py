@@ -21,19 +21,25 @@ import os
 import time
 from typing import Any
 
-from images import ImageBuildError
-from images import resolve_user, user_home
-from runtimes import (AgentError, AgentUnavailable, AgentUnresponsive, ContainerSpec, ExecSpec,
-                      ExitFrame, Runtime, exit_codes)
+from images import ImageBuildError, resolve_user, user_home
+from runtimes import (
+    AgentError,
+    AgentUnavailable,
+    AgentUnresponsive,
+    ContainerSpec,
+    ExecSpec,
+    ExitFrame,
+    Runtime,
+    exit_codes,
+)
 from security import BLOCKED_V4, ResourcePolicy
 
+from ...wire import SandboxCreate, is_id, new_id
 from ...wire import errors as E
-from ...wire import is_id, new_id
-from ...wire import SandboxCreate
 from ._pool import WarmPool
-from ._secrets import SecretService
-from ._sandbox_io import SandboxIO
 from ._records import LIVE_STATES, SandboxRecord
+from ._sandbox_io import SandboxIO
+from ._secrets import SecretService
 from ._store import Store
 
 log = logging.getLogger("sbx.server.sandboxes")
@@ -231,7 +237,7 @@ class SandboxManager(SandboxIO):
             raise E.InvalidRequestError(str(e)) from None
         app = await self.store.get_app(req.app_id) if req.app_id is not None else None
         if req.app_id is not None and (app is None or (
-                owner != "admin" and app.get("owner", "admin") != owner)):
+                owner != "admin" and app.owner != owner)):
             raise E.NotFoundError(f"app {req.app_id} does not exist: use App.lookup(name, "
                                   "create_if_missing=True)")
         image = await self._resolve_image(req.image)

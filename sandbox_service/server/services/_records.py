@@ -1,4 +1,4 @@
-"""The sandbox record (server layer): one typed record per sandbox, owned by the store.
+"""Typed records (server layer): one per sandbox and one per app, owned by the store.
 
 `SandboxManager` creates and updates records; `Store` persists them (`to_json` /
 `from_json`); the API's `SandboxInfo` is derived from one (`info()`). Records written by
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...wire import SandboxInfo
+from ...wire import AppInfo, SandboxInfo
 
 LIVE_STATES = ("creating", "running")
 
@@ -80,3 +80,24 @@ class SandboxRecord:
             if k in data:
                 values[k] = data[k]
         return cls(**values)
+
+
+@dataclass
+class AppRecord:
+    """A named app: a namespace of sandboxes (and, later, functions) per principal."""
+    app_id: str
+    name: str
+    owner: str = "admin"  # apps from before per-principal namespaces were the admin's
+    created_at: float = 0.0
+
+    def info(self) -> AppInfo:
+        return AppInfo(app_id=self.app_id, name=self.name, created_at=self.created_at)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "AppRecord":
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known and v is not None})

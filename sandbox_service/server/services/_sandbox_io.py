@@ -14,11 +14,18 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
-from runtimes import (AgentError, AgentUnavailable, AgentUnresponsive, ExecSpec, FileStat,
-                      RuntimeFault, exit_codes)
+from runtimes import (
+    AgentError,
+    AgentUnavailable,
+    AgentUnresponsive,
+    ExecSpec,
+    FileStat,
+    RuntimeFault,
+    exit_codes,
+)
 
-from ...wire import errors as E
 from ...wire import ExecRequest
+from ...wire import errors as E
 from ._records import SandboxRecord
 from ._runtime_errors import map_agent_error, map_port_error
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from security import private_sqlite
 
-from ._records import SandboxRecord
+from ._records import AppRecord, SandboxRecord
 
 
 class Store(abc.ABC):
@@ -35,15 +35,15 @@ class Store(abc.ABC):
 
     # apps: one namespace of names per owner (the principal's name)
     @abc.abstractmethod
-    async def put_app(self, rec: dict[str, Any]) -> None:
+    async def put_app(self, rec: AppRecord) -> None:
         """Insert `rec` (app_id, owner, name, ...) unless that owner already has an app of
         that name (then nothing changes: read it back with get_app_by_name)."""
 
     @abc.abstractmethod
-    async def get_app(self, app_id: str) -> dict[str, Any] | None: ...
+    async def get_app(self, app_id: str) -> AppRecord | None: ...
 
     @abc.abstractmethod
-    async def get_app_by_name(self, owner: str, name: str) -> dict[str, Any] | None: ...
+    async def get_app_by_name(self, owner: str, name: str) -> AppRecord | None: ...
 
     @abc.abstractmethod
     async def put_image(self, rec: dict[str, Any]) -> None: ...
@@ -166,19 +166,18 @@ class SQLiteStore(Store):
             sql, params = "SELECT data FROM sandboxes ORDER BY created_at DESC LIMIT ?", (limit,)
         return [SandboxRecord.from_json(r[0]) for r in await self._run(self._exec, sql, params)]
 
-    async def put_app(self, rec: dict[str, Any]) -> None:
-        owner = rec.get("owner", "admin")
+    async def put_app(self, rec: AppRecord) -> None:
         await self._run(self._exec, "INSERT OR IGNORE INTO apps(id, owner, name, data) "
-                        "VALUES (?,?,?,?)", (rec["app_id"], owner, rec["name"], json.dumps(rec)))
+                        "VALUES (?,?,?,?)", (rec.app_id, rec.owner, rec.name, rec.to_json()))
 
-    async def get_app(self, app_id: str) -> dict[str, Any] | None:
+    async def get_app(self, app_id: str) -> AppRecord | None:
         rows = await self._run(self._exec, "SELECT data FROM apps WHERE id=?", (app_id,))
-        return json.loads(rows[0][0]) if rows else None
+        return AppRecord.from_json(rows[0][0]) if rows else None
 
-    async def get_app_by_name(self, owner: str, name: str) -> dict[str, Any] | None:
+    async def get_app_by_name(self, owner: str, name: str) -> AppRecord | None:
         rows = await self._run(self._exec, "SELECT data FROM apps WHERE owner=? AND name=?",
                                (owner, name))
-        return json.loads(rows[0][0]) if rows else None
+        return AppRecord.from_json(rows[0][0]) if rows else None
 
     async def put_image(self, rec: dict[str, Any]) -> None:
         await self._run(self._exec,
