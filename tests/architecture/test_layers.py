@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
+pytestmark = pytest.mark.fast
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGES = ("sandbox_service", "runtimes", "images", "security", "agent_tools")
 AGENT = ("runtimes", "agent", "sbxagent")

@@ -20,6 +20,8 @@ from images._dockerfile import (
     parse_dockerfile,
 )
 
+pytestmark = pytest.mark.fast
+
 PATH = DEFAULT_BASE_ENV["PATH"]
 
 

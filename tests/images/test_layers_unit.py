@@ -15,6 +15,8 @@ from images._model import ImageBuildError
 from images._registry_layer import check_host
 from images._steps import layer_key
 
+pytestmark = pytest.mark.fast
+
 
 async def _write_root(tmp: str) -> Diff:
     root = os.path.join(tmp, "rootfs")

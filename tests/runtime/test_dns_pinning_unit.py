@@ -20,6 +20,8 @@ from runtimes.gvisor._dns import DomainResolver, domain_matches, filter_answer, 
 from sandbox_service.wire._api import SandboxCreate, check_domain_pattern
 from security import BLOCKED_V4
 
+pytestmark = pytest.mark.fast
+
 BLOCKED = [ipaddress.IPv4Network(n) for n in BLOCKED_V4]
 
 

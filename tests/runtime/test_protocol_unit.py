@@ -17,6 +17,8 @@ from runtimes.agent.sbxagent import proto
 from runtimes.agent.sbxagent.kernels import MAX_EVENT_LINE
 from security._keyfile import ensure_key_file
 
+pytestmark = pytest.mark.fast
+
 
 def test_an_oversized_agent_frame_is_refused_before_it_is_read():
     async def go():

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
+
 from sandbox_service.server import Settings
+
+pytestmark = pytest.mark.fast
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
