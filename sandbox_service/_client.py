@@ -1,6 +1,6 @@
 """HTTP and WebSocket transport to the server (public layer, async only).
 
-Maps every error response through `_errors.error_from_wire`; a refused connection becomes
+Maps every error response through `wire.error_from_wire`; a refused connection becomes
 `ServerUnreachableError` with what to do. The httpx transport can be injected, so tests of
 the SDK's own logic need no network. Must not import the server or FastAPI.
 """

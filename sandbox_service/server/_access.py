@@ -11,7 +11,7 @@ or 403/404). The HTTP middleware and the WebSocket routes call the same two func
   images, secrets, keys).
 - An `app` token reaches the sandboxes of one app and may create sandboxes in it (with its
   principal's named secrets, which it cannot list or change).
-- Named secrets live in one namespace per principal (server/_secrets.py), so they need no
+- Named secrets live in one namespace per principal (services/_secrets.py), so they need no
   check here beyond the scope rules above.
 Must not import a runtime.
 """

@@ -51,7 +51,7 @@ def parse_port(text: str) -> int:
 
 
 class ErrorDetail(_Model):
-    code: str = Field(..., description="stable machine-readable code (sandbox_service._errors)")
+    code: str = Field(..., description="stable machine-readable code (sandbox_service.wire.errors)")
     message: str = Field(..., description="what went wrong and what to do next")
     details: dict[str, Any] | None = None
 

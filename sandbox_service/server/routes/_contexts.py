@@ -1,5 +1,5 @@
 """REST routes of the stateful code interpreter: contexts of a sandbox and cells run in them
-(server layer). See `_wire_contexts` for the routes and the NDJSON events of a run.
+(server layer). See `wire/_contexts.py` for the routes and the NDJSON events of a run.
 
 Handlers translate HTTP to ContextService calls and nothing more; auth (including
 sandbox-scoped tokens) is the app's middleware. The audit log records a run's context and

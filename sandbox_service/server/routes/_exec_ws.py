@@ -1,4 +1,4 @@
-"""WebSocket exec streaming (server layer). The frame protocol is documented in _wire.py.
+"""WebSocket exec streaming (server layer). The frame protocol is documented in wire/_api.py.
 
 Output flows agent -> server -> client with backpressure at each hop: the server reads the
 next frame from the agent only after the previous one was handed to the WebSocket, so a
@@ -95,8 +95,7 @@ async def _pump(ws: WebSocket, mgr, sandbox_id: str, stream) -> None:
         try:
             async for ev in stream.events():
                 if isinstance(ev, ExitFrame):
-                    status = ExitStatus(**dataclasses.asdict(ev))
-                    await ws.send_text(json.dumps({"type": "exit", **status.model_dump()}))
+                    await ws.send_text(ExitStatus(**dataclasses.asdict(ev)).model_dump_json())
                     break
                 message = _PREFIX[ev[0]] + ev[1]
                 del ev  # hold one copy of the output while the client is slow, not two
@@ -109,7 +108,7 @@ async def _pump(ws: WebSocket, mgr, sandbox_id: str, stream) -> None:
                 raise err from None
             # terminated (or crashed) under the command: report it as killed, like a shell
             status = ExitStatus(exit_code=exit_codes.KILLED, signal=signal.SIGKILL)
-            await ws.send_text(json.dumps({"type": "exit", **status.model_dump()}))
+            await ws.send_text(status.model_dump_json())
         with contextlib.suppress(Exception):
             await ws.close(code=1000)
     finally:

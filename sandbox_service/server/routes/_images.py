@@ -2,7 +2,7 @@
 sandbox filesystem snapshots (server layer).
 
 Handlers translate HTTP to ImageService calls and nothing more; auth is the app's
-middleware. A build streams newline-delimited JSON events (see `_wire_images`); the build
+middleware. A build streams newline-delimited JSON events (see `wire/_images.py`); the build
 itself runs in its own task, so a client that disconnects does not cancel it.
 """
 

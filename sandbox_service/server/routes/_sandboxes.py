@@ -52,8 +52,7 @@ def _info(rec) -> SandboxInfo:
 
 
 def _entry(f) -> FileEntry:
-    return FileEntry(name=f.name, path=f.path, type=f.type, size=f.size, mode=f.mode,
-                     mtime=f.mtime)
+    return FileEntry(**dataclasses.asdict(f))  # runtimes.FileStat has FileEntry's fields
 
 
 def _abs_path(path: str) -> str:

@@ -4,7 +4,7 @@ inside a sandbox that keep variables, imports and the working directory between 
 The in-sandbox agent owns the contexts (agent/sbxagent/contexts.py), so they survive a
 restart of the server; this service only forwards requests, maps the agent's error codes
 to typed errors, creates the "default" context on its first run, and turns a cell's
-frames into the NDJSON events of `_wire_contexts`. Must not import FastAPI or a concrete
+frames into the NDJSON events of `wire/_contexts.py`. Must not import FastAPI or a concrete
 runtime backend.
 """
 

@@ -12,11 +12,12 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ...wire import AppInfo, SandboxInfo
 
 LIVE_STATES = ("creating", "running")
+R = TypeVar("R")
 
 
 @dataclass
@@ -71,15 +72,7 @@ class SandboxRecord:
 
     @classmethod
     def from_json(cls, text: str) -> "SandboxRecord":
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known and v is not None}
-        for k in ("name", "image_id", "app_id", "started_at", "finished_at", "idle_timeout_s",
-                  "exit_code", "reason", "cpu", "disk_mib", "workdir", "layer", "rootfs",
-                  "uid", "gid"):
-            if k in data:
-                values[k] = data[k]
-        return cls(**values)
+        return _load(cls, text)
 
 
 @dataclass
@@ -98,6 +91,12 @@ class AppRecord:
 
     @classmethod
     def from_json(cls, text: str) -> "AppRecord":
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known and v is not None})
+        return _load(cls, text)
+
+
+def _load(cls: type[R], text: str) -> R:
+    """A record from its stored JSON. Fields an older server did not write, or wrote as
+    null, take the field's default; keys this version does not know are dropped."""
+    data = json.loads(text)
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known and v is not None})

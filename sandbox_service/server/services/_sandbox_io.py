@@ -143,12 +143,11 @@ class SandboxIO:
                           ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
         """A raw byte stream to a declared port of a running sandbox. While it is open the
         sandbox counts as busy (no idle timeout)."""
-        live = await self._running(sandbox_id)
-        if port not in live.rec.ports:
-            raise E.NotFoundError(
-                f"sandbox {sandbox_id} does not expose port {port}: declare it at create, e.g. "
-                f"Sandbox.create(encrypted_ports=[{port}])", details={"port": port})
-        async with self._busy(sandbox_id):
+        async with self._busy(sandbox_id) as live:
+            if port not in live.rec.ports:
+                raise E.NotFoundError(
+                    f"sandbox {sandbox_id} does not expose port {port}: declare it at create, "
+                    f"e.g. Sandbox.create(encrypted_ports=[{port}])", details={"port": port})
             with self.stream_slot():
                 async with self._agent_call(sandbox_id, port=port):
                     reader, writer = await self.runtime.open_port(sandbox_id, port)
