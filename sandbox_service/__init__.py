@@ -9,7 +9,12 @@ The package namespace is the public API (pinned by a test); every module is priv
 package never imports the server or FastAPI: it reaches the service over HTTP/WebSocket.
 """
 
-from ._app import App, enable_output
+from . import exception
+from ._app import App, enable_output, is_local
+from ._cls import Cls, Obj
+from ._functions import Function, FunctionCall, Retries
+from ._missing import missing as _missing
+from ._partial import batched, concurrent, enter, exit, method, parameter
 from ._filesystem import Filesystem, SandboxFile
 from ._image import Image
 from ._interpreter import Context, Execution, ExecutionError, Logs, Result
@@ -51,3 +56,11 @@ __all__ = [
     "Tunnel", "__version__", "enable_output",
 ]
 __all__ += ["Context", "Execution", "ExecutionError", "Logs", "Result"]  # code interpreter
+# functions and classes (Modal's names)
+__all__ += ["Cls", "Error", "Function", "FunctionCall", "Obj", "Retries", "batched",
+            "concurrent", "enter", "exception", "exit", "is_local", "method", "parameter"]
+Error = SandboxError
+
+
+def __getattr__(name: str):
+    raise _missing(__name__, name)

@@ -93,6 +93,11 @@ class _Client:
     async def websocket(self, path: str):
         from websockets.asyncio.client import connect
 
+        if _CHANNEL:
+            raise E.InvalidRequestError(
+                "streams (exec, port tunnels, interpreter output) from inside a function "
+                "container are not available yet: call a function, or use the REST calls "
+                "(Sandbox.create, files) here")
         url = "ws" + self.url[4:] + path if self.url.startswith("http") else self.url + path
         try:
             return await connect(url, additional_headers=self._headers, max_size=None,
@@ -114,10 +119,52 @@ def dumps(obj: Any) -> str:
 
 
 _DEFAULT: dict[str, _Client] = {}
+_CHANNEL: list[Any] = []  # inside a function container: the runner
+
+
+class _ChannelTransport(httpx.AsyncBaseTransport):
+    """Inside a function container: each request travels to the server over the runner's
+    connection (no network, no token); the server runs it as this container's identity."""
+
+    def __init__(self, runner: Any):
+        self._runner = runner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import asyncio
+
+        body = await request.aread()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+
+        def on_reply(header: dict, data: bytes) -> None:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result((header, data)))
+
+        header = {"method": request.method, "path": request.url.raw_path.decode("ascii"),
+                  "content_type": request.headers.get("content-type")}
+        self._runner.api_call(header, body, on_reply)
+        reply, data = await fut
+        return httpx.Response(int(reply.get("status", 502)),
+                              headers={"content-type": reply.get("content_type") or
+                                       "application/octet-stream"}, content=data)
+
+
+def set_container_channel(runner: Any) -> None:
+    _CHANNEL[:] = [runner]
+
+
+def in_container() -> bool:
+    return bool(_CHANNEL)
 
 
 def default_client() -> _Client:
-    """The client for SBX_URL/SBX_TOKEN, made on first use on the SDK loop and reused."""
+    """The client for SBX_URL/SBX_TOKEN, made on first use on the SDK loop and reused.
+    Inside a function container: the client over the runner's channel."""
+    if _CHANNEL:
+        client = _DEFAULT.get("channel")
+        if client is None:
+            client = _DEFAULT["channel"] = _Client("http://sbx.container", token="",
+                                                   transport=_ChannelTransport(_CHANNEL[0]))
+        return client
     key = f"{sbx_url()}|{sbx_token()}"
     client = _DEFAULT.get(key)
     if client is None:

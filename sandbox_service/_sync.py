@@ -151,3 +151,48 @@ class _AsyncIterProxy:
 
     async def __anext__(self) -> Any:
         return wrap(await LOOP.run_async(self._it.__anext__()))
+
+
+class _GenCall:
+    """An async generator method exposed both ways: `for x in obj.m(...)` drives it on the
+    SDK loop; `async for x in obj.m.aio(...)` does the same from the caller's loop."""
+
+    def __init__(self, impl: Any, name: str):
+        self._impl, self._name = impl, name
+
+    def _agen(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._impl, self._name)(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        agen = self._agen(*args, **kwargs)
+
+        def it():
+            try:
+                while True:
+                    try:
+                        yield wrap(LOOP.run(agen.__anext__()))
+                    except StopAsyncIteration:
+                        return
+            finally:
+                LOOP.run(agen.aclose())
+        return it()
+
+    def aio(self, *args: Any, **kwargs: Any) -> Any:
+        return _AsyncGenProxy(self._agen(*args, **kwargs))
+
+
+class _AsyncGenProxy(_AsyncIterProxy):
+    async def aclose(self) -> None:
+        await LOOP.run_async(self._it.aclose())
+
+
+class GenMethod:
+    """Descriptor: the implementation's async generator method `name`, sync and `.aio`."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        if obj is None:
+            return self
+        return _GenCall(object.__getattribute__(obj, "_impl"), self.name)

@@ -29,7 +29,7 @@ from ._errors import ERROR_RESPONSES
 from ._settings import Settings
 from ._stall import StallGuard
 from .routes import audit_request, include_routes
-from .services import ImageService, SandboxManager, SQLiteStore, Store
+from .services import FunctionService, ImageService, SandboxManager, SQLiteStore, Store
 
 log = logging.getLogger("sbx.server")
 
@@ -99,6 +99,25 @@ def _lock_home(home: str) -> int:
     return fd
 
 
+def _relay(app: FastAPI):
+    """Run an API request made inside a function container through this app, in-process,
+    as `principal` (set in the ASGI scope, which no network client can reach)."""
+    import httpx
+
+    async def relay(principal, method: str, path: str, content_type: str | None,
+                    body: bytes) -> tuple[int, str, bytes]:
+        async def as_container(scope, receive, send):
+            await app({**scope, "sbx.principal": principal}, receive, send)
+
+        transport = httpx.ASGITransport(app=as_container)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://container",
+                                     timeout=None) as client:
+            headers = {"content-type": content_type} if content_type else {}
+            resp = await client.request(method, path, content=body, headers=headers)
+        return resp.status_code, resp.headers.get("content-type", ""), resp.content
+    return relay
+
+
 def create_app(settings: Settings | None = None, *, runtime=None, store: Store | None = None,
                images=None) -> FastAPI:
     settings = settings or Settings.from_env()
@@ -140,6 +159,11 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         app.state.keys = KeyStore(settings.path("keys.db"))
         await manager.start()  # reaps leftover build containers before layers are cleaned
         await image_service.start()
+        functions = FunctionService(manager=manager, store=store, home=settings.home,
+                                    retention_s=settings.call_retention_s)
+        functions.relay = _relay(app)
+        await functions.start()
+        app.state.functions = functions
         app.state.manager = manager
         app.state.image_service = image_service
         app.state.runtime = runtime
@@ -149,6 +173,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
             async with mcp_lifespan():  # MCP sessions end (and clean up) before the manager
                 yield
         finally:
+            await functions.stop()  # function containers end before the sandboxes' manager
             await app.state.audit.close()
             await app.state.keys.close()
             await image_service.stop()  # builds end (their sandboxes and mounts too) first
@@ -174,8 +199,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         too_big = _body_too_large(request)
         if too_big:
             return JSONResponse(too_big.to_wire(), status_code=too_big.http_status)
-        try:
-            principal = await access.authenticate(request)  # audits a 401 itself
+        try:  # a call from inside a function container arrives in-process, as its principal
+            principal = request.scope.get("sbx.principal") or await access.authenticate(request)
         except E.AuthenticationError as e:
             return JSONResponse(e.to_wire(), status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})

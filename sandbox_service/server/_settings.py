@@ -46,6 +46,8 @@ class Settings:
     max_streams: int = 1024
     # a client that reads none of its stream's output for this long loses the stream
     stream_stall_s: float = 60.0
+    # finished function calls' results are kept this long (FunctionCall.get, from_id)
+    call_retention_s: float = 24 * 3600.0
     policy: ResourcePolicy = dataclasses.field(default_factory=ResourcePolicy)
     build: BuildSettings = dataclasses.field(default_factory=BuildSettings)
     dns_upstream: str | None = None     # SBX_DNS_UPSTREAM: the resolver allowlists pin through
@@ -63,6 +65,8 @@ class Settings:
             kwargs["warm_pool"] = int(env["SBX_WARM_POOL"])
         if env.get("SBX_MAX_STREAMS"):
             kwargs["max_streams"] = int(env["SBX_MAX_STREAMS"])
+        if env.get("SBX_CALL_RETENTION_S"):
+            kwargs["call_retention_s"] = float(env["SBX_CALL_RETENTION_S"])
         if env.get("SBX_STREAM_STALL_S"):
             kwargs["stream_stall_s"] = float(env["SBX_STREAM_STALL_S"])
         limits = {field: int(env[var]) for var, field in (

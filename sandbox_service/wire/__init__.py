@@ -8,6 +8,7 @@ transport, the server or FastAPI.
 
 from . import _errors as errors
 from ._api import (
+                   MAX_TIMEOUT_S,
                    ABS_PATH,
                    PORT_PATTERN,
                    STREAM_STDERR,
@@ -41,6 +42,29 @@ from ._contexts import (
                    ContextCreate,
                    ContextInfo,
                    ContextList,
+)
+from ._functions import (
+                   MAX_HEADER,
+                   MAX_INPUTS_PER_REQUEST,
+                   MAX_PAYLOAD_BYTES,
+                   RUNNER_PORT,
+                   AppDeploy,
+                   AppDeployed,
+                   AppSummary,
+                   AppSummaryList,
+                   CallCreate,
+                   CallCreated,
+                   CallInfo,
+                   CallInputs,
+                   CallOutput,
+                   CallOutputs,
+                   ContainerSummary,
+                   ContainerSummaryList,
+                   FunctionInfo,
+                   FunctionSpec,
+                   RetryPolicy,
+                   check_payload,
+                   encode_frame,
 )
 from ._errors import (
                    ERROR_CODES,
@@ -79,6 +103,10 @@ from ._images import (
 )
 
 __all__ = [
+    "MAX_HEADER", "MAX_INPUTS_PER_REQUEST", "MAX_PAYLOAD_BYTES", "MAX_TIMEOUT_S", "RUNNER_PORT", "AppDeploy", "AppDeployed",
+    "AppSummary", "AppSummaryList", "CallCreate", "CallCreated", "CallInfo", "CallInputs",
+    "CallOutput", "CallOutputs", "ContainerSummary", "ContainerSummaryList", "FunctionInfo",
+    "FunctionSpec", "RetryPolicy", "check_payload", "encode_frame",
     "ABS_PATH", "AppInfo", "AppLookup", "AuthenticationError", "BlobsMissingRequest",
     "BlobsMissingResponse", "CONTEXT_ID", "CodeRunRequest", "ConflictError", "ContextCreate",
     "ContextInfo", "ContextList", "DEFAULT_CELL_TIMEOUT_S", "DEFAULT_CONTEXT", "ERROR_CODES",

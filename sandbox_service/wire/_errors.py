@@ -138,6 +138,50 @@ class ServerUnreachableError(SandboxError, ConnectionError):
     code, http_status = "server_unreachable", 503
 
 
+class FunctionTimeoutError(SandboxTimeoutError):
+    """A function input ran past its `timeout`; its container was stopped."""
+
+    code, http_status = "function_timeout", 408
+
+
+class OutputExpiredError(SandboxTimeoutError):
+    """A function call's result is gone: it was kept for the documented retention, or
+    it was never made."""
+
+    code, http_status = "output_expired", 410
+
+
+class FunctionCancelledError(ConflictError):
+    """The function call was cancelled before it produced this result."""
+
+    code, http_status = "cancelled", 409
+
+
+class ExecutionError(SandboxError):
+    """A function's container could not run it (its module failed to import, `@enter`
+    raised, or the container died)."""
+
+    code, http_status = "execution_error", 502
+
+
+class RemoteError(SandboxError):
+    """A function raised an exception that cannot be re-raised here as its own type."""
+
+    code, http_status = "remote_error", 502
+
+
+class SerializationError(InvalidRequestError):
+    """An argument or a result could not be pickled (cloudpickle)."""
+
+    code, http_status = "serialization_error", 400
+
+
+class DeserializationError(SandboxError):
+    """A result (or an exception) could not be unpickled here."""
+
+    code, http_status = "deserialization_error", 500
+
+
 def _leaves(cls: type[SandboxError]) -> list[type[SandboxError]]:
     out = [cls]
     for sub in cls.__subclasses__():

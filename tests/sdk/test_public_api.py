@@ -16,7 +16,30 @@ EXPECTED = {
     "Tunnel", "__version__", "enable_output",
     # the code interpreter (E2B's names)
     "Context", "Execution", "ExecutionError", "Logs", "Result",
+    # functions and classes (Modal's names)
+    "Cls", "Error", "Function", "FunctionCall", "Obj", "Retries", "batched", "concurrent",
+    "enter", "exception", "exit", "is_local", "method", "parameter",
 }
+
+
+def test_modal_submodules_import_and_missing_names_say_so():
+    from sandbox_service.app import App
+    from sandbox_service.cls import Cls
+    from sandbox_service.exception import FunctionTimeoutError, InputCancellation, NotFoundError
+    from sandbox_service.functions import FunctionCall
+
+    assert App is sandbox_service.App and Cls is sandbox_service.Cls
+    assert FunctionCall is sandbox_service.FunctionCall
+    assert issubclass(FunctionTimeoutError, TimeoutError)
+    assert issubclass(NotFoundError, sandbox_service.Error)
+    assert not issubclass(InputCancellation, Exception)
+    for mod, name in ((sandbox_service, "Volume"), (sandbox_service.exception, "Nope")):
+        try:
+            getattr(mod, name)
+        except AttributeError as e:
+            assert "sandbox-service" in str(e)
+        else:
+            raise AssertionError(name)
 
 
 def test_all_is_pinned():

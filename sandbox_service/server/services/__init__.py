@@ -7,19 +7,21 @@
 | `_contexts` | `ContextService`: the code interpreter's contexts |
 | `_images` | `ImageService`: builds, layers, blobs, image GC |
 | `_secrets` | `SecretService`: named secrets, sealed at rest |
+| `_functions` | `FunctionService`: deployments, calls, function containers (`_fn_pool` autoscaler and dispatch, `_fn_runner` the runner connection, `_fn_calls` outputs, `_fn_logs` app logs, `_fn_store` tables, `_sdk_mount` the SDK in containers) |
 | `_store` | `Store` / `SQLiteStore`: the one durable store (`state.db`) |
 | `_runtime_errors` | runtime exceptions -> API errors, mapped once at this boundary |
 
 Services use runtimes, images and security through their front doors and never import
-FastAPI. Room for what comes next: `_functions`, `_web`, `_schedules`, `_storage`.
+FastAPI. Room for what comes next: `_web`, `_schedules`, `_storage`.
 """
 
 from ._contexts import ContextService
+from ._functions import FUNCTION_TAG, FunctionService
 from ._images import ImageService
 from ._manager import SandboxManager
 from ._records import AppRecord, SandboxRecord
 from ._secrets import SecretService, secret_meta
 from ._store import SQLiteStore, Store
 
-__all__ = ["AppRecord", "ContextService", "ImageService", "SQLiteStore", "SandboxManager",
+__all__ = ["FUNCTION_TAG", "AppRecord", "ContextService", "FunctionService", "ImageService", "SQLiteStore", "SandboxManager",
            "SandboxRecord", "SecretService", "Store", "secret_meta"]

@@ -92,7 +92,8 @@ class SandboxManager(SandboxIO):
                         egress: bool = False,
                         allowlist: list[str] | None = None,
                         disk_mib: int | None = None,
-                        domains: list[str] | None = None) -> ContainerSpec:
+                        domains: list[str] | None = None,
+                        mounts: tuple[tuple[str, str], ...] = ()) -> ContainerSpec:
         return ContainerSpec(container_id=cid, rootfs=image.rootfs,
                              env={**image.config.get("env", {}), **(env or {})},
                              egress=egress,
@@ -100,7 +101,7 @@ class SandboxManager(SandboxIO):
                              egress_domains=None if domains is None else tuple(domains),
                              memory_mib=memory_mib or self.policy.default_memory_mib, cpu=cpu,
                              nproc=self.policy.nproc, nofile=self.policy.nofile,
-                             disk_mib=disk_mib)
+                             disk_mib=disk_mib, mounts=tuple(mounts))
 
     def _pool_spec(self, cid: str, image: Any) -> ContainerSpec:
         """Pooled sandboxes have the default limits, the default disk included."""
@@ -220,7 +221,10 @@ class SandboxManager(SandboxIO):
                 log.exception("collector failed")
 
     # ---- create / get / list / terminate / wait ----------------------------------------
-    async def create(self, req: SandboxCreate, *, owner: str = "admin") -> SandboxRecord:
+    async def create(self, req: SandboxCreate, *, owner: str = "admin",
+                     mounts: tuple[tuple[str, str], ...] = ()) -> SandboxRecord:
+        """Boot a sandbox. `mounts` (host dir, container path) are read-only binds the
+        server adds itself (the SDK for function containers); callers cannot ask for any."""
         for cidr in req.cidr_allowlist or ():  # the wire model made them IPv4 networks
             net = ipaddress.IPv4Network(cidr)
             inside = next((b for b in BLOCKED_V4 if net.subnet_of(ipaddress.IPv4Network(b))), None)
@@ -264,7 +268,7 @@ class SandboxManager(SandboxIO):
                                   "another name or terminate it first")
         pooled = None
         if (self._pool and req.memory_mib in (None, self.policy.default_memory_mib)
-                and req.cpu is None and req.block_network):  # pooled ones have no network
+                and req.cpu is None and req.block_network and not mounts):  # pooled ones have no network
             pooled = self._pool.take(image, disk)  # no await before _live holds it (collector)
         cid = pooled or new_id("sandbox")
         rec = SandboxRecord(
@@ -283,7 +287,7 @@ class SandboxManager(SandboxIO):
             spec = self._container_spec(cid, image, env, memory, cpu,
                                         egress=not req.block_network,
                                         allowlist=req.cidr_allowlist, disk_mib=disk,
-                                        domains=req.domain_allowlist)
+                                        domains=req.domain_allowlist, mounts=mounts)
             if pooled:
                 try:
                     await self.runtime.set_env(cid, env)

@@ -82,6 +82,13 @@ class AppRecord:
     name: str
     owner: str = "admin"  # apps from before per-principal namespaces were the admin's
     created_at: float = 0.0
+    # functions (services/_functions.py): "active" (a plain named app), "ephemeral" (an
+    # `app.run()`; its name is hidden from lookups), "deployed", or "stopped"
+    state: str = "active"
+    display_name: str | None = None
+    version: int = 0
+    functions: dict[str, str] = field(default_factory=dict)  # name -> function id
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per deploy
 
     def info(self) -> AppInfo:
         return AppInfo(app_id=self.app_id, name=self.name, created_at=self.created_at)

@@ -17,6 +17,7 @@ from typing import Any
 
 from security import private_sqlite
 
+from ._fn_store import FN_SCHEMA, FunctionTables
 from ._records import AppRecord, SandboxRecord
 
 
@@ -77,6 +78,53 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_secret(self, owner: str, name: str) -> bool: ...
 
+    # functions (services/_functions.py): definitions, calls, their inputs and outputs;
+    # arguments and results are opaque bytes (never unpickled by the server)
+    @abc.abstractmethod
+    async def update_app(self, rec: AppRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def list_apps(self, owner: str | None) -> list[AppRecord]: ...
+
+    @abc.abstractmethod
+    async def put_function(self, rec: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def get_function(self, function_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def list_functions(self, app_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def put_call(self, rec: dict[str, Any], inputs: list[tuple[int, bytes]]) -> None:
+        """Write the call record and add `inputs` ((index, pickled args)) not yet stored."""
+
+    @abc.abstractmethod
+    async def get_call(self, call_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def open_calls(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def get_input(self, call_id: str, idx: int) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def input_started(self, call_id: str, idx: int, attempts: int) -> None:
+        """Record that an input was handed to a container (its attempt count)."""
+
+    @abc.abstractmethod
+    async def input_attempts(self, call_id: str) -> dict[int, int]: ...
+
+    @abc.abstractmethod
+    async def put_output(self, call_id: str, out: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def get_outputs(self, call_id: str, after_seq: int,
+                          limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def delete_calls_before(self, before: float) -> int: ...
+
     async def close(self) -> None:
         return None
 
@@ -118,7 +166,7 @@ DROP TABLE apps_v1;
 """
 
 
-class SQLiteStore(Store):
+class SQLiteStore(FunctionTables, Store):
     def __init__(self, path: str):
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -137,6 +185,7 @@ class SQLiteStore(Store):
         if cols and "owner" not in cols:
             db.executescript("BEGIN;" + _MIGRATE_APPS + "COMMIT;")
         db.executescript(_SCHEMA)
+        db.executescript(FN_SCHEMA)
         os.chmod(self.path, 0o600)
         self._db = db
 

@@ -1,0 +1,10 @@
+"""Modal's `modal.image` module (public layer): the same names, from this package."""
+
+from ._missing import missing
+from ._image import Image
+
+__all__ = ["Image"]
+
+
+def __getattr__(name: str):
+    raise missing(__name__, name)

@@ -1,0 +1,10 @@
+"""Modal's `modal.retries` module (public layer): the same names, from this package."""
+
+from ._missing import missing
+from ._functions import Retries
+
+__all__ = ["Retries"]
+
+
+def __getattr__(name: str):
+    raise missing(__name__, name)

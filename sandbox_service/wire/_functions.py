@@ -1,0 +1,241 @@
+"""Wire models of functions, classes and their calls (wire layer), and the frame format
+between the server and the function runner inside a container.
+
+Arguments, results and class parameters are cloudpickle bytes made by the SDK or the
+runner; here they are base64 text (`*_b64`) that the server stores and forwards but never
+unpickles. Both ends import this module; it imports pydantic and the stdlib only.
+
+Runner frames (a byte stream through the container's agent, no network):
+    4-byte big-endian header length, the JSON header, 4-byte body length, the body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ._api import ENV_NAMES, MAX_TIMEOUT_S, _check_env, _Model
+
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024  # one argument tuple or one result, pickled
+MAX_INPUTS_PER_REQUEST = 1000
+MAX_FUNCTIONS_PER_APP = 256
+_NAME = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+_APP_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+OutputStatus = Literal["success", "failure", "timeout", "cancelled", "init_failure",
+                       "terminated", "item", "expired"]
+
+
+class RetryPolicy(_Model):
+    """Modal's `Retries`: the bounds are Modal's."""
+
+    max_retries: int = Field(..., ge=0, le=10)
+    backoff_coefficient: float = Field(2.0, ge=1.0, le=10.0)
+    initial_delay_s: float = Field(1.0, ge=0.0, le=60.0)
+    max_delay_s: float = Field(60.0, ge=1.0, le=60.0)
+
+    def delay_s(self, attempt: int) -> float:
+        """The wait before retry number `attempt` (1 is the first retry)."""
+        return min(self.max_delay_s,
+                   self.initial_delay_s * self.backoff_coefficient ** max(0, attempt - 1))
+
+
+class FunctionSpec(_Model):
+    """One `@app.function` or `@app.cls` as the SDK registers it."""
+
+    name: str = Field(..., min_length=1, max_length=128, pattern=_NAME,
+                      description="the tag: the function's name, or the class's")
+    module: str | None = Field(None, max_length=256, description=(
+        "module the runner imports in the container (None with serialized_b64)"))
+    qualname: str = Field(..., min_length=1, max_length=256)
+    serialized_b64: str | None = Field(None, description="cloudpickle of the function or class "
+                                       "(serialized=True), opaque to the server")
+    is_class: bool = False
+    methods: list[str] = Field(default_factory=list, max_length=256)
+    generators: list[str] = Field(default_factory=list, max_length=256,
+                                  description="the function or methods that are generators")
+    image: str = Field("debian_slim", max_length=256)
+    cpu: float | None = Field(None, gt=0, le=64)
+    memory_mib: int | None = Field(None, ge=32, le=256 * 1024)
+    disk_mib: int | None = Field(None, ge=16, le=16 * 1024 * 1024)
+    gpu: str | list[str] | None = None
+    timeout_s: float = Field(300.0, gt=0, le=MAX_TIMEOUT_S, description="per input")
+    startup_timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S)
+    retries: RetryPolicy | None = None
+    secret_names: list[str] = Field(default_factory=list, max_length=64)
+    env: dict[str, str] = Field(default_factory=dict, json_schema_extra=ENV_NAMES)
+    min_containers: int = Field(0, ge=0, le=100)
+    max_containers: int | None = Field(None, ge=1, le=1000)
+    buffer_containers: int = Field(0, ge=0, le=100)
+    scaledown_window_s: float = Field(60.0, ge=1, le=24 * 3600)
+    single_use_containers: bool = False
+    block_network: bool = False
+    cidr_allowlist: list[str] | None = None
+    restrict_modal_access: bool = False
+    max_inputs: int = Field(1, ge=1, le=1000, description="@concurrent(max_inputs=)")
+    target_inputs: int | None = Field(None, ge=1, le=1000)
+    batch_max_size: int | None = Field(None, ge=1, le=1000, description="@batched")
+    batch_wait_ms: int | None = Field(None, ge=0, le=10 * 60 * 1000)
+    schedule: dict[str, Any] | None = None
+
+    _v_env = field_validator("env")(lambda cls, v: _check_env(v))
+
+    @model_validator(mode="after")
+    def _v_code(self) -> "FunctionSpec":
+        if not self.module and not self.serialized_b64:
+            raise ValueError("a function needs its module (importable in the container) "
+                             "or serialized_b64")
+        if self.max_containers is not None and self.min_containers > self.max_containers:
+            raise ValueError(f"min_containers ({self.min_containers}) is above "
+                             f"max_containers ({self.max_containers})")
+        return self
+
+
+class AppDeploy(_Model):
+    """Register an app's functions: an ephemeral run (`app.run()`, `sbx run`) or a deploy."""
+
+    name: str | None = Field(None, min_length=1, max_length=64, pattern=_APP_NAME)
+    mode: Literal["ephemeral", "deployed"] = "ephemeral"
+    functions: list[FunctionSpec] = Field(default_factory=list, max_length=MAX_FUNCTIONS_PER_APP)
+
+    @model_validator(mode="after")
+    def _v_names(self) -> "AppDeploy":
+        names = [f.name for f in self.functions]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"two functions are named {dup!r}: give one name= another name")
+        if self.mode == "deployed" and not self.name:
+            raise ValueError("a deployed app needs a name: App('my-app')")
+        return self
+
+
+class AppDeployed(_Model):
+    app_id: str
+    name: str | None
+    mode: str
+    version: int
+    functions: dict[str, str] = Field(..., description="function name -> function id")
+
+
+class AppSummary(_Model):
+    app_id: str
+    name: str | None
+    state: str = Field(..., description="ephemeral, deployed or stopped")
+    version: int = 0
+    created_at: float
+    functions: list[str] = Field(default_factory=list)
+    containers: int = 0
+
+
+class AppSummaryList(_Model):
+    apps: list[AppSummary]
+
+
+class FunctionInfo(_Model):
+    function_id: str
+    app_id: str
+    app_name: str | None
+    name: str
+    version: int
+    is_class: bool
+    methods: list[str]
+    generators: list[str]
+    state: str
+    containers: int = 0
+    queued: int = 0
+    running: int = 0
+
+
+class CallCreate(_Model):
+    method: str | None = Field(None, max_length=128, description="a class's method")
+    params_b64: str | None = Field(None, description="a parametrized class's parameters")
+    inputs_b64: list[str] = Field(default_factory=list, max_length=MAX_INPUTS_PER_REQUEST)
+    kind: Literal["call", "map", "spawn", "gen"] = "call"
+    closed: bool = Field(True, description="no more inputs will be added")
+
+
+class CallInputs(_Model):
+    inputs_b64: list[str] = Field(..., max_length=MAX_INPUTS_PER_REQUEST)
+    closed: bool = False
+
+
+class CallCreated(_Model):
+    call_id: str
+    inputs: int
+
+
+class CallOutput(_Model):
+    index: int
+    status: OutputStatus
+    data_b64: str | None = None
+    message: str | None = None
+    traceback: str | None = None
+
+
+class CallOutputs(_Model):
+    outputs: list[CallOutput]
+    next_seq: int = Field(..., description="pass as after_seq to get the outputs after these")
+    done: bool = Field(..., description="every input has its final output")
+    inputs: int
+    closed: bool
+
+
+class CallInfo(_Model):
+    call_id: str
+    function_id: str
+    kind: str
+    created_at: float
+    inputs: int
+    finished: int
+    closed: bool
+    cancelled: bool
+
+
+class ContainerSummary(_Model):
+    container_id: str
+    function_id: str
+    app_id: str
+    function_name: str
+    state: str
+    started_at: float
+    running_inputs: int
+
+
+class ContainerSummaryList(_Model):
+    containers: list[ContainerSummary]
+
+
+def check_payload(b64: str | None, what: str) -> None:
+    """Raise ValueError when a base64 payload decodes to more than MAX_PAYLOAD_BYTES."""
+    if b64 is not None and len(b64) * 3 // 4 > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"{what} is {len(b64) * 3 // 4} bytes pickled; the limit is "
+                         f"{MAX_PAYLOAD_BYTES} bytes: pass a Volume or a path instead")
+
+
+# ---- runner frames -------------------------------------------------------------------------
+_LEN = struct.Struct(">I")
+MAX_HEADER = 1 << 20
+RUNNER_PORT = 47170  # the runner listens on the container's own loopback
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return _LEN.pack(len(head)) + head + _LEN.pack(len(body)) + body
+
+
+def frame_sizes(prefix: bytes) -> int:
+    (n,) = _LEN.unpack(prefix)
+    return n
+
+
+def safe_key(value: Any) -> str:
+    """An input key as sent to a runner: checked, since the runner echoes it back."""
+    s = str(value)
+    if not _SAFE_KEY.match(s):
+        raise ValueError(f"bad input key {s[:40]!r}")
+    return s
