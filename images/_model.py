@@ -22,7 +22,7 @@ from typing import Any
 log = logging.getLogger("sbx.images")
 
 BASE_IMAGE_NAME = "debian_slim"
-BASE_PACKAGES = ("ca-certificates", "python3", "python3-pip")
+BASE_PACKAGES = ("ca-certificates", "python-is-python3", "python3", "python3-pip")
 # Version of the post-debootstrap clean-up (_rootfs.finalize_rootfs); bump it when that
 # changes so that older images are rebuilt rather than reused.
 STRIP_VERSION = 1

@@ -23,6 +23,33 @@ _OPTION_NAMES = {"cpu", "memory", "gpu", "timeout", "retries", "secrets", "env",
                  "min_containers", "max_containers", "buffer_containers", "scaledown_window"}
 
 
+def _to_overrides(options: dict[str, Any]) -> dict[str, Any]:
+    """Modal's option names -> FunctionSpec fields (wire.CallCreate.overrides)."""
+    from ._app_deploy import _limit, _retries, check_gpu
+    from ._secret import split_secrets
+
+    out: dict[str, Any] = {}
+    names = {"timeout": "timeout_s", "scaledown_window": "scaledown_window_s"}
+    for k, v in options.items():
+        if k == "cpu":
+            out["cpu"] = _limit(v, "cpu")
+        elif k == "memory":
+            out["memory_mib"] = _limit(v, "memory")
+        elif k == "gpu":
+            if v is not None:
+                check_gpu(v)
+            out["gpu"] = v
+        elif k == "retries":
+            out["retries"] = _retries(v)
+        elif k in ("secrets", "env"):
+            env, secret_names, _ = split_secrets(options.get("env"), options.get("secrets"))
+            out["env"] = env
+            out["secret_names"] = secret_names
+        else:
+            out[names.get(k, k)] = v
+    return out
+
+
 # ---- the user's class: used by the SDK (.local) and by the runner in the container -------
 def parameters(cls: type) -> dict[str, _Parameter]:
     out: dict[str, _Parameter] = {}
@@ -104,9 +131,15 @@ class _Cls:
         self._generators: list[str] = [n for n, pf in methods(user_cls).items()
                                        if pf.params.get("is_generator")] if user_cls else []
         self._overrides: dict[str, Any] = {}
+        self._parent: _Cls | None = None   # with_options: the class it came from
         self._locals: dict[str | None, Any] = {}
 
     async def _resolve(self) -> tuple[_Client, str]:
+        if self._parent is not None:
+            client, fid = await self._parent._resolve()
+            self._method_names, self._generators = (self._parent._method_names,
+                                                    self._parent._generators)
+            return client, fid
         if self._function_id is None and self._from_name is not None:
             client = default_client()
             app_name, name = self._from_name
@@ -154,14 +187,28 @@ class _Cls:
             self._locals[params_b64] = obj
         return raw_method(self._user_cls, method or "").__get__(obj)(*args, **kwargs)
 
+    def _with(self, overrides: dict[str, Any]) -> "_Cls":
+        c = _Cls.__new__(_Cls)
+        c.__dict__.update(self.__dict__)
+        c._overrides = {**self._overrides, **overrides}
+        c._parent = self
+        return c
+
     def with_options(self, **options: Any) -> "_Cls":
+        """Other resources or scaling for calls through the returned class (Modal's names:
+        cpu, memory, gpu, timeout, retries, secrets, env, min/max/buffer_containers,
+        scaledown_window); each distinct set of options gets its own containers."""
         unknown = set(options) - _OPTION_NAMES
         if unknown:
             raise E.InvalidRequestError(f"with_options() does not take {sorted(unknown)}; it "
                                         f"takes {sorted(_OPTION_NAMES)}")
-        raise E.InvalidRequestError(
-            "Cls.with_options() is not available yet in sandbox-service: set the options on "
-            "@app.cls(...) (or a second @app.cls with other options) and redeploy")
+        return self._with(_to_overrides(options))
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> "_Cls":
+        return self._with({"max_inputs": max_inputs, "target_inputs": target_inputs})
+
+    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> "_Cls":
+        return self._with({"batch_max_size": max_batch_size, "batch_wait_ms": wait_ms})
 
     @classmethod
     def from_name(cls, app_name: str, name: str, **_: Any) -> "_Cls":
@@ -189,7 +236,8 @@ class _Obj:
         raw = raw_method(user, name) if user is not None else None
         fn = _Function(raw, f"{cls._tag}.{name}", app=cls._app, cls=cls, method=name,
                        params_b64=self._params_b64,
-                       is_generator=name in cls._generators)
+                       is_generator=name in cls._generators,
+                       overrides=dict(cls._overrides) or None)
         return fn
 
     def __getattr__(self, name: str) -> Any:
@@ -218,6 +266,14 @@ class Cls(Wrapped, impl=_Cls):
 
     def with_options(self, **options: Any) -> "Cls":
         return Cls._from_impl(self._impl.with_options(**options))
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> "Cls":
+        return Cls._from_impl(self._impl.with_concurrency(max_inputs=max_inputs,
+                                                          target_inputs=target_inputs))
+
+    def with_batching(self, *, max_batch_size: int, wait_ms: int) -> "Cls":
+        return Cls._from_impl(self._impl.with_batching(max_batch_size=max_batch_size,
+                                                       wait_ms=wait_ms))
 
 
 class Obj(Wrapped, impl=_Obj):

@@ -46,8 +46,10 @@ class _Function:
     def __init__(self, raw_f: Callable | None, tag: str, *, app: Any = None,
                  options: dict[str, Any] | None = None, is_generator: bool = False,
                  cls: Any = None, method: str | None = None, params_b64: str | None = None,
-                 from_name: tuple[str, str] | None = None):
+                 from_name: tuple[str, str] | None = None,
+                 overrides: dict[str, Any] | None = None):
         self._raw_f = raw_f
+        self._overrides = overrides or None
         self._sbx_raw_f = raw_f
         self._tag = tag
         self._app = app
@@ -108,7 +110,7 @@ class _Function:
         self._check_not_gen("remote")
         client, fid = await self._resolve()
         call_id = await inv.create_call(client, fid, [inv.encode_args(args, kwargs)],
-                                        method=self._method, params_b64=self._params_b64)
+                                        method=self._method, params_b64=self._params_b64, overrides=self._overrides)
         try:
             async for out in inv.outputs(client, call_id):
                 if out["status"] != "item":
@@ -124,7 +126,7 @@ class _Function:
         client, fid = await self._resolve()
         call_id = await inv.create_call(client, fid, [inv.encode_args(args, kwargs)],
                                         method=self._method, params_b64=self._params_b64,
-                                        kind="gen")
+                                        kind="gen", overrides=self._overrides)
         done = False
         try:
             async for out in inv.outputs(client, call_id):
@@ -142,7 +144,7 @@ class _Function:
         client, fid = await self._resolve()
         call_id = await inv.create_call(client, fid, [inv.encode_args(args, kwargs)],
                                         method=self._method, params_b64=self._params_b64,
-                                        kind="spawn")
+                                        kind="spawn", overrides=self._overrides)
         return _FunctionCall(call_id, client)
 
     async def map(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
@@ -157,7 +159,8 @@ class _Function:
         async for value in inv.run_map(client, fid, encoded, method=self._method,
                                        params_b64=self._params_b64,
                                        order_outputs=order_outputs,
-                                       return_exceptions=return_exceptions):
+                                       return_exceptions=return_exceptions,
+                                       overrides=self._overrides):
             yield value
 
     async def starmap(self, input_iterator: Iterable[Iterable[Any]], *,
@@ -171,7 +174,8 @@ class _Function:
         async for value in inv.run_map(client, fid, encoded, method=self._method,
                                        params_b64=self._params_b64,
                                        order_outputs=order_outputs,
-                                       return_exceptions=return_exceptions):
+                                       return_exceptions=return_exceptions,
+                                       overrides=self._overrides):
             yield value
 
     async def for_each(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
@@ -189,7 +193,7 @@ class _Function:
         first, rest = encoded[:1000], encoded[1000:]
         call_id = await inv.create_call(client, fid, first, method=self._method,
                                         params_b64=self._params_b64, kind="map",
-                                        closed=not rest)
+                                        closed=not rest, overrides=self._overrides)
         if rest:
             await inv.feed(client, call_id, rest)
         return _FunctionCall(call_id, client)

@@ -31,9 +31,10 @@ def encode_args(args: tuple, kwargs: dict) -> str:
 
 async def create_call(client: _Client, function_id: str, inputs: list[str], *,
                       method: str | None = None, params_b64: str | None = None,
-                      kind: str = "call", closed: bool = True) -> str:
+                      kind: str = "call", closed: bool = True,
+                      overrides: dict[str, Any] | None = None) -> str:
     body = {"method": method, "params_b64": params_b64, "inputs_b64": inputs, "kind": kind,
-            "closed": closed}
+            "closed": closed, "overrides": overrides or None}
     data = await client.request("POST", f"/v1/functions/{function_id}/calls", json_body=body)
     return data["call_id"]
 
@@ -133,12 +134,14 @@ async def cancel(client: _Client, call_id: str) -> None:
 
 async def run_map(client: _Client, function_id: str, encoded: Iterable[str], *,
                   method: str | None, params_b64: str | None, order_outputs: bool,
-                  return_exceptions: bool) -> AsyncIterator[Any]:
+                  return_exceptions: bool,
+                  overrides: dict[str, Any] | None = None) -> AsyncIterator[Any]:
     it = iter(encoded)
     first = [x for _, x in zip(range(MAX_INPUTS_PER_REQUEST), it)]
     rest = list(it)
     call_id = await create_call(client, function_id, first, method=method,
-                                params_b64=params_b64, kind="map", closed=not rest)
+                                params_b64=params_b64, kind="map", closed=not rest,
+                                overrides=overrides)
     feeder = asyncio.create_task(feed(client, call_id, rest)) if rest else None
     pending: dict[int, Any] = {}
     next_index = 0

@@ -8,6 +8,10 @@ inside `serve` only, so client commands start fast and never need FastAPI.
     sbx audit [--object ID] [--action A] [--since 2h]
     sbx token create|ls|revoke
     sbx shell [SANDBOX_ID] [-- CMD]
+    sbx run FILE[::NAME] [--arg v]  run an app's entrypoint or function (Modal's `modal run`)
+    sbx deploy FILE                deploy an app's functions (`modal deploy`)
+    sbx app ls|logs|stop|history   apps with functions
+    sbx container ls|logs|exec|stop  the containers that serve functions
     sbx mcp                        the agent tools over MCP (stdio)
 
 Client commands use the SDK; its errors print `sbx: <message>` and exit 1 (usage errors 2).
@@ -22,6 +26,7 @@ import click
 
 from .._config import DEFAULT_PORT
 from .._version import __version__
+from . import _apps, _run
 from ._audit import audit
 from ._common import SbxGroup
 from ._doctor import doctor
@@ -72,6 +77,8 @@ main.add_command(sandbox)
 main.add_command(secret)
 main.add_command(shell)
 main.add_command(token)
+_run.register(main)
+_apps.register(main)
 
 
 def _has_sansio() -> bool:

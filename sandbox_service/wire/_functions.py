@@ -150,12 +150,29 @@ class FunctionInfo(_Model):
     running: int = 0
 
 
+OVERRIDABLE = ("cpu", "memory_mib", "gpu", "timeout_s", "retries", "secret_names", "env",
+               "min_containers", "max_containers", "buffer_containers", "scaledown_window_s",
+               "max_inputs", "target_inputs", "batch_max_size", "batch_wait_ms")
+
+
 class CallCreate(_Model):
     method: str | None = Field(None, max_length=128, description="a class's method")
+    overrides: dict[str, Any] | None = Field(None, description=(
+        "Cls.with_options / with_concurrency / with_batching: FunctionSpec fields "
+        f"({', '.join(OVERRIDABLE)}); each distinct set gets its own containers"))
     params_b64: str | None = Field(None, description="a parametrized class's parameters")
     inputs_b64: list[str] = Field(default_factory=list, max_length=MAX_INPUTS_PER_REQUEST)
     kind: Literal["call", "map", "spawn", "gen"] = "call"
     closed: bool = Field(True, description="no more inputs will be added")
+
+
+    @field_validator("overrides")
+    @classmethod
+    def _v_overrides(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        bad = sorted(set(v or ()) - set(OVERRIDABLE))
+        if bad:
+            raise ValueError(f"cannot override {bad}; these can be: {list(OVERRIDABLE)}")
+        return v or None
 
 
 class CallInputs(_Model):

@@ -259,7 +259,7 @@ async def test_cache_roundtrip(tmp_path, fake_debootstrap, monkeypatch):
 def test_digest_ignores_mirror_and_is_stable():
     r = _model.base_recipe("bookworm")
     assert r == {"kind": "debootstrap", "suite": "bookworm", "variant": "minbase",
-                 "include": ["ca-certificates", "python3", "python3-pip"], "strip": 1}
+                 "include": ["ca-certificates", "python-is-python3", "python3", "python3-pip"], "strip": 1}
     assert _model.recipe_digest(r) == _model.recipe_digest(dict(reversed(list(r.items()))))
     assert _model.recipe_digest(r) != _model.recipe_digest(_model.base_recipe("trixie"))
 

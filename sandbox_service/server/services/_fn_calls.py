@@ -42,6 +42,7 @@ class CallState:
     created_at: float
     method: str | None = None
     params_b64: str | None = None
+    overrides: dict[str, Any] | None = None
     inputs: int = 0
     closed: bool = False
     cancelled: bool = False
@@ -62,14 +63,16 @@ class CallState:
     def record(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "function_id": self.function_id, "owner": self.owner,
                 "kind": self.kind, "created_at": self.created_at, "method": self.method,
-                "params_b64": self.params_b64, "inputs": self.inputs, "closed": self.closed,
+                "params_b64": self.params_b64, "overrides": self.overrides,
+                "inputs": self.inputs, "closed": self.closed,
                 "cancelled": self.cancelled, "finished": self.done}
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> "CallState":
         return cls(call_id=rec["call_id"], function_id=rec["function_id"], owner=rec["owner"],
                    kind=rec["kind"], created_at=rec["created_at"], method=rec.get("method"),
-                   params_b64=rec.get("params_b64"), inputs=rec["inputs"],
+                   params_b64=rec.get("params_b64"), overrides=rec.get("overrides"),
+                   inputs=rec["inputs"],
                    closed=rec["closed"], cancelled=rec.get("cancelled", False))
 
     def add_output(self, index: int, status: str, *, data: bytes | None = None,

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -66,10 +67,11 @@ class FunctionService:
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         self._mount = await asyncio.to_thread(build_sdk_mount, self.home)
-        for rec in await self.manager.store.list_sandboxes(states=("creating", "running")):
-            if FUNCTION_TAG in rec.tags:  # containers of the last server: their runner
-                with contextlib.suppress(E.SandboxError):  # connections are gone
-                    await self.manager.terminate(rec.sandbox_id)
+        stale = [rec.sandbox_id for rec in await self.manager.store.list_sandboxes(
+            states=("creating", "running")) if FUNCTION_TAG in rec.tags]
+        if stale:  # containers of the last server (their runner connections are gone)
+            self._tasks.append(asyncio.create_task(asyncio.wait(
+                [asyncio.create_task(self.terminate(sid)) for sid in stale])))
         for fn in await self.store.list_functions():
             if fn.get("state") in ("active", "draining"):
                 self.functions[fn["function_id"]] = fn
@@ -114,7 +116,7 @@ class FunctionService:
                         "retries left: it was not run again"))
                     continue
                 log.info("call %s input %d was running at restart: retrying", call.call_id, idx)
-            self._pool(fn, call.params_b64).submit(ref)
+            self._pool(fn, call.params_b64, call.overrides).submit(ref)
         await self._persist_call(call)
 
     async def _finish_now(self, call: CallState, idx: int, status: str, message: str) -> None:
@@ -271,11 +273,18 @@ class FunctionService:
                                   f"{sorted(app.functions)}")
         return await self.function(who, fid)
 
-    def _pool(self, fn: dict[str, Any], params_b64: str | None) -> Pool:
-        pkey = hashlib.sha256(params_b64.encode()).hexdigest() if params_b64 else None
+    def _pool(self, fn: dict[str, Any], params_b64: str | None,
+              overrides: dict[str, Any] | None = None) -> Pool:
+        """The pool of one function, class-parameter set and option overrides."""
+        pkey = None
+        if params_b64 or overrides:
+            pkey = hashlib.sha256(json.dumps([params_b64, overrides], sort_keys=True)
+                                  .encode()).hexdigest()
         key = (fn["function_id"], pkey)
         pool = self.pools.get(key)
         if pool is None or pool.closed:
+            if overrides:
+                fn = {**fn, "spec": _override(fn["spec"], overrides)}
             pool = self.pools[key] = Pool(self, fn, params_b64)
             pool.start()
         return pool
@@ -291,9 +300,14 @@ class FunctionService:
         elif body.method is not None:
             raise E.InvalidRequestError(f"{fn['name']} is a function, not a class")
         check_payload(body.params_b64, "the class parameters")
+        if body.overrides:
+            try:
+                FunctionSpec(**_override(spec, body.overrides))
+            except ValueError as e:
+                raise E.InvalidRequestError(f"with_options: {e}") from None
         call = CallState(call_id=new_id("function_call"), function_id=fn["function_id"], owner=fn["owner"],
                          kind=body.kind, created_at=time.time(), method=body.method,
-                         params_b64=body.params_b64)
+                         params_b64=body.params_b64, overrides=body.overrides)
         self.calls[call.call_id] = call
         await self._add(call, fn, body.inputs_b64, body.closed)
         return call
@@ -315,7 +329,7 @@ class FunctionService:
         await self.store.put_call(call.record(), [(first + i, b) for i, b in enumerate(blobs)])
         if call.cancelled:
             return
-        pool = self._pool(fn, call.params_b64)
+        pool = self._pool(fn, call.params_b64, call.overrides)
         for i, b in enumerate(blobs):
             pool.submit(InputRef(call, first + i, b))
         if closed:
@@ -450,8 +464,6 @@ class FunctionService:
     async def relay_api(self, fn: dict[str, Any], header: dict[str, Any],
                         body: bytes) -> tuple[int, str, bytes]:
         """A call the user's code made inside a container, run as the container."""
-        import json
-
         def refuse(err: E.SandboxError) -> tuple[int, str, bytes]:
             return err.http_status, "application/json", json.dumps(err.to_wire()).encode()
 
@@ -489,6 +501,18 @@ class FunctionService:
                 await pool._kill(conn, "stopped by request")
                 return
         raise E.NotFoundError(f"no function container {sandbox_id!r}: `sbx container ls`")
+
+
+def _override(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """with_options: the overrides replace the spec's fields, except env and secrets, which
+    they add to (as Modal's)."""
+    out = {**spec, **overrides}
+    if "env" in overrides:
+        out["env"] = {**spec.get("env", {}), **overrides["env"]}
+    if "secret_names" in overrides:
+        out["secret_names"] = list(dict.fromkeys([*spec.get("secret_names", []),
+                                                  *overrides["secret_names"]]))
+    return out
 
 
 def _port() -> int:
