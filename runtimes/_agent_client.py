@@ -170,7 +170,7 @@ def _raise_if_error(obj: dict) -> dict:
 def _exec_fields(spec: ExecSpec) -> dict:
     return {"argv": spec.argv, "env": spec.env, "cwd": spec.cwd, "timeout_s": spec.timeout_s,
             "pty": spec.pty, "rows": spec.rows, "cols": spec.cols, "uid": spec.uid,
-            "gid": spec.gid}
+            "gid": spec.gid, "keep_stdin": spec.keep_stdin}
 
 
 class AgentClient:

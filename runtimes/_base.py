@@ -55,6 +55,7 @@ class ExecSpec:
     cols: int = 80
     uid: int | None = None
     gid: int | None = None
+    keep_stdin: bool = False  # a main command: its stdin stays open (write_main_stdin)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +140,10 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def start_main(self, container_id: str, spec: ExecSpec) -> None:
         """Start the container's main command; it survives a restart of the server."""
+
+    async def write_main_stdin(self, container_id: str, data: bytes, eof: bool) -> None:
+        """Write to the main command's stdin (started with keep_stdin), closing it if eof."""
+        raise NotImplementedError(f"{self.name} cannot write a main command's stdin")
 
     @abc.abstractmethod
     async def attach_main(self, container_id: str, offsets: dict[str, int]) -> ExecStream:

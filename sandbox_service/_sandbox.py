@@ -15,7 +15,7 @@ from ._image import Image
 from ._interpreter import _InterpreterMixin
 from ._process import _AsyncContainerProcess
 from ._secret import Secret, check_required_keys, merge_env, split_secrets
-from ._streams import _AsyncStreamReader
+from ._streams import _AsyncStreamReader, _AsyncStreamWriter
 from ._sync import Wrapped, classmethod_both
 from ._tunnel import Tunnel, _AsyncPortForward, tunnels_of
 from .wire import ExecRequest, SandboxCreate, SandboxInfo
@@ -38,6 +38,7 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
         self._client = client
         self._info = info
         self._stdout: _AsyncStreamReader | None = None
+        self._stdin: _AsyncStreamWriter | None = None
         self._stderr: _AsyncStreamReader | None = None
         self.filesystem = _AsyncFilesystem(client, info.sandbox_id)
 
@@ -150,6 +151,19 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
         if self._stdout is None:
             self._stdout = self._log_reader("stdout")
         return self._stdout
+
+    @property
+    def stdin(self) -> _AsyncStreamWriter:
+        """stdin of the main command (Modal's `sb.stdin`): `write`, `write_eof`, `drain`."""
+        if self._stdin is None:
+            from ._sync import LOOP
+
+            async def send(data: bytes | None) -> None:
+                await self._client.request(
+                    "POST", f"/v1/sandboxes/{self.object_id}/stdin",
+                    params={"eof": "true" if data is None else "false"}, content=data or b"")
+            self._stdin = _AsyncStreamWriter(send, LOOP.loop, text=True)
+        return self._stdin
 
     @property
     def stderr(self) -> _AsyncStreamReader:

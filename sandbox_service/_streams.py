@@ -104,6 +104,7 @@ class _AsyncStreamWriter:
         self._pending: list[bytes | None] = []
         self._eof = False
         self._flush_lock = asyncio.Lock()
+        self._error: Exception | None = None
 
     def write(self, data: bytes | bytearray | memoryview | str) -> None:
         if isinstance(data, str):
@@ -143,10 +144,18 @@ class _AsyncStreamWriter:
                     if not self._pending:
                         return
                     item = self._pending.pop(0)
-                await self._send(item)
+                try:
+                    await self._send(item)
+                except Exception as e:  # kept for drain(), which raises it
+                    self._error = e
+                    return
 
     async def drain(self) -> None:
+        """Wait until everything written has been sent; raise what a send raised."""
         await self._flush()
+        err, self._error = self._error, None
+        if err is not None:
+            raise err
 
 
 class StreamReader(Wrapped, impl=_AsyncStreamReader):

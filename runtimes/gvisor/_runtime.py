@@ -404,6 +404,12 @@ class GVisorRuntime(Runtime):
     async def start_main(self, cid: str, spec: ExecSpec) -> None:
         await self._require_agent(cid, "a main command").main_start(spec)
 
+    async def write_main_stdin(self, cid: str, data: bytes, eof: bool) -> None:
+        import base64
+
+        await self._require_agent(cid, "stdin of a main command").call(
+            {"op": "main_stdin", "data": base64.b64encode(data).decode(), "eof": eof})
+
     async def attach_main(self, cid: str, offsets: dict[str, int]) -> ExecStream:
         return await self._require_agent(cid, "a main command").main_attach(offsets)
 

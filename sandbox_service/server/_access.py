@@ -31,7 +31,7 @@ _SANDBOX_PATH = re.compile(r"^/v1/sandboxes/([^/]+)(/.*)?$")
 _IMAGE_PATH = re.compile(r"^/v1/images/([^/]+)$")
 # what a sandbox-scoped token may do to its sandbox: (method, sub-path regex)
 _SANDBOX_TOKEN_OPS = (
-    ("GET", r""), ("GET", r"/logs"), ("POST", r"/wait"), ("POST", r"/exec"),
+    ("GET", r""), ("GET", r"/logs"), ("POST", r"/wait"), ("POST", r"/exec"), ("POST", r"/stdin"),
     ("GET", r"/exec/stream"), ("GET", r"/files(/list|/stat)?"), ("PUT", r"/files"),
     ("DELETE", r"/files"), ("POST", r"/files/mkdir"),
     ("*", r"/ports/[0-9]+(/.*)?"),  # its declared ports, through the proxy (any method)

@@ -11,7 +11,7 @@ import threading
 from .execs import _describe
 from .procs import Process
 from .proto import (DRAIN_GRACE_S, ERR, EXIT, MAIN_BUFFER, OUT, READ_CHUNK, RESP, STARTED,
-                    _close_quiet)
+                    _close_quiet, _write_all)
 
 class MainProcess:
     """The sandbox's main command: it outlives host connections so a restarted server can
@@ -25,6 +25,8 @@ class MainProcess:
         self.base = {OUT: 0, ERR: 0}  # absolute offset of bufs[t][0]
         self.open_streams = len(proc.out_fds)
         self.exit = None
+        self.stdin_fd = None
+        self.stdin_lock = threading.Lock()
 
     def pump(self, fd, ftype):
         try:
@@ -96,7 +98,10 @@ def handle_main(conn, req):
             conn.send_json(RESP, {"error": "exec_failed", "message": _describe(e, proc.argv)})
             return
         main = MainProcess(proc)
-        _close_quiet(proc.stdin_fd)
+        if req.get("keep_stdin"):  # Modal's sb.stdin: written with main_stdin
+            main.stdin_fd = proc.stdin_fd
+        else:
+            _close_quiet(proc.stdin_fd)
         for fd, ftype in proc.out_fds:
             threading.Thread(target=main.pump, args=(fd, ftype), daemon=True).start()
         threading.Thread(target=main.run, daemon=True).start()
@@ -104,6 +109,34 @@ def handle_main(conn, req):
         conn.send_json(RESP, {"ok": True, "pid": proc.pid})
     elif not MAIN:
         conn.send_json(RESP, {"error": "not_found", "message": "this sandbox has no main command"})
+    elif req["op"] == "main_stdin":
+        _main_stdin(conn, MAIN[0], req)
     else:
         conn.send_json(STARTED, {"pid": MAIN[0].proc.pid})
         MAIN[0].attach(conn, req.get("offsets") or {})
+
+
+def _main_stdin(conn, main, req):
+    """Write to the main command's stdin (base64 `data`), then close it if `eof`."""
+    import base64
+
+    with main.stdin_lock:
+        if main.stdin_fd is None:
+            conn.send_json(RESP, {"error": "stdin_closed", "message": "the main command's "
+                                  "stdin is closed (write_eof was called, or it was started "
+                                  "without stdin)"})
+            return
+        try:
+            data = base64.b64decode(req.get("data") or "")
+            if data:
+                _write_all(main.stdin_fd, data)
+        except OSError as e:  # the command exited or closed its stdin
+            _close_quiet(main.stdin_fd)
+            main.stdin_fd = None
+            conn.send_json(RESP, {"error": "stdin_closed", "message": "the main command no "
+                                  "longer reads stdin (%s)" % e.strerror})
+            return
+        if req.get("eof"):
+            _close_quiet(main.stdin_fd)
+            main.stdin_fd = None
+    conn.send_json(RESP, {"ok": True})

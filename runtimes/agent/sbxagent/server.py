@@ -42,7 +42,7 @@ def handle(sock):
             conn.send_json(RESP, {"ok": True})
         elif op == "exec":
             handle_exec(conn, req)
-        elif op in ("main_start", "main_attach"):
+        elif op in ("main_start", "main_attach", "main_stdin"):
             handle_main(conn, req)
         elif op == "port_connect":
             handle_port(conn, req)

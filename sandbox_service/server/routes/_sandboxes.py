@@ -146,6 +146,17 @@ async def terminate_sandbox(sandbox_id: str, request: Request) -> SandboxInfo:
     return _info(await _mgr(request).terminate(sandbox_id))
 
 
+@router.post("/v1/sandboxes/{sandbox_id}/stdin")
+async def write_stdin(sandbox_id: str, request: Request, eof: bool = Query(False)) -> dict:
+    """Write the request body to the main command's stdin (Modal's `sb.stdin`); `eof`
+    closes it after the body."""
+    data = await request.body()
+    if len(data) > 16 * 1024 * 1024:
+        raise E.PayloadTooLargeError("write at most 16 MiB to stdin per request")
+    await _mgr(request).write_main_stdin(sandbox_id, data, eof)
+    return {"written": len(data), "eof": eof}
+
+
 @router.post("/v1/sandboxes/{sandbox_id}/wait", response_model=SandboxInfo)
 async def wait_sandbox(sandbox_id: str, request: Request,
                        timeout_s: float = Query(30.0, ge=0, le=300)) -> SandboxInfo:

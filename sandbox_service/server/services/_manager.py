@@ -302,8 +302,9 @@ class SandboxManager(SandboxIO):
                 await self.runtime.mkdir(cid, req.workdir, parents=True)
             stage = "could not start the sandbox's command: "
             if req.command:
-                await self.runtime.start_main(cid, ExecSpec(
-                    argv=list(req.command), cwd=rec.workdir, uid=rec.uid, gid=rec.gid))
+                await self.runtime.start_main(cid, ExecSpec(  # stdin open, as Modal's
+                    argv=list(req.command), cwd=rec.workdir, uid=rec.uid, gid=rec.gid,
+                    keep_stdin=True))
         except BaseException as e:
             self._unregister(live)
             await self.runtime.destroy(cid)

@@ -156,6 +156,21 @@ class SandboxIO:
                 finally:
                     writer.close()
 
+    async def write_main_stdin(self, sandbox_id: str, data: bytes, eof: bool) -> None:
+        """Modal's `sb.stdin.write` / `write_eof` for the sandbox's main command."""
+        def mapper(e: AgentError) -> E.SandboxError:
+            if e.code == "not_found":
+                return E.InvalidRequestError(
+                    f"sandbox {sandbox_id} has no main command: sb.stdin belongs to a sandbox "
+                    "created with a command (Sandbox.create('cat')); use sb.exec(...).stdin")
+            if e.code == "stdin_closed":
+                return E.ConflictError(e.message)
+            return map_agent_error(e)
+
+        async with self._busy(sandbox_id):
+            async with self._agent_call(sandbox_id, mapper=mapper):
+                await self.runtime.write_main_stdin(sandbox_id, data, eof)
+
     @contextlib.asynccontextmanager
     async def in_use(self, sandbox_id: str) -> AsyncIterator[SandboxRecord]:
         """Hold a running sandbox busy (no idle timeout) for the block; yields its record."""
