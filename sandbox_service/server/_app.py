@@ -160,7 +160,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         await manager.start()  # reaps leftover build containers before layers are cleaned
         await image_service.start()
         functions = FunctionService(manager=manager, store=store, home=settings.home,
-                                    retention_s=settings.call_retention_s)
+                                    retention_s=settings.call_retention_s,
+                                    default_max_containers=settings.function_max_containers)
         functions.relay = _relay(app)
         await functions.start()
         app.state.functions = functions

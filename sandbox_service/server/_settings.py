@@ -48,6 +48,8 @@ class Settings:
     stream_stall_s: float = 60.0
     # finished function calls' results are kept this long (FunctionCall.get, from_id)
     call_retention_s: float = 24 * 3600.0
+    # containers of a function that sets no max_containers (None: 2 per CPU core, >= 4)
+    function_max_containers: int | None = None
     policy: ResourcePolicy = dataclasses.field(default_factory=ResourcePolicy)
     build: BuildSettings = dataclasses.field(default_factory=BuildSettings)
     dns_upstream: str | None = None     # SBX_DNS_UPSTREAM: the resolver allowlists pin through
@@ -65,6 +67,8 @@ class Settings:
             kwargs["warm_pool"] = int(env["SBX_WARM_POOL"])
         if env.get("SBX_MAX_STREAMS"):
             kwargs["max_streams"] = int(env["SBX_MAX_STREAMS"])
+        if env.get("SBX_FUNCTION_MAX_CONTAINERS"):
+            kwargs["function_max_containers"] = int(env["SBX_FUNCTION_MAX_CONTAINERS"])
         if env.get("SBX_CALL_RETENTION_S"):
             kwargs["call_retention_s"] = float(env["SBX_CALL_RETENTION_S"])
         if env.get("SBX_STREAM_STALL_S"):

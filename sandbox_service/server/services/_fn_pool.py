@@ -28,6 +28,8 @@ from ._fn_runner import RunnerConn, RunnerGone
 
 log = logging.getLogger("sbx.functions")
 STOP_GRACE_S = 30.0
+MAX_STARTING = 4          # containers of one pool booting at once
+BACKOFF_S = (0.5, 8.0)    # after a refused create (quota): first and longest wait
 
 
 class Pool:
@@ -45,6 +47,8 @@ class Pool:
         self.task: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
         self.init_error: str | None = None
+        self.backoff_until = 0.0
+        self.backoff_s = 0.0
         self.last_demand = time.monotonic()
 
     # ---- sizes -------------------------------------------------------------------------
@@ -69,8 +73,8 @@ class Pool:
             want = load
         if not self.draining:
             want = max(want, int(self.spec.get("min_containers") or 0))
-        cap = self.spec.get("max_containers")
-        return min(want, int(cap)) if cap else want
+        cap = self.spec.get("max_containers") or self.svc.default_max_containers
+        return min(want, int(cap))
 
     # ---- the loop ----------------------------------------------------------------------
     def start(self) -> None:
@@ -98,8 +102,10 @@ class Pool:
         now = time.monotonic()
         self._dispatch(now)
         alive = len(self.containers) + self.starting
-        for _ in range(max(0, self.desired() - alive)):
-            self._spawn(self._start_container())
+        room = MAX_STARTING - self.starting  # a boot storm slows every boot down
+        if now >= self.backoff_until:
+            for _ in range(min(room, max(0, self.desired() - alive))):
+                self._spawn(self._start_container())
         floor = 0 if self.draining else int(self.spec.get("min_containers") or 0)
         window = float(self.spec.get("scaledown_window_s") or 60)
         idle = sorted((c for c in self.containers.values() if c.state == "ready" and c.load == 0),
@@ -170,16 +176,32 @@ class Pool:
                 self._spawn(self.svc.terminate(conn.sandbox_id))
             if isinstance(e, asyncio.CancelledError):
                 raise
+            if self._transient(e):
+                return
             self._init_failed(e, detail)
             return
         self.starting -= 1
         self.init_error = None
+        self.backoff_s = 0.0
         conn.state = "ready"
         conn.idle_since = time.monotonic()
         self.containers[conn.sandbox_id] = conn
         conn.read_task = asyncio.create_task(self._read(conn))
         self.svc.container_started(self, conn)
         self.poke()
+
+    def _transient(self, e: BaseException) -> bool:
+        """A create refused for now (too many sandboxes, creates per minute): the inputs
+        stay queued and the pool tries again after a growing wait."""
+        from ...wire import errors as E
+
+        if not isinstance(e, E.QuotaExceededError):
+            return False
+        self.backoff_s = min(BACKOFF_S[1], max(BACKOFF_S[0], self.backoff_s * 2))
+        self.backoff_until = time.monotonic() + self.backoff_s
+        log.info("function %s: %s; trying again in %.1fs", self.fn["name"], e, self.backoff_s)
+        asyncio.get_running_loop().call_later(self.backoff_s, self.poke)
+        return True
 
     def _init_failed(self, e: BaseException, detail: str = "") -> None:
         if isinstance(e, _InitFailed):

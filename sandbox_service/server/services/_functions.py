@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import time
 from typing import Any, Awaitable, Callable
 
@@ -50,12 +51,15 @@ Relay = Callable[[Principal, str, str, "str | None", bytes], Awaitable[tuple[int
 
 
 class FunctionService:
-    def __init__(self, *, manager: Any, store: Any, home: str, retention_s: float = 86400.0):
+    def __init__(self, *, manager: Any, store: Any, home: str, retention_s: float = 86400.0,
+                 default_max_containers: int | None = None):
         self.manager = manager
         self.runtime = manager.runtime
         self.store = store
         self.home = home
         self.retention_s = retention_s
+        # a function without max_containers: at most this many (one machine, not a cloud)
+        self.default_max_containers = default_max_containers or max(4, 2 * (os.cpu_count() or 1))
         self.functions: dict[str, dict[str, Any]] = {}   # function id -> record
         self.pools: dict[tuple[str, str | None], Pool] = {}
         self.calls: dict[str, CallState] = {}
