@@ -150,12 +150,15 @@ class Pool:
     async def _start_container(self) -> None:
         self.starting += 1
         conn: RunnerConn | None = None
+        t0 = time.monotonic()
         try:
             sid = await self.svc.create_container(self.fn, self.params_b64)
+            t_created = time.monotonic()
             conn = RunnerConn(sid, max_load=self.per_container)
             startup = float(self.spec.get("startup_timeout_s") or self.spec.get("timeout_s") or 300)
             deadline = time.monotonic() + startup
             await conn.connect(self.svc.open_port, deadline, lambda: self.svc.alive(sid))
+            t_connected = time.monotonic()
             spec = {k: self.spec.get(k) for k in ("module", "qualname", "serialized_b64",
                                                   "is_class", "max_inputs", "batch_max_size",
                                                   "batch_wait_ms")}
@@ -181,6 +184,10 @@ class Pool:
             self._init_failed(e, detail)
             return
         self.starting -= 1
+        log.info("function %s: container %s booted in %.0f ms, runner listening after %.0f ms, "
+                 "ready after %.0f ms", self.fn["name"], conn.sandbox_id,
+                 (t_created - t0) * 1000, (t_connected - t0) * 1000,
+                 (time.monotonic() - t0) * 1000)
         self.init_error = None
         self.backoff_s = 0.0
         conn.state = "ready"

@@ -22,7 +22,7 @@ log = logging.getLogger("sbx.functions")
 
 RUNNER_BOOT = ("import sys; sys.path[:0] = ['/.sbx/sdk']; sys.path.append('/.sbx/sdk-deps'); "
                "from sandbox_service._runner import main; main()")
-CONNECT_RETRY_S = 0.02
+CONNECT_RETRY_S = 0.02  # a refused connect costs one agent round trip (a few ms)
 
 
 class RunnerGone(Exception):
@@ -67,7 +67,6 @@ class RunnerConn:
                 if not await alive():
                     raise RunnerGone("the container exited before its runner started") from None
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
 
     async def send(self, header: dict[str, Any], body: bytes = b"") -> None:
         if self.writer is None or self.state == "dead":
