@@ -10,10 +10,11 @@ the containers), and prints a markdown table (measurement | value | baseline):
   - warm `.remote()` round trip p50/p95/p99 vs an SDK `sb.exec("true").wait()` round trip
     on one idle sandbox
   - `.map` over N trivial inputs: total seconds and per-input overhead, the first map of
-    each function (it starts the containers) and a second one (warm), with (a) one input
-    per container and max_containers=4, (b) @modal.concurrent(max_inputs=50) on one
-    container, (c) @modal.batched(max_batch_size=50, wait_ms=10) on one container; vs
-    N x the sequential warm `.remote()` (mean, measured above)
+    each function (the autoscaler starts its containers meanwhile) and, once they are all
+    ready, the median of 3 more (warm), with (a) one input per container and
+    max_containers=4, (b) @modal.concurrent(max_inputs=50) on one container, (c)
+    @modal.batched(max_batch_size=50, wait_ms=10) on one container; vs N x the
+    sequential warm `.remote()` (mean, measured above)
   - cold start, call -> first result, each run in a fresh `app.run()`: a function with
     network (the default) and one with block_network=True, vs a cold `Sandbox.create()`
     on the same image (the function's image: base + its code file, so never the warm pool)
@@ -22,9 +23,11 @@ the containers), and prints a markdown table (measurement | value | baseline):
     apt_install("python3-numpy") and says so) vs `exec python3 -c "import numpy"`
   - memory (memory cgroup, usage) per idle warm function container (min_containers=4) vs
     an idle plain sandbox and a plain sandbox with an idle python3 process, same image
-Every section is measured even when an earlier one failed (its row says FAILED and why).
-On exit (normal, error, Ctrl-C, SIGTERM) every app is stopped and every sandbox
-terminated through the API, then the server is stopped and its SBX_HOME removed.
+`--skip warm,cold,numpy,memory` leaves sections out; BENCH_KEEP_HOME=1 keeps SBX_HOME (and
+its server.log) for a look afterwards. Every section is measured even when an earlier one
+failed (its row says FAILED and why). On exit (normal, error, Ctrl-C, SIGTERM) every app
+is stopped and every sandbox terminated through the API, then the server is stopped and
+its SBX_HOME removed.
 """
 
 from __future__ import annotations
@@ -46,10 +49,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "benchmarks")
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
-sys.path.insert(0, BENCH)  # fn_app / fn_app_numpy import by their own names (as in the container)
+sys.path.insert(0, BENCH)  # fn_app, fn_app_numpy: imported by their own names, as in a container
 
 from bench_core import pct  # noqa: E402
-from sbxtest import Server  # noqa: E402  (the same real server the tests use; sets SBX_IMAGE_CACHE)
+from sbxtest import Server  # noqa: E402  (the tests' real server; sets SBX_IMAGE_CACHE)
 
 MiB = 2 ** 20
 
@@ -74,7 +77,8 @@ def p3(ms: list[float]) -> str:
 
 
 def med(ms: list[float]) -> str:
-    return f"{statistics.median(ms):.0f} ms (median of {len(ms)}; min {min(ms):.0f}, max {max(ms):.0f})"
+    return (f"{statistics.median(ms):.0f} ms (median of {len(ms)}; min {min(ms):.0f}, "
+            f"max {max(ms):.0f})")
 
 
 def cgroup_memory(home: str, sandbox_id: str) -> int | None:
@@ -129,7 +133,24 @@ def log(msg: str) -> None:
 
 
 # ---- sections ---------------------------------------------------------------------------------
-def warm_and_map(modal, fn_app, rep: Report, calls: int, map_n: int) -> float | None:
+def settle(fn, server, timeout_s: float = 120) -> int:
+    """Wait until every container of `fn` is ready (none booting), then 1 s more (the warm
+    pool's refills and the runners' start are done). Returns the number of containers."""
+    deadline = time.monotonic() + timeout_s
+    with server.api() as api:
+        while True:
+            total = fn.get_current_stats()["num_total_runners"]
+            cs = api.get("/v1/containers").json()["containers"]
+            ready = [c for c in cs if c["function_id"] == fn.object_id and c["state"] == "ready"]
+            if len(ready) >= total or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    time.sleep(1.0)
+    return total
+
+
+def warm_and_map(modal, fn_app, server, rep: Report, calls: int, map_n: int,
+                 warm_reps: int) -> float | None:
     """Warm `.remote()` vs `sb.exec("true")`, then the three maps. Returns the mean warm
     `.remote()` in ms (the maps' baseline)."""
     mean_remote = None
@@ -154,29 +175,33 @@ def warm_and_map(modal, fn_app, rep: Report, calls: int, map_n: int) -> float | 
             rep.row("warm `.remote()` round trip (noop(x): return x)", p3(remote),
                     f"SDK `sb.exec('true').wait()` on one sandbox: {p3(execs)}")
 
-            for label, fn, batched in (
-                    (f"(a) default: 1 input per container, max_containers="
-                     f"{fn_app.MAP_CONTAINERS}", fn_app.noop, False),
+            for label, fn in (
+                    (f"(a) default: 1 input per container, max_containers={fn_app.MAP_CONTAINERS}",
+                     fn_app.noop),
                     ("(b) @modal.concurrent(max_inputs=50), max_containers=1",
-                     fn_app.noop_concurrent, False),
+                     fn_app.noop_concurrent),
                     ("(c) @modal.batched(max_batch_size=50, wait_ms=10), max_containers=1",
-                     fn_app.noop_batched, True)):
+                     fn_app.noop_batched)):
                 try:
-                    results = []
-                    for _ in range(2):  # first: the containers start; second: warm
+                    def run_map() -> float:
                         t = time.perf_counter()
                         out = list(fn.map(range(map_n)))
-                        results.append(time.perf_counter() - t)
+                        dt = time.perf_counter() - t
                         if out != list(range(map_n)):
                             raise AssertionError(f"map returned {out[:5]}... ({len(out)} items)")
-                    runners = fn.get_current_stats()["num_total_runners"]
-                    first, warm = results
-                    base = f"{map_n} x sequential warm `.remote()` (mean): " \
-                           f"{map_n * mean_remote / 1000:.2f} s, {mean_remote:.1f} ms/input"
-                    rep.row(f"`.map` {map_n} inputs {label}, warm",
-                            f"{warm:.2f} s, {warm * 1000 / map_n:.2f} ms/input "
-                            f"({runners} container(s) after)", base)
-                    rep.row(f"`.map` {map_n} inputs {label}, first (starts containers)",
+                        return dt
+                    before = fn.get_current_stats()["num_total_runners"]
+                    first = run_map()  # the autoscaler starts containers meanwhile
+                    runners = settle(fn, server)  # no container still booting skews the next
+                    warm = [run_map() for _ in range(warm_reps)]
+                    w = statistics.median(warm)
+                    base = (f"{map_n} x sequential warm `.remote()` (mean): "
+                            f"{map_n * mean_remote / 1000:.2f} s, {mean_remote:.1f} ms/input")
+                    rep.row(f"`.map` {map_n} inputs {label}, warm ({runners} container(s))",
+                            f"{w:.2f} s, {w * 1000 / map_n:.2f} ms/input (median of "
+                            f"{len(warm)}: {min(warm):.2f}-{max(warm):.2f} s)", base)
+                    rep.row(f"`.map` {map_n} inputs {label}, first (from {before} running "
+                            "container(s); the autoscaler starts the rest meanwhile)",
                             f"{first:.2f} s, {first * 1000 / map_n:.2f} ms/input", "")
                 except Exception as e:
                     rep.failed(f"`.map` {label}", e)
@@ -314,12 +339,10 @@ def memory(modal, fn_app, server, rep: Report, settle_s: float) -> None:
         finally:
             for s in plain + py:
                 s.terminate()
-        rep.row(f"memory per idle warm function container (min_containers={n}, memory cgroup "
-                f"usage)", mem_cell(fn_mem),
-                f"idle plain sandbox, same image: {mem_cell(plain_mem)}")
-        rep.row("  (same, second baseline)", mem_cell(fn_mem),
-                f"plain sandbox whose main process is an idle `python3` (time.sleep): "
-                f"{mem_cell(py_mem)}")
+        rep.row(f"memory per idle warm function container (min_containers={n}; memory "
+                f"cgroup usage)", mem_cell(fn_mem),
+                f"idle plain sandbox, same image: {mem_cell(plain_mem)}; plain sandbox whose "
+                f"main process is an idle `python3` (time.sleep): {mem_cell(py_mem)}")
     except Exception as e:
         rep.failed("memory baselines", e)
 
@@ -341,7 +364,8 @@ def stop_everything(server) -> None:
 
 
 def machine_note(args) -> str:
-    runsc = subprocess.run(["runsc", "--version"], capture_output=True, text=True).stdout
+    runsc = subprocess.run(["runsc", "--version"], capture_output=True, text=True,
+                           check=False).stdout
     cg = "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
     mode = "quick" if args.quick else "full"
     return (f"runsc: {runsc.splitlines()[0] if runsc else '?'}; {os.cpu_count()} cores; "
@@ -372,17 +396,20 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="sbx-benchfn-", dir="/tmp")
     server = Server(home)
     rep = Report()
+    interrupted: BaseException | None = None
+    load0 = os.getloadavg()[0]
     try:
         server.start()
         os.environ.update(SBX_URL=server.url, SBX_TOKEN=server.token)
-        import sandbox_service as modal
         import fn_app
+        import sandbox_service as modal
 
         log(f"server {server.url}, SBX_HOME {home}; base image ...")
         modal.Sandbox.create().terminate()  # base image ready (from the cache), caches warm
         if "warm" not in skip:
             log("warm .remote() and .map")
-            warm_and_map(modal, fn_app, rep, args.calls, args.map_n)
+            warm_and_map(modal, fn_app, server, rep, args.calls, args.map_n,
+                         2 if args.quick else 3)
         if "cold" not in skip:
             log("cold starts")
             cold_starts(modal, fn_app, rep, args.cold_runs)
@@ -396,6 +423,7 @@ def main() -> None:
         rep.failed("benchmark", e)
         if not isinstance(e, Exception):
             rep.notes.append(f"interrupted ({type(e).__name__}): the table is partial")
+            interrupted = e
     finally:
         log("stopping apps, sandboxes and the server")
         stop_everything(server)
@@ -404,7 +432,12 @@ def main() -> None:
             log(f"kept {home} (server log: {server.log_path})")
         else:
             shutil.rmtree(home, ignore_errors=True)
+    rep.notes.append(f"load average (1 min) at start {load0:.2f}, at end "
+                     f"{os.getloadavg()[0]:.2f}: other work on the machine skews the numbers")
     rep.print(machine_note(args))
+    if interrupted is not None:
+        sys.exit(130 if isinstance(interrupted, KeyboardInterrupt)
+                 else getattr(interrupted, "code", None) or 1)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,12 @@ class _LoopThread:
             coro.close()
             raise RuntimeError("blocking sandbox_service call from inside the SDK's own loop: "
                                "use the .aio variant")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result()
+        except BaseException:  # Ctrl-C while waiting: the operation stops too
+            fut.cancel()
+            raise
 
     async def run_async(self, coro: Coroutine) -> Any:
         if self.in_loop_thread():
@@ -174,11 +179,22 @@ class _GenCall:
                     except StopAsyncIteration:
                         return
             finally:
-                LOOP.run(agen.aclose())
+                try:  # the step in flight (if Ctrl-C stopped it) ends before the close
+                    LOOP.run(_close_when_idle(agen))
+                except (RuntimeError, StopAsyncIteration):
+                    pass
         return it()
 
     def aio(self, *args: Any, **kwargs: Any) -> Any:
         return _AsyncGenProxy(self._agen(*args, **kwargs))
+
+
+async def _close_when_idle(agen: Any) -> None:
+    for _ in range(100):
+        if not getattr(agen, "ag_running", False):
+            break
+        await asyncio.sleep(0.01)
+    await agen.aclose()
 
 
 class _AsyncGenProxy(_AsyncIterProxy):

@@ -54,7 +54,7 @@ def serve(host: str, port: int, log_level: str) -> None:
     """Run the whole service on this machine (state in $SBX_HOME, default ~/.sbx)."""
     import uvicorn
 
-    from ..server import Settings, create_app
+    from ..server import Settings, begin_shutdown, create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env(host=host, port=port)
@@ -65,8 +65,15 @@ def serve(host: str, port: int, log_level: str) -> None:
         sys.exit(1)
     click.echo(f"sbx {__version__}: serving on http://{host}:{port} (token in {settings.home}/token)",
                err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws="websockets-sansio"
-                if _has_sansio() else "websockets", lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                            ws="websockets-sansio" if _has_sansio() else "websockets")
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            begin_shutdown(app)  # long-polls answer now instead of holding the shutdown up
+            super().handle_exit(sig, frame)
+
+    _Server(config).run()
 
 
 main.add_command(audit)

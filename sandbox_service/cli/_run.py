@@ -145,18 +145,24 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
         with enable_output(), status.during("starting the app"):
             run_ctx = app.run(show_output=not quiet)
             run_ctx.__enter__()
-        try:
-            result = _call(kind, obj, kwargs)
-            if result is not None and kind != "entrypoint":
-                click.echo(repr(result))
-        except KeyboardInterrupt:
-            click.echo("\nsbx: interrupted: stopping the app", err=True)
-            run_ctx.__exit__(None, None, None)
-            raise click.exceptions.Exit(130) from None
-        run_ctx.__exit__(None, None, None)
     except KeyboardInterrupt:
         click.echo("\nsbx: interrupted", err=True)
         raise click.exceptions.Exit(130) from None
+    interrupted = False
+    try:
+        result = _call(kind, obj, kwargs)
+        if result is not None and kind != "entrypoint":
+            click.echo(repr(result))
+    except KeyboardInterrupt:
+        interrupted = True
+        click.echo("\nsbx: interrupted: stopping the app", err=True)
+    finally:  # the app stops however the run ends: its containers go, its calls end
+        try:
+            run_ctx.__exit__(None, None, None)
+        except KeyboardInterrupt:
+            pass
+    if interrupted:
+        raise click.exceptions.Exit(130)
 
 
 def _call(kind: str, obj: Any, kwargs: dict[str, Any]) -> Any:

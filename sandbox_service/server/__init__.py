@@ -9,8 +9,8 @@
 Imported only by `sbx serve` and tests; `import sandbox_service` never imports this.
 """
 
-from ._app import create_app
+from ._app import begin_shutdown, create_app
 from ._settings import Settings
 from .services import SandboxManager, SQLiteStore, Store
 
-__all__ = ["SQLiteStore", "SandboxManager", "Settings", "Store", "create_app"]
+__all__ = ["SQLiteStore", "SandboxManager", "Settings", "Store", "begin_shutdown", "create_app"]

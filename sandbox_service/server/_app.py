@@ -8,6 +8,7 @@ module global, so tests build as many apps as they like. Errors become
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -99,6 +100,15 @@ def _lock_home(home: str) -> int:
     return fd
 
 
+def begin_shutdown(app: FastAPI) -> None:
+    """Called from a signal handler as the server starts to stop: wake every long-poll
+    (function outputs, app logs) so open requests end now rather than hold the stop up."""
+    functions = getattr(app.state, "functions", None)
+    loop = getattr(app.state, "loop", None)
+    if functions is not None and loop is not None:
+        loop.call_soon_threadsafe(functions.stopping.set)
+
+
 def _relay(app: FastAPI):
     """Run an API request made inside a function container through this app, in-process,
     as `principal` (set in the ASGI scope, which no network client can reach)."""
@@ -165,6 +175,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         functions.relay = _relay(app)
         await functions.start()
         app.state.functions = functions
+        app.state.loop = asyncio.get_running_loop()
         app.state.manager = manager
         app.state.image_service = image_service
         app.state.runtime = runtime

@@ -58,7 +58,9 @@ async def app_logs(app_id: str, request: Request, after_seq: int = Query(0, ge=0
                    timeout_s: float = Query(0, ge=0, le=55)) -> dict:
     svc = _svc(request)
     await svc.app_record(_who(request), app_id)
-    entries, next_seq = await svc.logs.entries(app_id, after_seq, timeout_s)
+    if timeout_s:
+        await svc._until_stopping(svc.logs.wait(app_id, after_seq, timeout_s))
+    entries, next_seq = await svc.logs.entries(app_id, after_seq, 0)
     return {"entries": entries, "next_seq": next_seq}
 
 

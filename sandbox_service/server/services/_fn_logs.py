@@ -81,14 +81,19 @@ class AppLogs:
                 parts.append(text)
         return "\n".join(parts)[-TAIL_BYTES:]
 
-    async def entries(self, app_id: str, after_seq: int,
-                      timeout_s: float) -> tuple[list[dict[str, Any]], int]:
+    async def wait(self, app_id: str, after_seq: int, timeout_s: float) -> None:
+        """Until the app has an entry at or after `after_seq`, or `timeout_s`."""
         ring = self.rings.setdefault(app_id, _Ring())
         if ring.next_seq <= after_seq and timeout_s > 0:
             async with ring.cond:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(ring.cond.wait_for(
                         lambda: ring.next_seq > after_seq), timeout_s)
+
+    async def entries(self, app_id: str, after_seq: int,
+                      timeout_s: float) -> tuple[list[dict[str, Any]], int]:
+        await self.wait(app_id, after_seq, timeout_s)
+        ring = self.rings.setdefault(app_id, _Ring())
         out = [e for e in ring.entries if e["seq"] >= after_seq]
         return out, ring.next_seq
 

@@ -67,6 +67,7 @@ class FunctionService:
         self.relay: Relay | None = None
         self._mount: tuple[str, str] | None = None
         self._tasks: list[asyncio.Task] = []
+        self.stopping = asyncio.Event()
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -86,7 +87,19 @@ class FunctionService:
                 self._pool(fn, None)
         self._tasks.append(asyncio.create_task(self._sweep()))
 
+    async def _until_stopping(self, coro: Any) -> None:
+        """Await `coro` (a long-poll), or less: until the server starts to stop, so
+        long-polls never hold a shutdown up."""
+        task = asyncio.ensure_future(coro)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (task, stop):
+                t.cancel()
+
     async def stop(self) -> None:
+        self.stopping.set()
         for t in self._tasks:
             t.cancel()
         self.logs.close()
@@ -363,7 +376,7 @@ class FunctionService:
                       timeout_s: float) -> CallOutputs:
         call = await self.call(who, call_id)
         if call_id in self.calls:
-            await call.wait(after_seq, min(timeout_s, 55.0))
+            await self._until_stopping(call.wait(after_seq, min(timeout_s, 55.0)))
             outs = call.since(after_seq) if after_seq >= call.first_seq else \
                 await self.store.get_outputs(call_id, after_seq)
         else:
