@@ -10,21 +10,9 @@ package never imports the server or FastAPI: it reaches the service over HTTP/We
 """
 
 from . import exception
-from ._app import App, enable_output, is_local
-from ._cls import Cls, Obj
-from ._functions import Function, FunctionCall, Retries
 from ._missing import missing as _missing
-from ._partial import batched, concurrent, enter, exit, method, parameter
-from ._filesystem import Filesystem, SandboxFile
-from ._image import Image
-from ._interpreter import Context, Execution, ExecutionError, Logs, Result
-from ._process import ContainerProcess
-from ._sandbox import Sandbox
-from ._secret import Secret
-from ._streams import StreamReader, StreamWriter
-from ._tunnel import PortForward, Tunnel
 from ._version import __version__
-from .wire import (
+from .wire import (  # the errors: stdlib only
     AuthenticationError,
     ConflictError,
     ExecTimeoutError,
@@ -46,6 +34,26 @@ from .wire import (
     ServerUnreachableError,
 )
 
+# name -> the module that defines it, imported on first use (PEP 562): a function container
+# imports the user's module, which touches App and the decorators, and should not pay for
+# httpx, pydantic and the sandbox API it never uses
+_LAZY = {
+    "App": "_app", "enable_output": "_app", "is_local": "_app",
+    "Cls": "_cls", "Obj": "_cls",
+    "Function": "_functions", "FunctionCall": "_functions", "Retries": "_functions",
+    "batched": "_partial", "concurrent": "_partial", "enter": "_partial", "exit": "_partial",
+    "method": "_partial", "parameter": "_partial",
+    "Filesystem": "_filesystem", "SandboxFile": "_filesystem",
+    "Image": "_image",
+    "Context": "_interpreter", "Execution": "_interpreter", "ExecutionError": "_interpreter",
+    "Logs": "_interpreter", "Result": "_interpreter",
+    "ContainerProcess": "_process",
+    "Sandbox": "_sandbox",
+    "Secret": "_secret",
+    "StreamReader": "_streams", "StreamWriter": "_streams",
+    "PortForward": "_tunnel", "Tunnel": "_tunnel",
+}
+
 __all__ = [
     "App", "AuthenticationError", "ConflictError", "ContainerProcess", "ExecTimeoutError",
     "Filesystem", "Image", "ImageBuildError", "InvalidRequestError", "NotFoundError",
@@ -63,4 +71,15 @@ Error = SandboxError
 
 
 def __getattr__(name: str):
-    raise _missing(__name__, name)
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise _missing(__name__, name)
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

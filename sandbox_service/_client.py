@@ -8,22 +8,24 @@ the SDK's own logic need no network. Must not import the server or FastAPI.
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, TypeVar
-
-import httpx
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, AsyncIterator, TypeVar
 
 from ._config import sbx_token, sbx_url
 from ._version import __version__
 from .wire import errors as E
 from .wire import validation_message
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:  # httpx and pydantic load with the first client or model, not at import
+    import httpx
+
+M = TypeVar("M")
 
 
 def wire_model(model: type[M], **fields: Any) -> M:
     """Build a request with the wire model the server validates with (both ends share
     it), so a bad argument fails here, before any network, as `InvalidRequestError`."""
+    from pydantic import ValidationError
+
     try:
         return model(**fields)
     except ValidationError as e:
@@ -34,7 +36,9 @@ class _Client:
     """One server connection (URL + token). Lives on the SDK loop."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
-                 transport: httpx.AsyncBaseTransport | None = None):
+                 transport: "httpx.AsyncBaseTransport | None" = None):
+        import httpx
+
         self.url = (url or sbx_url()).rstrip("/")
         self.token = token if token is not None else sbx_token()
         headers = {"User-Agent": f"sandbox-service-sdk/{__version__}"}
@@ -49,7 +53,7 @@ class _Client:
             f"cannot reach the sandbox service at {self.url} ({type(e).__name__}): start it "
             "with `sbx serve`, or set SBX_URL to where it runs")
 
-    async def _raise_for(self, resp: httpx.Response) -> None:
+    async def _raise_for(self, resp: "httpx.Response") -> None:
         if resp.status_code < 400:
             return
         await resp.aread()
@@ -67,6 +71,8 @@ class _Client:
     async def request(self, method: str, path: str, *, json_body: Any = None,
                       params: Any = None, content: Any = None,
                       timeout: float | None = None) -> Any:
+        import httpx
+
         try:
             resp = await self._http.request(
                 method, path, json=json_body, params=params, content=content,
@@ -82,6 +88,8 @@ class _Client:
 
     async def stream(self, method: str, path: str, *, params: Any = None,
                      json_body: Any = None) -> AsyncIterator[bytes]:
+        import httpx
+
         try:
             async with self._http.stream(method, path, params=params, json=json_body) as resp:
                 await self._raise_for(resp)
@@ -122,30 +130,30 @@ _DEFAULT: dict[str, _Client] = {}
 _CHANNEL: list[Any] = []  # inside a function container: the runner
 
 
-class _ChannelTransport(httpx.AsyncBaseTransport):
+def _channel_transport(runner: Any) -> "httpx.AsyncBaseTransport":
     """Inside a function container: each request travels to the server over the runner's
     connection (no network, no token); the server runs it as this container's identity."""
+    import asyncio
 
-    def __init__(self, runner: Any):
-        self._runner = runner
+    import httpx
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        import asyncio
+    class ChannelTransport(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            body = await request.aread()
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future = loop.create_future()
 
-        body = await request.aread()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
+            def on_reply(header: dict, data: bytes) -> None:
+                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result((header, data)))
 
-        def on_reply(header: dict, data: bytes) -> None:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result((header, data)))
-
-        header = {"method": request.method, "path": request.url.raw_path.decode("ascii"),
-                  "content_type": request.headers.get("content-type")}
-        self._runner.api_call(header, body, on_reply)
-        reply, data = await fut
-        return httpx.Response(int(reply.get("status", 502)),
-                              headers={"content-type": reply.get("content_type") or
-                                       "application/octet-stream"}, content=data)
+            header = {"method": request.method, "path": request.url.raw_path.decode("ascii"),
+                      "content_type": request.headers.get("content-type")}
+            runner.api_call(header, body, on_reply)
+            reply, data = await fut
+            return httpx.Response(int(reply.get("status", 502)),
+                                  headers={"content-type": reply.get("content_type") or
+                                           "application/octet-stream"}, content=data)
+    return ChannelTransport()
 
 
 def set_container_channel(runner: Any) -> None:
@@ -163,7 +171,7 @@ def default_client() -> _Client:
         client = _DEFAULT.get("channel")
         if client is None:
             client = _DEFAULT["channel"] = _Client("http://sbx.container", token="",
-                                                   transport=_ChannelTransport(_CHANNEL[0]))
+                                                   transport=_channel_transport(_CHANNEL[0]))
         return client
     key = f"{sbx_url()}|{sbx_token()}"
     client = _DEFAULT.get(key)

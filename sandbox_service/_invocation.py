@@ -16,7 +16,8 @@ from typing import Any, AsyncIterator, Iterable
 from . import _serialization as S
 from ._client import _Client
 from .wire import errors as E
-from .wire import MAX_INPUTS_PER_REQUEST
+
+MAX_INPUTS_PER_REQUEST = 1000  # as wire.MAX_INPUTS_PER_REQUEST (checked by a test)
 
 POLL_S = 25.0
 

@@ -2,105 +2,107 @@
 
 Both ends import these: pydantic request/response models (`extra="forbid"`, units in
 names), the typed errors with their stable codes and HTTP statuses (`errors`, and each
-class by name), and the object ids. Imports pydantic and the stdlib only; never the SDK's
+class by name), and the object ids. Imports pydantic and the stdlib only (the pydantic models load on first use, PEP 562,
+so a function container that only registers functions never loads pydantic); never the SDK's
 transport, the server or FastAPI.
 """
 
 from . import _errors as errors
-from ._api import (
-                   MAX_TIMEOUT_S,
-                   ABS_PATH,
-                   PORT_PATTERN,
-                   STREAM_STDERR,
-                   STREAM_STDIN,
-                   STREAM_STDOUT,
-                   AppInfo,
-                   AppLookup,
-                   ErrorBody,
-                   ExecRequest,
-                   ExecResult,
-                   ExitStatus,
-                   FileEntry,
-                   FileList,
-                   MkdirRequest,
-                   SandboxCreate,
-                   SandboxInfo,
-                   SandboxList,
-                   SandboxTags,
-                   SecretCreate,
-                   SecretInfo,
-                   SecretList,
-                   ServerInfo,
-                   check_abs_path,
-                   parse_port,
+from ._errors import (  # stdlib only: loaded at once
+    AuthenticationError,
+    ConflictError,
+    ERROR_CODES,
+    ExecTimeoutError,
+    ImageBuildError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    PortUnreachableError,
+    QuotaExceededError,
+    RuntimeUnavailableError,
+    SandboxError,
+    SandboxFileError,
+    SandboxFileNotFoundError,
+    SandboxOOMError,
+    SandboxTerminatedError,
+    SandboxTimeoutError,
+    SandboxUnresponsiveError,
+    ServerUnreachableError,
+    error_from_wire,
+    validation_message,
 )
-from ._contexts import (
-                   CONTEXT_ID,
-                   DEFAULT_CELL_TIMEOUT_S,
-                   DEFAULT_CONTEXT,
-                   CodeRunRequest,
-                   ContextCreate,
-                   ContextInfo,
-                   ContextList,
+from ._frames import (  # stdlib only: loaded at once
+    MAX_HEADER,
+    RUNNER_PORT,
+    encode_frame,
 )
-from ._functions import (
-                   MAX_HEADER,
-                   MAX_INPUTS_PER_REQUEST,
-                   MAX_PAYLOAD_BYTES,
-                   RUNNER_PORT,
-                   AppDeploy,
-                   AppDeployed,
-                   AppSummary,
-                   AppSummaryList,
-                   CallCreate,
-                   CallCreated,
-                   CallInfo,
-                   CallInputs,
-                   CallOutput,
-                   CallOutputs,
-                   ContainerSummary,
-                   ContainerSummaryList,
-                   FunctionInfo,
-                   FunctionSpec,
-                   RetryPolicy,
-                   check_payload,
-                   encode_frame,
+from ._ids import (  # stdlib only: loaded at once
+    is_id,
+    new_id,
 )
-from ._errors import (
-                   ERROR_CODES,
-                   AuthenticationError,
-                   ConflictError,
-                   ExecTimeoutError,
-                   ImageBuildError,
-                   InvalidRequestError,
-                   NotFoundError,
-                   PayloadTooLargeError,
-                   PermissionDeniedError,
-                   PortUnreachableError,
-                   QuotaExceededError,
-                   RuntimeUnavailableError,
-                   SandboxError,
-                   SandboxFileError,
-                   SandboxFileNotFoundError,
-                   SandboxOOMError,
-                   SandboxTerminatedError,
-                   SandboxTimeoutError,
-                   SandboxUnresponsiveError,
-                   ServerUnreachableError,
-                   error_from_wire,
-                   validation_message,
-)
-from ._ids import is_id, new_id
-from ._images import (
-                   SHA256_RE,
-                   BlobsMissingRequest,
-                   BlobsMissingResponse,
-                   GcResult,
-                   ImageBuildRequest,
-                   ImageInfo,
-                   ImageList,
-                   image_info,
-)
+
+# name -> the submodule that defines it (pydantic models: loaded on first use)
+_LAZY = {
+    'ABS_PATH': '_api',
+    'AppDeploy': '_functions',
+    'AppDeployed': '_functions',
+    'AppInfo': '_api',
+    'AppLookup': '_api',
+    'AppSummary': '_functions',
+    'AppSummaryList': '_functions',
+    'BlobsMissingRequest': '_images',
+    'BlobsMissingResponse': '_images',
+    'CONTEXT_ID': '_contexts',
+    'CallCreate': '_functions',
+    'CallCreated': '_functions',
+    'CallInfo': '_functions',
+    'CallInputs': '_functions',
+    'CallOutput': '_functions',
+    'CallOutputs': '_functions',
+    'CodeRunRequest': '_contexts',
+    'ContainerSummary': '_functions',
+    'ContainerSummaryList': '_functions',
+    'ContextCreate': '_contexts',
+    'ContextInfo': '_contexts',
+    'ContextList': '_contexts',
+    'DEFAULT_CELL_TIMEOUT_S': '_contexts',
+    'DEFAULT_CONTEXT': '_contexts',
+    'ErrorBody': '_api',
+    'ExecRequest': '_api',
+    'ExecResult': '_api',
+    'ExitStatus': '_api',
+    'FileEntry': '_api',
+    'FileList': '_api',
+    'FunctionInfo': '_functions',
+    'FunctionSpec': '_functions',
+    'GcResult': '_images',
+    'ImageBuildRequest': '_images',
+    'ImageInfo': '_images',
+    'ImageList': '_images',
+    'MAX_INPUTS_PER_REQUEST': '_functions',
+    'MAX_PAYLOAD_BYTES': '_functions',
+    'MAX_TIMEOUT_S': '_api',
+    'MkdirRequest': '_api',
+    'PORT_PATTERN': '_api',
+    'RetryPolicy': '_functions',
+    'SHA256_RE': '_images',
+    'STREAM_STDERR': '_api',
+    'STREAM_STDIN': '_api',
+    'STREAM_STDOUT': '_api',
+    'SandboxCreate': '_api',
+    'SandboxInfo': '_api',
+    'SandboxList': '_api',
+    'SandboxTags': '_api',
+    'SecretCreate': '_api',
+    'SecretInfo': '_api',
+    'SecretList': '_api',
+    'ServerInfo': '_api',
+    'check_abs_path': '_api',
+    'check_payload': '_functions',
+    'image_info': '_images',
+    'parse_port': '_api',
+}
 
 __all__ = [
     "MAX_HEADER", "MAX_INPUTS_PER_REQUEST", "MAX_PAYLOAD_BYTES", "MAX_TIMEOUT_S", "RUNNER_PORT", "AppDeploy", "AppDeployed",
@@ -122,3 +124,18 @@ __all__ = [
     "check_abs_path", "error_from_wire", "errors", "image_info", "is_id", "new_id",
     "parse_port", "validation_message",
 ]
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -5,15 +5,11 @@ Arguments, results and class parameters are cloudpickle bytes made by the SDK or
 runner; here they are base64 text (`*_b64`) that the server stores and forwards but never
 unpickles. Both ends import this module; it imports pydantic and the stdlib only.
 
-Runner frames (a byte stream through the container's agent, no network):
-    4-byte big-endian header length, the JSON header, 4-byte body length, the body.
+The runner's frames are in _frames.py.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import struct
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -233,26 +229,5 @@ def check_payload(b64: str | None, what: str) -> None:
                          f"{MAX_PAYLOAD_BYTES} bytes: pass a Volume or a path instead")
 
 
-# ---- runner frames -------------------------------------------------------------------------
-_LEN = struct.Struct(">I")
-MAX_HEADER = 1 << 20
-RUNNER_PORT = 47170  # the runner listens on the container's own loopback
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
-    head = json.dumps(header, separators=(",", ":")).encode()
-    return _LEN.pack(len(head)) + head + _LEN.pack(len(body)) + body
-
-
-def frame_sizes(prefix: bytes) -> int:
-    (n,) = _LEN.unpack(prefix)
-    return n
-
-
-def safe_key(value: Any) -> str:
-    """An input key as sent to a runner: checked, since the runner echoes it back."""
-    s = str(value)
-    if not _SAFE_KEY.match(s):
-        raise ValueError(f"bad input key {s[:40]!r}")
-    return s
+# the runner's frames: _frames.py (stdlib only)
+from ._frames import MAX_HEADER, RUNNER_PORT, encode_frame  # noqa: E402,F401

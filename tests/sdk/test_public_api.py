@@ -95,3 +95,18 @@ def test_stream_reader_decodes_split_utf8_and_binary():
         return await r.read()
 
     assert asyncio.run(run()) == "héllo €\n\ufffd\ufffd\n"
+
+
+def test_import_is_light_and_copies_of_wire_limits_agree():
+    """`import sandbox_service` and registering functions load neither httpx nor pydantic
+    (function containers import the user's module at every cold start)."""
+    code = ("import sys, sandbox_service as m; m.App('x').function()(len); m.Image; m.Secret; "
+            "m.method; m.parameter; import sandbox_service._runner; "
+            "bad = [x for x in ('httpx', 'pydantic') if x in sys.modules]; print(bad); "
+            "sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    from sandbox_service import _invocation, _serialization, wire
+
+    assert _serialization.MAX_PAYLOAD_BYTES == wire.MAX_PAYLOAD_BYTES
+    assert _invocation.MAX_INPUTS_PER_REQUEST == wire.MAX_INPUTS_PER_REQUEST
