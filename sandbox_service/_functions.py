@@ -71,6 +71,7 @@ class _Function:
     async def _resolve(self) -> tuple[_Client, str]:
         if self._cls is not None:
             client, fid = await self._cls._resolve()
+            self._is_generator = self._method in self._cls._generators
             return client, fid
         if self._function_id is None and self._from_name is not None:
             client = default_client()
@@ -107,8 +108,8 @@ class _Function:
                                         f"instead of .{what}()")
 
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
-        self._check_not_gen("remote")
         client, fid = await self._resolve()
+        self._check_not_gen("remote")
         call_id = await inv.create_call(client, fid, [inv.encode_args(args, kwargs)],
                                         method=self._method, params_b64=self._params_b64, overrides=self._overrides)
         try:
@@ -121,9 +122,9 @@ class _Function:
         raise E.ExecutionError(f"call {call_id} ended without a result")
 
     async def remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        client, fid = await self._resolve()
         if not self._is_generator:
             raise E.InvalidRequestError(f"{self._tag} is not a generator: use .remote()")
-        client, fid = await self._resolve()
         call_id = await inv.create_call(client, fid, [inv.encode_args(args, kwargs)],
                                         method=self._method, params_b64=self._params_b64,
                                         kind="gen", overrides=self._overrides)
@@ -140,8 +141,8 @@ class _Function:
                 await inv.cancel(client, call_id)
 
     async def spawn(self, *args: Any, **kwargs: Any) -> "_FunctionCall":
-        self._check_not_gen("spawn")
         client, fid = await self._resolve()
+        self._check_not_gen("spawn")
         call_id = await inv.create_call(client, fid, [inv.encode_args(args, kwargs)],
                                         method=self._method, params_b64=self._params_b64,
                                         kind="spawn", overrides=self._overrides)
@@ -150,10 +151,10 @@ class _Function:
     async def map(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None,
                   order_outputs: bool = True, return_exceptions: bool = False,
                   wrap_returned_exceptions: bool = True) -> AsyncIterator[Any]:
-        self._check_not_gen("map")
         if not iterables:
             raise E.InvalidRequestError("map() needs at least one iterable")
         client, fid = await self._resolve()
+        self._check_not_gen("map")
         kw = kwargs or {}
         encoded = (inv.encode_args(args, kw) for args in zip(*iterables))
         async for value in inv.run_map(client, fid, encoded, method=self._method,
@@ -167,8 +168,8 @@ class _Function:
                       kwargs: dict[str, Any] | None = None, order_outputs: bool = True,
                       return_exceptions: bool = False,
                       wrap_returned_exceptions: bool = True) -> AsyncIterator[Any]:
-        self._check_not_gen("starmap")
         client, fid = await self._resolve()
+        self._check_not_gen("starmap")
         kw = kwargs or {}
         encoded = (inv.encode_args(tuple(args), kw) for args in input_iterator)
         async for value in inv.run_map(client, fid, encoded, method=self._method,
@@ -186,8 +187,8 @@ class _Function:
 
     async def spawn_map(self, *iterables: Iterable[Any],
                         kwargs: dict[str, Any] | None = None) -> "_FunctionCall":
-        self._check_not_gen("spawn_map")
         client, fid = await self._resolve()
+        self._check_not_gen("spawn_map")
         kw = kwargs or {}
         encoded = [inv.encode_args(args, kw) for args in zip(*iterables)]
         first, rest = encoded[:1000], encoded[1000:]

@@ -57,14 +57,16 @@ async def outputs(client: _Client, call_id: str, *,
     """Every output of the call, in the order they were made, until all inputs are done.
     Raises SandboxTimeoutError at `deadline` (time.monotonic())."""
     seq = 0
+    looked = False
     while True:
         wait = POLL_S
         if deadline is not None:
             wait = min(wait, deadline - time.monotonic())
-            if wait <= 0:
+            if wait <= 0 and looked:
                 raise E.SandboxTimeoutError(
                     f"function call {call_id} has not finished yet: call .get() again later")
         page = await poll(client, call_id, seq, max(0.0, wait))
+        looked = True  # get(timeout=0) looks once
         for out in page["outputs"]:
             yield out
         seq = page["next_seq"]

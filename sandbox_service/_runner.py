@@ -137,6 +137,7 @@ class Runner:
         spec = self.spec = header["spec"]
         try:
             self.target = _load_target(spec)
+            _hydrate_apps(spec)
             if spec.get("is_class"):
                 params = S.loads(base64.b64decode(spec["params_b64"])) if spec.get(
                     "params_b64") else {}
@@ -293,6 +294,24 @@ def _load_target(spec: dict[str, Any]) -> Any:
         if inner is not None:
             return inner
     return obj
+
+
+def _hydrate_apps(spec: dict[str, Any]) -> None:
+    """Give the module's apps their functions' ids, so the user's code can call its
+    siblings from here (`other.remote()`) as it does outside."""
+    ids = spec.get("app_functions") or {}
+    module = sys.modules.get(spec.get("module") or "")
+    if not ids or module is None:
+        return
+    from ._app import App, _AsyncApp
+
+    for value in list(vars(module).values()):
+        impl = value._impl if isinstance(value, App) else value
+        if not isinstance(impl, _AsyncApp):
+            continue
+        for tag, target in (*impl._functions.items(), *impl._classes.items()):
+            if tag in ids and target._function_id is None:
+                target._function_id = ids[tag]
 
 
 def _construct(cls: type, params: dict[str, Any]) -> Any:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -87,15 +88,26 @@ def assert_app_left_nothing(app_id: str, grace_s: float = 0.0) -> None:
     if grace_s:
         with contextlib.suppress(AssertionError):
             wait_for(clean, grace_s, "the app's containers to go")
-    assert containers(app_id) == []
-    assert live_function_sandboxes(app_id) == []
+    left = containers(app_id)
+    live = live_function_sandboxes(app_id)
+    if live:  # end them, so that a failure here leaks nothing into the rest of the session
+        end_sandboxes(live)
+    assert left == []
+    assert live == []
+
+
+def end_sandboxes(sandboxes: list[dict[str, Any]]) -> None:
+    with api() as c:
+        for sb in sandboxes:
+            c.delete(f"/v1/sandboxes/{sb['sandbox_id']}")
 
 
 @contextlib.contextmanager
-def running(app: Any) -> Iterator[Any]:
-    """`with app.run():`, then the check that the run left no container behind."""
+def running(app: Any, grace_s: float = 0.0) -> Iterator[Any]:
+    """`with app.run():`, then the check that the run left no container behind (stop_app
+    closes the pools before it answers: with grace_s=0 nothing may be left, not even
+    briefly)."""
     with app.run() as a:
         app_id = a.app_id
         yield a
-    # stop_app closes the pools before it answers: nothing may be left, not even briefly
-    assert_app_left_nothing(app_id)
+    assert_app_left_nothing(app_id, grace_s)

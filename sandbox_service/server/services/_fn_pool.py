@@ -46,6 +46,7 @@ class Pool:
         self.draining = False            # superseded by a redeploy: finish, then go
         self.task: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
+        self.start_tasks: set[asyncio.Task] = set()
         self.init_error: str | None = None
         self.backoff_until = 0.0
         self.backoff_s = 0.0
@@ -101,20 +102,24 @@ class Pool:
     async def _step(self) -> None:
         now = time.monotonic()
         self._dispatch(now)
-        alive = len(self.containers) + self.starting
+        for c in list(self.containers.values()):  # single-use, done: always goes
+            if c.retire and c.state == "ready" and c.load == 0:
+                self._spawn(self._stop_container(c))
+        active = [c for c in self.containers.values() if c.state == "ready" and not c.retire]
         room = MAX_STARTING - self.starting  # a boot storm slows every boot down
-        if now >= self.backoff_until:
-            for _ in range(min(room, max(0, self.desired() - alive))):
-                self._spawn(self._start_container())
+        if now >= self.backoff_until and not self.closed:
+            for _ in range(min(room, max(0, self.desired() - len(active) - self.starting))):
+                t = self._spawn(self._start_container())
+                self.start_tasks.add(t)
+                t.add_done_callback(self.start_tasks.discard)
         floor = 0 if self.draining else int(self.spec.get("min_containers") or 0)
         window = float(self.spec.get("scaledown_window_s") or 60)
-        idle = sorted((c for c in self.containers.values() if c.state == "ready" and c.load == 0),
-                      key=lambda c: c.idle_since)
-        excess = len(self.containers) - max(floor, self.desired())
+        idle = sorted((c for c in active if c.load == 0), key=lambda c: c.idle_since)
+        excess = len(active) - max(floor, self.desired())
         for c in idle:
             if excess <= 0:
                 break
-            if c.retire or now - c.idle_since >= window or self.draining and not self.queue:
+            if now - c.idle_since >= window or self.draining and not self.queue:
                 excess -= 1
                 self._spawn(self._stop_container(c))
         if self.draining and not self.queue and not self.containers and not self.starting:
@@ -141,10 +146,11 @@ class Pool:
             target.inflight[ref.key] = ref  # counted at once, so the loop sees the load
         self.queue.extend(waiting)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task:
         t = asyncio.create_task(coro)
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
+        return t
 
     # ---- containers --------------------------------------------------------------------
     async def _start_container(self) -> None:
@@ -163,6 +169,7 @@ class Pool:
                                                   "is_class", "max_inputs", "batch_max_size",
                                                   "batch_wait_ms")}
             spec["params_b64"] = self.params_b64
+            spec["app_functions"] = self.svc.app_functions(self.fn["app_id"])
             await conn.send({"t": "init", "spec": spec})
             header, _ = await asyncio.wait_for(conn.recv(), max(1.0, deadline - time.monotonic()))
             if header.get("t") != "ready":
@@ -176,7 +183,7 @@ class Pool:
                     with contextlib.suppress(Exception):
                         await asyncio.sleep(0.3)  # the manager copies the last output
                         detail = await self.svc.container_exit_detail(conn.sandbox_id)
-                self._spawn(self.svc.terminate(conn.sandbox_id))
+                await asyncio.shield(self.svc.terminate(conn.sandbox_id))
             if isinstance(e, asyncio.CancelledError):
                 raise
             if self._transient(e):
@@ -190,6 +197,10 @@ class Pool:
                  (time.monotonic() - t0) * 1000)
         self.init_error = None
         self.backoff_s = 0.0
+        if self.closed:  # the pool closed while this one booted: it goes at once
+            conn.close()
+            await asyncio.shield(self.svc.terminate(conn.sandbox_id))
+            return
         conn.state = "ready"
         conn.idle_since = time.monotonic()
         self.containers[conn.sandbox_id] = conn
@@ -343,12 +354,17 @@ class Pool:
         conn.close()
         lost = list(conn.inflight.values())
         conn.inflight.clear()
-        detail = await self.svc.container_exit_detail(conn.sandbox_id)
-        await self.svc.terminate(conn.sandbox_id)
-        self.svc.container_stopped(self, conn)
+        # shielded: a cancelled caller (the pool closing) must not leave the sandbox behind
+        detail = await asyncio.shield(self._remove(conn, bool(lost)))
         for ref in lost:
             self._failed(ref, "terminated", message=f"{why}{detail}")
         self.poke()
+
+    async def _remove(self, conn: RunnerConn, want_detail: bool) -> str:
+        detail = await self.svc.container_exit_detail(conn.sandbox_id) if want_detail else ""
+        await self.svc.terminate(conn.sandbox_id)
+        self.svc.container_stopped(self, conn)
+        return detail
 
     async def _stop_container(self, conn: RunnerConn) -> None:
         """Scale-down: `stop` lets the runner run @exit, then the sandbox goes."""
@@ -366,6 +382,10 @@ class Pool:
         self.closed = True
         if self.task is not None:
             self.task.cancel()
+        booting = list(self.start_tasks)  # boots end first (each removes its sandbox)
+        for t in booting:
+            t.cancel()
+        await asyncio.gather(*booting, return_exceptions=True)
         while self.queue:
             self.svc.finish(self.queue.popleft(), "cancelled", message=why)
         for conn in list(self.containers.values()):
@@ -374,8 +394,10 @@ class Pool:
             conn.inflight.clear()
         await asyncio.gather(*(self._stop_container(c) for c in list(self.containers.values())),
                              return_exceptions=True)
-        for t in list(self.tasks):
+        rest = [t for t in self.tasks if t is not asyncio.current_task()]
+        for t in rest:
             t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def stats(self) -> dict[str, int]:
         return {"containers": len(self.containers) + self.starting, "queued": len(self.queue),

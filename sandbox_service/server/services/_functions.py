@@ -266,6 +266,12 @@ class FunctionService:
                                   "stopped: run or deploy the app again")
         return fn
 
+    def app_functions(self, app_id: str) -> dict[str, str]:
+        """name -> id of the app's current functions: a container's copy of the app gets
+        them, so its code can call its siblings (`other.remote()`)."""
+        return {fn["name"]: fid for fid, fn in self.functions.items()
+                if fn["app_id"] == app_id and fn["state"] == "active"}
+
     def info(self, fn: dict[str, Any]) -> FunctionInfo:
         stats = {"containers": 0, "queued": 0, "running": 0}
         for (fid, _), p in self.pools.items():

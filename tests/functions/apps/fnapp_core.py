@@ -44,7 +44,7 @@ def echo(*args, **kwargs):
 
 @app.function(max_containers=1)
 def nothing(x):
-    x + 1  # noqa: B018 (returns None)
+    x + 1
 
 
 @app.function(max_containers=1)
