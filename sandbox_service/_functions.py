@@ -25,8 +25,8 @@ class Retries:
 
     def __init__(self, *, max_retries: int, backoff_coefficient: float = 2.0,
                  initial_delay: float = 1.0, max_delay: float = 60.0):
-        from .wire import RetryPolicy
         from ._client import wire_model
+        from .wire import RetryPolicy
 
         self.max_retries = max_retries
         self.backoff_coefficient = backoff_coefficient

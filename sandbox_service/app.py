@@ -1,7 +1,7 @@
 """Modal's `modal.app` module (public layer): the same names, from this package."""
 
-from ._missing import missing
 from ._app import App, _AsyncApp
+from ._missing import missing
 
 _App = _AsyncApp
 

@@ -1,7 +1,7 @@
 """Modal's `modal.cls` module (public layer): the same names, from this package."""
 
-from ._missing import missing
 from ._cls import Cls, Obj, _Cls, _Obj
+from ._missing import missing
 from ._partial import parameter
 
 __all__ = ["Cls", "Obj", "_Cls", "_Obj", "parameter"]

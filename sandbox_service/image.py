@@ -1,7 +1,7 @@
 """Modal's `modal.image` module (public layer): the same names, from this package."""
 
-from ._missing import missing
 from ._image import Image
+from ._missing import missing
 
 __all__ = ["Image"]
 

@@ -1,7 +1,7 @@
 """Modal's `modal.retries` module (public layer): the same names, from this package."""
 
-from ._missing import missing
 from ._functions import Retries
+from ._missing import missing
 
 __all__ = ["Retries"]
 

@@ -9,9 +9,9 @@ transport, the server or FastAPI.
 
 from . import _errors as errors
 from ._errors import (  # stdlib only: loaded at once
+    ERROR_CODES,
     AuthenticationError,
     ConflictError,
-    ERROR_CODES,
     ExecTimeoutError,
     ImageBuildError,
     InvalidRequestError,

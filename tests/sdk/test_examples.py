@@ -32,3 +32,23 @@ def test_modal_style_image_example(server):
     assert r.stdout.splitlines() == ["weekly numbers", "mean=7.25 stdev=4.35",
                                      "from the snapshot: mean=2.00 stdev=1.00"]
     assert "add " in r.stderr  # the build log, shown by enable_output()
+
+
+def test_modal_functions_example_with_sbx_run(server):
+    """`sbx run` of a Modal functions program, as `modal run` would run it."""
+    env = server.env()
+    env["SBX_TOKEN"] = server.token
+    r = subprocess.run([sys.executable, "-m", "sandbox_service.cli", "run",
+                        os.path.join(REPO, "examples", "modal_functions.py")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for line in ("local: 1000000", "remote: 1000000", "sum of squares: 2646700",
+                 "spawned: 144", "hi agent!", "letters: modal", "flaky: ok after a retry",
+                 "remote error: TypeError"):
+        assert line + "\n" in out, (line, out)
+    assert "hello 0\n" in out and "world 1\n" in r.stderr  # the containers' output streams here
+    with server.api() as api:
+        apps = api.get("/v1/apps").json()["apps"]
+        assert apps and all(a["state"] != "ephemeral" for a in apps)  # the run's app stopped
+        assert api.get("/v1/containers").json()["containers"] == []

@@ -8,9 +8,19 @@ import time
 
 from fastapi import APIRouter, Query, Request
 
-from ...wire import (AppDeploy, AppDeployed, AppSummary, AppSummaryList, CallCreate,
-                                CallCreated, CallInfo, CallInputs, CallOutputs,
-                                ContainerSummaryList, FunctionInfo)
+from ...wire import (
+    AppDeploy,
+    AppDeployed,
+    AppSummary,
+    AppSummaryList,
+    CallCreate,
+    CallCreated,
+    CallInfo,
+    CallInputs,
+    CallOutputs,
+    ContainerSummaryList,
+    FunctionInfo,
+)
 from ..services import FunctionService
 
 functions_router = APIRouter()

@@ -32,12 +32,25 @@ from typing import Any, Awaitable, Callable
 
 from security import Principal
 
-from ...wire import SandboxCreate
+from ...wire import (
+    MAX_TIMEOUT_S,
+    RUNNER_PORT,
+    AppDeploy,
+    AppDeployed,
+    AppSummary,
+    CallCreate,
+    CallInputs,
+    CallOutput,
+    CallOutputs,
+    ContainerSummary,
+    FunctionInfo,
+    FunctionSpec,
+    SandboxCreate,
+    check_payload,
+    is_id,
+    new_id,
+)
 from ...wire import errors as E
-from ...wire import (MAX_TIMEOUT_S, RUNNER_PORT, AppDeploy, AppDeployed, AppSummary, CallCreate, CallInputs,
-                                CallOutput, CallOutputs, ContainerSummary, FunctionInfo,
-                                FunctionSpec, check_payload)
-from ...wire import is_id, new_id
 from ._fn_calls import FINAL, CallState, InputRef
 from ._fn_logs import AppLogs
 from ._fn_pool import Pool
