@@ -7,7 +7,7 @@
 | `_contexts` | `ContextService`: the code interpreter's contexts |
 | `_images` | `ImageService`: builds, layers, blobs, image GC |
 | `_secrets` | `SecretService`: named secrets, sealed at rest |
-| `_functions` | `FunctionService`: deployments, calls, function containers (`_fn_pool` autoscaler and dispatch, `_fn_runner` the runner connection, `_fn_calls` outputs, `_fn_logs` app logs, `_fn_store` tables, `_sdk_mount` the SDK in containers) |
+| `_functions` | `FunctionService`: calls and function containers (`_fn_apps` deployments and apps, `_fn_pool` autoscaler and dispatch, `_fn_runner` the runner connection, `_fn_calls` outputs, `_fn_logs` app logs, `_fn_store` tables, `_sdk_mount` the SDK in containers) |
 | `_store` | `Store` / `SQLiteStore`: the one durable store (`state.db`) |
 | `_runtime_errors` | runtime exceptions -> API errors, mapped once at this boundary |
 

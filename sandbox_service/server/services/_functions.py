@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import time
 from typing import Any, Awaitable, Callable
 
@@ -35,9 +36,6 @@ from security import Principal
 from ...wire import (
     MAX_TIMEOUT_S,
     RUNNER_PORT,
-    AppDeploy,
-    AppDeployed,
-    AppSummary,
     CallCreate,
     CallInputs,
     CallOutput,
@@ -51,11 +49,11 @@ from ...wire import (
     new_id,
 )
 from ...wire import errors as E
+from ._fn_apps import AppsMixin
 from ._fn_calls import FINAL, CallState, InputRef
 from ._fn_logs import AppLogs
 from ._fn_pool import Pool
 from ._fn_runner import RUNNER_BOOT, RunnerConn
-from ._records import AppRecord
 from ._sdk_mount import build_sdk_mount
 
 log = logging.getLogger("sbx.functions")
@@ -63,7 +61,7 @@ FUNCTION_TAG = "sbx.function"
 Relay = Callable[[Principal, str, str, "str | None", bytes], Awaitable[tuple[int, str, bytes]]]
 
 
-class FunctionService:
+class FunctionService(AppsMixin):
     def __init__(self, *, manager: Any, store: Any, home: str, retention_s: float = 86400.0,
                  default_max_containers: int | None = None):
         self.manager = manager
@@ -165,104 +163,6 @@ class FunctionService:
                     del self.calls[cid]
             with contextlib.suppress(Exception):
                 await self.store.delete_calls_before(now - self.retention_s)
-
-    # ---- deployments ---------------------------------------------------------------------
-    async def deploy(self, who: Principal, body: AppDeploy) -> AppDeployed:
-        owner = who.name
-        if who.scope not in ("admin", "user"):
-            raise E.PermissionDeniedError("deploying needs a user key or the admin token")
-        for spec in body.functions:
-            check_payload(spec.serialized_b64, f"function {spec.name}")
-            await self.manager.images.resolve(spec.image)  # NotFound now, not at first call
-        now = time.time()
-        if body.mode == "deployed":
-            app = await self.store.get_app_by_name(owner, body.name)
-            if app is None:
-                await self.store.put_app(AppRecord(app_id=new_id("app"), owner=owner,
-                                                   name=body.name, created_at=now))
-                app = await self.store.get_app_by_name(owner, body.name)
-        else:
-            app_id = new_id("app")
-            app = AppRecord(app_id=app_id, owner=owner, name=f"~{app_id}", created_at=now,
-                            state="ephemeral", display_name=body.name)
-            await self.store.put_app(app)
-        old_ids = dict(app.functions)
-        app.version += 1
-        app.state = "deployed" if body.mode == "deployed" else "ephemeral"
-        ids: dict[str, str] = {}
-        for spec in body.functions:
-            fid = new_id("function")
-            fn = {"function_id": fid, "app_id": app.app_id, "owner": owner, "name": spec.name,
-                  "app_name": app.display_name or app.name, "version": app.version,
-                  "state": "active", "created_at": now, "spec": spec.model_dump()}
-            await self.store.put_function(fn)
-            self.functions[fid] = fn
-            ids[spec.name] = fid
-            if spec.min_containers:
-                self._pool(fn, None)
-        app.functions = ids
-        app.history.append({"version": app.version, "deployed_at": now,
-                            "functions": sorted(ids)})
-        app.history = app.history[-50:]
-        await self.store.update_app(app)
-        for name, fid in old_ids.items():  # the previous version finishes what it has
-            await self._retire_function(fid, draining=True)
-        return AppDeployed(app_id=app.app_id, name=app.display_name or app.name,
-                           mode=body.mode, version=app.version, functions=ids)
-
-    async def _retire_function(self, fid: str, *, draining: bool) -> None:
-        fn = self.functions.get(fid) or await self.store.get_function(fid)
-        if fn is None or fn.get("state") == "stopped":
-            return
-        fn["state"] = "draining" if draining else "stopped"
-        await self.store.put_function(fn)
-        for key, pool in list(self.pools.items()):
-            if key[0] != fid:
-                continue
-            if draining:
-                pool.draining = True
-                pool.poke()
-            else:
-                del self.pools[key]
-                await pool.close("its app was stopped")
-        if not draining:
-            self.functions.pop(fid, None)
-
-    def pool_done(self, pool: Pool) -> None:
-        for key, p in list(self.pools.items()):
-            if p is pool:
-                del self.pools[key]
-
-    async def app_record(self, who: Principal, app_id: str) -> AppRecord:
-        app = await self.store.get_app(app_id)
-        if app is None or not (who.is_admin or app.owner == who.name):
-            raise E.NotFoundError(f"no app {app_id!r}: `sbx app ls` lists the apps")
-        return app
-
-    async def stop_app(self, who: Principal, app_id: str) -> AppSummary:
-        app = await self.app_record(who, app_id)
-        for fid in app.functions.values():
-            await self._retire_function(fid, draining=False)
-        for fn in list(self.functions.values()):  # older versions still draining
-            if fn["app_id"] == app_id:
-                await self._retire_function(fn["function_id"], draining=False)
-        if app.state in ("ephemeral", "deployed"):
-            app.state = "stopped"
-            app.history.append({"version": app.version, "stopped_at": time.time()})
-            await self.store.update_app(app)
-        return self.summary(app)
-
-    def summary(self, app: AppRecord) -> AppSummary:
-        containers = sum(p.stats()["containers"] for (fid, _), p in self.pools.items()
-                         if self.functions.get(fid, {}).get("app_id") == app.app_id)
-        return AppSummary(app_id=app.app_id, name=app.display_name or app.name,
-                          state=app.state, version=app.version, created_at=app.created_at,
-                          functions=sorted(app.functions), containers=containers)
-
-    async def list_apps(self, who: Principal) -> list[AppSummary]:
-        apps = await self.store.list_apps(None if who.is_admin else who.name)
-        return [self.summary(a) for a in sorted(apps, key=lambda a: a.created_at)
-                if a.functions or a.state != "active"]
 
     # ---- functions -------------------------------------------------------------------------
     async def function(self, who: Principal, fid: str) -> dict[str, Any]:
@@ -508,7 +408,11 @@ class FunctionService:
                 f"{fn['name']} has restrict_modal_access=True: its code may not call the "
                 "service (other functions, sandboxes, ...)"))
         path, method = str(header.get("path", "")), str(header.get("method", "GET"))
-        if not path.startswith("/v1/") or self.relay is None:
+        bare = path.split("?", 1)[0]
+        if (not bare.startswith("/v1/") or self.relay is None or "%" in bare
+                or posixpath.normpath(bare) != bare.rstrip("/")):  # no /v1/../ escapes
+            return refuse(E.InvalidRequestError(f"{method} {path[:100]}: not an API path"))
+        if method not in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"):
             return refuse(E.InvalidRequestError(f"{method} {path[:100]}: not an API path"))
         who = Principal(fn["owner"], scope="app", target=fn["app_id"])
         try:
