@@ -9,12 +9,13 @@ every step by content, so a rebuild of an unchanged recipe takes milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ._client import _Client, default_client
 from ._local_files import Ignore, LocalAdd, collect, python_source
@@ -229,6 +230,24 @@ class Image:
         if not any(s["kind"] == "env" and "PYTHONPATH" in s["env"] for s in self._steps):
             img = img.env({"PYTHONPATH": "/root"})
         return img
+
+    @contextlib.contextmanager
+    def imports(self) -> Iterator[None]:
+        """Modal's `with image.imports(): import numpy`: imports the image has and this
+        machine may not. Outside a function container an ImportError in the block is
+        ignored (the names stay undefined here); inside one it is raised as usual."""
+        from ._client import in_container
+
+        try:
+            yield
+        except ImportError:
+            if in_container():
+                raise
+
+    def run_function(self, raw_f: Any, *args: Any, **kwargs: Any) -> "Image":
+        raise E.InvalidRequestError(
+            "Image.run_function is not available yet in sandbox-service: run the same code "
+            "as a build step with run_commands('python3 -c ...'), or in @modal.enter()")
 
     def _add(self, adds: list[LocalAdd], *, chown: str | None = None) -> "Image":
         for a in adds:

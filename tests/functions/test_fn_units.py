@@ -98,3 +98,21 @@ def test_autoscaler_arithmetic():
         pool.draining = True
         assert pool.desired() == 0
     asyncio.run(go())
+
+
+def test_image_imports_is_lenient_only_outside_a_container():
+    import sandbox_service as modal
+    from sandbox_service import _client
+
+    image = modal.Image.debian_slim()
+    with image.imports():
+        import module_that_is_only_in_the_image  # noqa: F401
+    _client.set_container_channel(object())
+    try:
+        with pytest.raises(ImportError):
+            with image.imports():
+                import module_that_is_only_in_the_image  # noqa: F401,F811
+    finally:
+        _client._CHANNEL.clear()
+    with pytest.raises(ValueError, match="run_function is not available yet"):
+        image.run_function(print)
