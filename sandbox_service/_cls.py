@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from . import _serialization as S
 from ._client import _Client, default_client
-from ._functions import Function, _Function
+from ._functions import Function, _Function, lookup
 from ._partial import _UNSET, PartialFunction, _Parameter
 from ._sync import Wrapped
 from .wire import errors as E
@@ -141,10 +141,8 @@ class _Cls:
                                                     self._parent._generators)
             return client, fid
         if self._function_id is None and self._from_name is not None:
-            client = default_client()
             app_name, name = self._from_name
-            info = await client.request("GET", "/v1/functions/lookup",
-                                        params={"app": app_name, "name": name})
+            client, info = await lookup(app_name, name)
             if not info["is_class"]:
                 raise E.InvalidRequestError(f"{name!r} in app {app_name!r} is a function: "
                                             "use Function.from_name")

@@ -42,6 +42,14 @@ class Retries:
                 f"max_delay={self.max_delay})")
 
 
+async def lookup(app_name: str, name: str) -> tuple[_Client, dict[str, Any]]:
+    """(client, FunctionInfo as JSON) of a deployed app's function or class."""
+    client = default_client()
+    info = await client.request("GET", "/v1/functions/lookup",
+                                params={"app": app_name, "name": name})
+    return client, info
+
+
 class _Function:
     def __init__(self, raw_f: Callable | None, tag: str, *, app: Any = None,
                  options: dict[str, Any] | None = None, is_generator: bool = False,
@@ -74,11 +82,8 @@ class _Function:
             self._is_generator = self._method in self._cls._generators
             return client, fid
         if self._function_id is None and self._from_name is not None:
-            client = default_client()
-            app_name, name = self._from_name
-            info = await client.request("GET", "/v1/functions/lookup",
-                                        params={"app": app_name, "name": name})
-            self._function_id, self._client = info["function_id"], client
+            self._client, info = await lookup(*self._from_name)
+            self._function_id = info["function_id"]
             self._is_generator = self._tag in info.get("generators", [])
         if self._function_id is None:
             raise E.InvalidRequestError(
@@ -153,25 +158,25 @@ class _Function:
                   wrap_returned_exceptions: bool = True) -> AsyncIterator[Any]:
         if not iterables:
             raise E.InvalidRequestError("map() needs at least one iterable")
-        client, fid = await self._resolve()
-        self._check_not_gen("map")
         kw = kwargs or {}
-        encoded = (inv.encode_args(args, kw) for args in zip(*iterables))
-        async for value in inv.run_map(client, fid, encoded, method=self._method,
-                                       params_b64=self._params_b64,
-                                       order_outputs=order_outputs,
-                                       return_exceptions=return_exceptions,
-                                       overrides=self._overrides):
+        async for value in self._map("map", (inv.encode_args(a, kw) for a in zip(*iterables)),
+                                     order_outputs, return_exceptions):
             yield value
 
     async def starmap(self, input_iterator: Iterable[Iterable[Any]], *,
                       kwargs: dict[str, Any] | None = None, order_outputs: bool = True,
                       return_exceptions: bool = False,
                       wrap_returned_exceptions: bool = True) -> AsyncIterator[Any]:
-        client, fid = await self._resolve()
-        self._check_not_gen("starmap")
         kw = kwargs or {}
-        encoded = (inv.encode_args(tuple(args), kw) for args in input_iterator)
+        async for value in self._map("starmap", (inv.encode_args(tuple(a), kw)
+                                                 for a in input_iterator),
+                                     order_outputs, return_exceptions):
+            yield value
+
+    async def _map(self, what: str, encoded: Iterable[str], order_outputs: bool,
+                   return_exceptions: bool) -> AsyncIterator[Any]:
+        client, fid = await self._resolve()
+        self._check_not_gen(what)
         async for value in inv.run_map(client, fid, encoded, method=self._method,
                                        params_b64=self._params_b64,
                                        order_outputs=order_outputs,
