@@ -101,11 +101,10 @@ class _Client:
     async def websocket(self, path: str):
         from websockets.asyncio.client import connect
 
-        if _CHANNEL:
-            raise E.InvalidRequestError(
-                "streams (exec, port tunnels, interpreter output) from inside a function "
-                "container are not available yet: call a function, or use the REST calls "
-                "(Sandbox.create, files) here")
+        if _CHANNEL:  # inside a function container: over the runner's connection
+            from ._channel import channel_websocket
+
+            return await channel_websocket(_CHANNEL[0], path)
         url = "ws" + self.url[4:] + path if self.url.startswith("http") else self.url + path
         try:
             return await connect(url, additional_headers=self._headers, max_size=None,
@@ -130,32 +129,6 @@ _DEFAULT: dict[str, _Client] = {}
 _CHANNEL: list[Any] = []  # inside a function container: the runner
 
 
-def _channel_transport(runner: Any) -> "httpx.AsyncBaseTransport":
-    """Inside a function container: each request travels to the server over the runner's
-    connection (no network, no token); the server runs it as this container's identity."""
-    import asyncio
-
-    import httpx
-
-    class ChannelTransport(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            body = await request.aread()
-            loop = asyncio.get_running_loop()
-            fut: asyncio.Future = loop.create_future()
-
-            def on_reply(header: dict, data: bytes) -> None:
-                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result((header, data)))
-
-            header = {"method": request.method, "path": request.url.raw_path.decode("ascii"),
-                      "content_type": request.headers.get("content-type")}
-            runner.api_call(header, body, on_reply)
-            reply, data = await fut
-            return httpx.Response(int(reply.get("status", 502)),
-                                  headers={"content-type": reply.get("content_type") or
-                                           "application/octet-stream"}, content=data)
-    return ChannelTransport()
-
-
 def set_container_channel(runner: Any) -> None:
     _CHANNEL[:] = [runner]
 
@@ -170,8 +143,10 @@ def default_client() -> _Client:
     if _CHANNEL:
         client = _DEFAULT.get("channel")
         if client is None:
+            from ._channel import channel_transport
+
             client = _DEFAULT["channel"] = _Client("http://sbx.container", token="",
-                                                   transport=_channel_transport(_CHANNEL[0]))
+                                                   transport=channel_transport(_CHANNEL[0]))
         return client
     key = f"{sbx_url()}|{sbx_token()}"
     client = _DEFAULT.get(key)

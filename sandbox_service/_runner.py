@@ -75,6 +75,7 @@ class Runner:
         self.running: dict[str, Any] = {}  # input id -> thread ident or asyncio task
         self.batchers: dict[str, Any] = {}
         self.api_waiters: dict[int, Any] = {}
+        self.ws_handlers: dict[int, Any] = {}
         self.api_seq = 0
         self.stopping = False
         self.pending: list[tuple[dict[str, Any], bytes]] = []
@@ -129,6 +130,10 @@ class Runner:
                 waiter = self.api_waiters.pop(int(header.get("rid", -1)), None)
                 if waiter is not None:
                     waiter(header, body)
+            elif kind in ("ws_opened", "ws_refused", "ws_msg", "ws_close"):
+                handler = self.ws_handlers.get(int(header.get("wid", -1)))
+                if handler is not None:
+                    handler(header, body)
             elif kind == "stop":
                 threading.Thread(target=self._stop, daemon=True).start()
 
@@ -279,6 +284,19 @@ class Runner:
         self.api_waiters[rid] = on_reply
         self.send({**header, "t": "api", "rid": rid}, body)
 
+    def ws_open(self, path: str, on_frame: Callable) -> int:
+        """Open a WebSocket to the API (`path`) over this connection; `on_frame` gets its
+        `ws_*` frames on the read thread until `ws_done`."""
+        with self.wlock:
+            self.api_seq += 1
+            wid = self.api_seq
+        self.ws_handlers[wid] = on_frame
+        self.send({"t": "ws_open", "wid": wid, "path": path})
+        return wid
+
+    def ws_done(self, wid: int) -> None:
+        self.ws_handlers.pop(wid, None)
+
 
 def _load_target(spec: dict[str, Any]) -> Any:
     if spec.get("serialized_b64"):
@@ -297,8 +315,8 @@ def _load_target(spec: dict[str, Any]) -> Any:
 
 
 def _hydrate_apps(spec: dict[str, Any]) -> None:
-    """Give the module's apps their functions' ids, so the user's code can call its
-    siblings from here (`other.remote()`) as it does outside."""
+    """Give the module's apps their functions' ids and the app's id, so the user's code
+    can call its siblings (`other.remote()`) and make sandboxes in its app as outside."""
     ids = spec.get("app_functions") or {}
     module = sys.modules.get(spec.get("module") or "")
     if not ids or module is None:
@@ -309,9 +327,13 @@ def _hydrate_apps(spec: dict[str, Any]) -> None:
         impl = value._impl if isinstance(value, App) else value
         if not isinstance(impl, _AsyncApp):
             continue
+        mine = False
         for tag, target in (*impl._functions.items(), *impl._classes.items()):
             if tag in ids and target._function_id is None:
                 target._function_id = ids[tag]
+                mine = True
+        if mine and impl.app_id is None:  # Sandbox.create(app=app) joins this app run
+            impl.app_id = spec.get("app_id")
 
 
 def _construct(cls: type, params: dict[str, Any]) -> Any:

@@ -27,6 +27,7 @@ from ..wire import errors as E
 from ..wire import validation_message
 from . import _access as access
 from ._errors import ERROR_RESPONSES
+from ._relay import http_relay, ws_relay
 from ._settings import Settings
 from ._stall import StallGuard
 from .routes import audit_request, include_routes
@@ -109,25 +110,6 @@ def begin_shutdown(app: FastAPI) -> None:
         loop.call_soon_threadsafe(functions.stopping.set)
 
 
-def _relay(app: FastAPI):
-    """Run an API request made inside a function container through this app, in-process,
-    as `principal` (set in the ASGI scope, which no network client can reach)."""
-    import httpx
-
-    async def relay(principal, method: str, path: str, content_type: str | None,
-                    body: bytes) -> tuple[int, str, bytes]:
-        async def as_container(scope, receive, send):
-            await app({**scope, "sbx.principal": principal}, receive, send)
-
-        transport = httpx.ASGITransport(app=as_container)  # type: ignore[arg-type]
-        async with httpx.AsyncClient(transport=transport, base_url="http://container",
-                                     timeout=None) as client:
-            headers = {"content-type": content_type} if content_type else {}
-            resp = await client.request(method, path, content=body, headers=headers)
-        return resp.status_code, resp.headers.get("content-type", ""), resp.content
-    return relay
-
-
 def create_app(settings: Settings | None = None, *, runtime=None, store: Store | None = None,
                images=None) -> FastAPI:
     settings = settings or Settings.from_env()
@@ -172,7 +154,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         functions = FunctionService(manager=manager, store=store, home=settings.home,
                                     retention_s=settings.call_retention_s,
                                     default_max_containers=settings.function_max_containers)
-        functions.relay = _relay(app)
+        functions.relay = http_relay(app)
+        functions.relay_ws = ws_relay(app)
         await functions.start()
         app.state.functions = functions
         app.state.loop = asyncio.get_running_loop()

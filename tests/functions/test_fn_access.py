@@ -44,6 +44,20 @@ def test_restrict_modal_access_refuses_calls_from_inside(app):
     assert "in restricted" in "\n".join(getattr(ei.value, "__notes__", []))
 
 
+def test_a_function_runs_code_in_a_sandbox_and_streams_its_output(app):
+    """exec streams from inside a container travel as WebSockets over the runner's channel."""
+    r = m.agent_tool.remote("import sys; print('hi'); print('oops', file=sys.stderr); "
+                            "sys.exit(3)")
+    assert (r["out"], r["err"], r["rc"]) == ("hi\n", "oops\n", 3), r
+    assert r["echoed"] == "through stdin"
+    assert r["lines"] == ["1\n", "2\n", "3\n"]
+    assert r["sandboxes"] >= 1
+
+
+def test_a_port_forward_from_inside_a_function(app):
+    assert m.port_forward.remote() == "hello from the function"
+
+
 def test_block_network_function_works(app):
     value, net = m.offline.remote(4)
     assert value == 12

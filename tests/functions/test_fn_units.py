@@ -23,7 +23,12 @@ def _svc() -> FunctionService:
         seen.append((who, method, path))
         return 200, "application/json", b"{}"
 
+    async def relay_ws(who, path, inbox, emit):
+        seen.append((who, "WEBSOCKET", path))
+        await emit({"t": "ws_opened"}, b"")
+
     svc.relay = relay
+    svc.relay_ws = relay_ws
     svc.seen = seen
     svc.default_max_containers = 8
     return svc
@@ -60,6 +65,28 @@ def test_restrict_modal_access_refuses_everything():
         _fn(restrict_modal_access=True), {"path": "/v1/info", "method": "GET"}, b""))
     assert status == 403 and "restrict_modal_access" in json.loads(body)["error"]["message"]
     assert svc.seen == []
+
+
+def _stream(svc, fn, path):
+    sent = []
+
+    async def emit(frame, data):
+        sent.append((frame, data))
+    asyncio.run(svc.relay_stream(fn, path, asyncio.Queue(), emit))
+    return sent
+
+
+def test_relayed_streams_get_the_same_checks():
+    svc = _svc()
+    [(frame, body)] = _stream(svc, _fn(restrict_modal_access=True), "/v1/sandboxes/x/exec/stream")
+    assert frame == {"t": "ws_refused", "status": 403}
+    assert "restrict_modal_access" in json.loads(body)["error"]["message"]
+    [(frame, body)] = _stream(svc, _fn(), "/v1/../mcp")
+    assert frame["t"] == "ws_refused" and frame["status"] == 400
+    assert svc.seen == []
+    assert _stream(svc, _fn(), "/v1/sandboxes/x/exec/stream") == [({"t": "ws_opened"}, b"")]
+    who, method, path = svc.seen[0]
+    assert (who.name, who.scope, who.target, method) == ("alice", "app", "ap-x", "WEBSOCKET")
 
 
 def test_overrides_replace_fields_but_add_env_and_secrets():

@@ -170,6 +170,7 @@ class Pool:
                                                   "batch_wait_ms")}
             spec["params_b64"] = self.params_b64
             spec["app_functions"] = self.svc.app_functions(self.fn["app_id"])
+            spec["app_id"] = self.fn["app_id"]
             await conn.send({"t": "init", "spec": spec})
             header, _ = await asyncio.wait_for(conn.recv(), max(1.0, deadline - time.monotonic()))
             if header.get("t") != "ready":
@@ -252,6 +253,12 @@ class Pool:
                         self.svc.item(ref, body)
                 elif kind == "api":
                     self._spawn(self._api(conn, header, body))
+                elif kind == "ws_open":
+                    self._spawn(self._stream(conn, header))
+                elif kind in ("ws_msg", "ws_close"):
+                    inbox = conn.streams.get(int(header.get("wid", -1)))
+                    if inbox is not None:
+                        inbox.put_nowait((header, body))
                 elif kind == "stopped":
                     break
         except RunnerGone:
@@ -267,6 +274,19 @@ class Pool:
         with contextlib.suppress(RunnerGone):
             await conn.send({"t": "api_resp", "rid": header.get("rid"), "status": status,
                              "content_type": ctype}, data)
+
+    async def _stream(self, conn: RunnerConn, header: dict[str, Any]) -> None:
+        wid = int(header.get("wid", -1))
+        inbox = conn.streams[wid] = asyncio.Queue()
+
+        async def emit(frame: dict, data: bytes) -> None:
+            await conn.send({**frame, "wid": wid}, data)
+        try:
+            await self.svc.relay_stream(self.fn, str(header.get("path", "")), inbox, emit)
+        except RunnerGone:
+            pass
+        finally:
+            conn.streams.pop(wid, None)
 
     def _output(self, conn: RunnerConn, header: dict[str, Any], body: bytes) -> None:
         key = str(header.get("id"))

@@ -4,7 +4,9 @@ connection to the function runner inside it.
 The connection is a byte stream to the runner's loopback port through the container's
 agent (`Runtime.open_port`), so it needs no network. Frames are `wire.encode_frame`'s:
 the server sends `init`, `input`, `cancel`, `stop` and `api_resp`; the runner sends
-`ready` / `init_failed`, `out`, `item`, `api` and `stopped`.
+`ready` / `init_failed`, `out`, `item`, `api` and `stopped`. WebSockets the user's code
+opens travel as `ws_open`, `ws_msg`, `ws_close` (both ways) and `ws_opened` / `ws_refused`
+(see server/_relay.py).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class RunnerConn:
         self.retire = False              # single-use: stop after the current input
         self.wlock = asyncio.Lock()
         self.read_task: asyncio.Task | None = None
+        self.streams: dict[int, asyncio.Queue] = {}  # relayed WebSockets: wid -> inbox
 
     @property
     def load(self) -> int:
@@ -100,6 +103,8 @@ class RunnerConn:
 
     def close(self) -> None:
         self.state = "dead"
+        for inbox in self.streams.values():
+            inbox.put_nowait(None)  # their sessions end (the exec is killed)
         for t in self.timers.values():
             t.cancel()
         self.timers.clear()

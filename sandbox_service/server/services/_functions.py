@@ -58,6 +58,7 @@ from ._sdk_mount import build_sdk_mount
 
 log = logging.getLogger("sbx.functions")
 FUNCTION_TAG = "sbx.function"
+_RELAYED_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 Relay = Callable[[Principal, str, str, "str | None", bytes], Awaitable[tuple[int, str, bytes]]]
 
 
@@ -76,6 +77,7 @@ class FunctionService(AppsMixin):
         self.calls: dict[str, CallState] = {}
         self.logs = AppLogs(manager)
         self.relay: Relay | None = None
+        self.relay_ws: Callable[..., Awaitable[None]] | None = None
         self._mount: tuple[str, str] | None = None
         self._tasks: list[asyncio.Task] = []
         self.stopping = asyncio.Event()
@@ -397,29 +399,47 @@ class FunctionService(AppsMixin):
     def container_stopped(self, pool: Pool, conn: RunnerConn) -> None:
         log.info("function %s: container %s stopped", pool.fn["name"], conn.sandbox_id)
 
+    def _relay_refusal(self, fn: dict[str, Any], method: str,
+                       path: str) -> E.SandboxError | None:
+        if fn["spec"].get("restrict_modal_access"):
+            return E.PermissionDeniedError(
+                f"{fn['name']} has restrict_modal_access=True: its code may not call the "
+                "service (other functions, sandboxes, ...)")
+        bare = path.split("?", 1)[0]
+        if (not bare.startswith("/v1/") or "%" in bare
+                or posixpath.normpath(bare) != bare.rstrip("/")  # no /v1/../ escapes
+                or method not in _RELAYED_METHODS):
+            return E.InvalidRequestError(f"{method} {path[:100]}: not an API path")
+        return None
+
     async def relay_api(self, fn: dict[str, Any], header: dict[str, Any],
                         body: bytes) -> tuple[int, str, bytes]:
         """A call the user's code made inside a container, run as the container."""
-        def refuse(err: E.SandboxError) -> tuple[int, str, bytes]:
-            return err.http_status, "application/json", json.dumps(err.to_wire()).encode()
-
-        if fn["spec"].get("restrict_modal_access"):
-            return refuse(E.PermissionDeniedError(
-                f"{fn['name']} has restrict_modal_access=True: its code may not call the "
-                "service (other functions, sandboxes, ...)"))
         path, method = str(header.get("path", "")), str(header.get("method", "GET"))
-        bare = path.split("?", 1)[0]
-        if (not bare.startswith("/v1/") or self.relay is None or "%" in bare
-                or posixpath.normpath(bare) != bare.rstrip("/")):  # no /v1/../ escapes
-            return refuse(E.InvalidRequestError(f"{method} {path[:100]}: not an API path"))
-        if method not in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"):
-            return refuse(E.InvalidRequestError(f"{method} {path[:100]}: not an API path"))
-        who = Principal(fn["owner"], scope="app", target=fn["app_id"])
-        try:
-            return await self.relay(who, method, path, header.get("content_type"), body)
-        except Exception as e:
-            log.exception("relaying %s %s for %s", method, path, fn["name"])
-            return refuse(E.SandboxError(f"the call failed in the server: {e}"))
+        err = self._relay_refusal(fn, method, path) or (
+            None if self.relay else E.InvalidRequestError("no API relay in this server"))
+        if err is None:
+            who = Principal(fn["owner"], scope="app", target=fn["app_id"])
+            try:
+                return await self.relay(who, method, path, header.get("content_type"), body)
+            except Exception as e:
+                log.exception("relaying %s %s for %s", method, path, fn["name"])
+                err = E.SandboxError(f"the call failed in the server: {e}")
+        return err.http_status, "application/json", json.dumps(err.to_wire()).encode()
+
+    async def relay_stream(self, fn: dict[str, Any], path: str, inbox: asyncio.Queue,
+                           emit: Callable[[dict, bytes], Awaitable[None]]) -> None:
+        """A WebSocket the user's code opened inside a container (an exec stream, a port
+        forward), run as the container until either end closes it."""
+        err = self._relay_refusal(fn, "GET", path) or (
+            None if self.relay_ws else E.InvalidRequestError("no API relay in this server"))
+        if err is not None:
+            await emit({"t": "ws_refused", "status": err.http_status},
+                       json.dumps(err.to_wire()).encode())
+            return
+        assert self.relay_ws is not None
+        await self.relay_ws(Principal(fn["owner"], scope="app", target=fn["app_id"]),
+                            path, inbox, emit)
 
     def containers(self, who: Principal, app_id: str | None = None) -> list[ContainerSummary]:
         out = []
