@@ -17,11 +17,13 @@ runtime comes in through the `runtimes` interface.
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
 import contextlib
 import dataclasses
 import logging
 import os
+import pickle
 import secrets
 import shutil
 import stat
@@ -143,6 +145,9 @@ class Builder:
             emit(f"[{i}/{total}] {what}")
             produce = (self._files_producer(layer, step) if step["kind"] == "files"
                        else self._run_producer(layer, step, config, emit))
+            if kind == "function":
+                emit("    (reruns when the function's source, its arguments, its secrets or "
+                     "an earlier step change)")
             layer, made = await self.layers.ensure(key, layer, produce, what=what, emit=emit)
             self.layers.pin([layer.key])
             chain.append(layer.key)
@@ -221,7 +226,10 @@ class Builder:
                     "redirect_dir=off,metacopy=off,index=off")
             await _run(["mount", "-t", "overlay", "overlay", "-o", opts, merged])
             try:
-                await self._run_commands(merged, parent, step, config, commands, emit)
+                mounts = ()
+                if step["kind"] == "function":
+                    mounts = await asyncio.to_thread(_function_mounts, tmp, step, self.blobs_dir)
+                await self._run_commands(merged, parent, step, config, commands, emit, mounts)
             finally:
                 # the sandbox is destroyed: nothing may still hold (and write) the upper
                 # directory when the host starts reading it
@@ -236,14 +244,14 @@ class Builder:
         return produce
 
     async def _run_commands(self, root: str, parent: Layer, step: dict[str, Any],
-                            config: dict[str, Any], commands: list[str], emit: Emit) -> None:
+                            config: dict[str, Any], commands: list[str], emit: Emit,
+                            mounts: tuple[tuple[str, str], ...] = ()) -> None:
         s = self.settings
         env = {**config["env"], **(step.get("secret_env") or {})}
         if step["kind"] in ("pip", "uv_pip"):
             env = {**_steps.PIP_ENV, **env}
-        mounts: tuple[tuple[str, str], ...] = ()
         if s.ca_bundle and os.path.isfile(s.ca_bundle):
-            mounts = ((s.ca_bundle, CA_PATH),)
+            mounts = (*mounts, (s.ca_bundle, CA_PATH))
             env.update({k: CA_PATH for k in CA_ENV})
         uid, gid = resolve_user(parent.rootfs, config["user"])
         home = user_home(parent.rootfs, uid) if config["user"] else None
@@ -258,8 +266,10 @@ class Builder:
             watch = asyncio.create_task(self._watch_disk(cid))
             results = []
             try:
+                timeout_s = min(step.get("timeout_s") or s.step_timeout_s, s.step_timeout_s)
                 for cmd in commands:
-                    results.append((cmd, *await self._exec(cid, cmd, config, uid, gid, emit)))
+                    results.append((cmd, *await self._exec(cid, cmd, config, uid, gid, emit,
+                                                            timeout_s)))
                     if results[-1][1] != 0:
                         break
             except Exception:
@@ -275,7 +285,7 @@ class Builder:
             for cmd, code, tail in results:
                 if code != 0:
                     shown = "\n".join(tail)
-                    reason = ("timed out after " + f"{s.step_timeout_s:g}s" if code == 124
+                    reason = ("timed out after " + f"{timeout_s:g}s" if code == 124
                               else f"exited with code {code}")
                     raise ImageBuildError(f"build step failed: `{_short(cmd)}` {reason}.\n"
                                           f"Last output:\n{shown}")
@@ -299,10 +309,10 @@ class Builder:
                 return True
 
     async def _exec(self, cid: str, cmd: str, config: dict[str, Any], uid: int, gid: int,
-                    emit: Emit) -> tuple[int, list[str]]:
+                    emit: Emit, timeout_s: float) -> tuple[int, list[str]]:
         stream = await self.runtime.exec(cid, ExecSpec(
             argv=["/bin/sh", "-c", cmd], cwd=config["workdir"] or "/",
-            timeout_s=self.settings.step_timeout_s, uid=uid, gid=gid))
+            timeout_s=timeout_s, uid=uid, gid=gid))
         decoders = {"stdout": codecs.getincrementaldecoder("utf-8")("replace"),
                     "stderr": codecs.getincrementaldecoder("utf-8")("replace")}
         pending = {"stdout": "", "stderr": ""}
@@ -352,7 +362,7 @@ async def _run(argv: list[str], check: bool = True) -> None:
 def _clean_build_dirs(tmp: str, lower: str) -> None:
     """After a build step: drop the overlay's work and mount dirs, and what the sandbox's
     own mounts left in the upper (/.sbx, an /etc/resolv.conf the image did not have)."""
-    for name in ("work", "merged"):
+    for name in ("work", "merged", "src", "src-root"):
         remove_tree(os.path.join(tmp, name))
     upper = os.path.join(tmp, "diff")
     remove_tree(os.path.join(upper, ".sbx"))
@@ -361,6 +371,25 @@ def _clean_build_dirs(tmp: str, lower: str) -> None:
     if (os.path.isdir(etc) and not os.path.islink(etc) and os.path.lexists(resolv)
             and not os.path.lexists(os.path.join(lower, "etc", "resolv.conf"))):
         os.unlink(resolv)
+
+
+_NO_ARGS = pickle.dumps(((), {}), protocol=4)
+
+
+def _function_mounts(tmp: str, step: dict[str, Any],
+                     blobs_dir: str) -> tuple[tuple[str, str], ...]:
+    """A function step's read-only mounts: its module's source and pickled arguments at
+    /.sbx/src, and the server's SDK at /.sbx/sdk and /.sbx/sdk-deps."""
+    empty, src = os.path.join(tmp, "src-root"), os.path.join(tmp, "src")
+    os.makedirs(empty)
+    os.makedirs(src)
+    _write_files(empty, src, {"entries": step["entries"]}, blobs_dir)
+    with open(os.path.join(src, ".sbx-args"), "wb") as f:
+        f.write(base64.b64decode(step.get("args_b64") or "") or _NO_ARGS)
+    sdk_dirs = step.get("sdk_dirs") or ()
+    if len(sdk_dirs) != 2:
+        raise ImageBuildError("internal: this server gave run_function no SDK to mount")
+    return ((src, "/.sbx/src"), (sdk_dirs[0], "/.sbx/sdk"), (sdk_dirs[1], "/.sbx/sdk-deps"))
 
 
 def _write_files(parent_root: str, diff: str, step: dict[str, Any], blobs_dir: str) -> None:

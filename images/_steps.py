@@ -24,6 +24,26 @@ SOURCE_KINDS = ("debian_slim", "registry", "image")
 CONFIG_KINDS = ("env", "entrypoint", "cmd", "user")
 # Values of these never enter a cache key or a log line.
 SECRET_FIELDS = ("secret_env",)
+# A function step's source files and the server's SDK mount: present while it runs, not
+# part of its key (its `source_sha256` is).
+UNKEYED_FUNCTION_FIELDS = ("entries", "sdk_dirs")
+# Runs inside the build container: import the user's module (its source mounted at
+# /.sbx/src, the SDK at /.sbx/sdk) and call the function with the pickled arguments.
+FUNCTION_BOOT = """\
+import asyncio, importlib, inspect, os, pickle, sys
+sys.path[:0] = ["/.sbx/src", "/.sbx/sdk"]
+sys.path.append("/.sbx/sdk-deps")
+os.environ["SBX_IMAGE_BUILD"] = "1"
+obj = importlib.import_module(sys.argv[1])
+for part in sys.argv[2].split("."):
+    obj = getattr(obj, part)
+obj = getattr(obj, "_sbx_raw_f", obj)
+with open("/.sbx/src/.sbx-args", "rb") as f:
+    args, kwargs = pickle.load(f)
+result = obj(*args, **kwargs)
+if inspect.iscoroutine(result):
+    asyncio.run(result)
+"""
 
 PIP_ENV = {"PIP_BREAK_SYSTEM_PACKAGES": "1", "PIP_ROOT_USER_ACTION": "ignore",
            "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
@@ -48,7 +68,9 @@ def layer_key(parent: str | None, step: dict[str, Any], ctx: dict[str, Any],
     Secret values enter only as an HMAC under the server's `secret_key` (never readable
     from a key, yet a different value is a different layer). `force` mixes in a nonce:
     the step (and all after it) rebuild."""
-    hashable = {k: v for k, v in step.items() if k not in SECRET_FIELDS and k != "force_build"}
+    skip = (*SECRET_FIELDS, "force_build",
+            *(UNKEYED_FUNCTION_FIELDS if step["kind"] == "function" else ()))
+    hashable = {k: v for k, v in step.items() if k not in skip}
     if step.get("secret_env"):
         hashable["secret_names"] = sorted(step["secret_env"])
         hashable["secret_hmac"] = hmac.new(secret_key or b"", canonical_json(
@@ -99,6 +121,10 @@ def commands_for(step: dict[str, Any]) -> list[str]:
     kind = step["kind"]
     if kind == "run":
         return list(step["commands"])
+    if kind == "function":
+        py = 'PY=$(command -v python3 || command -v python) || { echo "run_function: the image has no python3" >&2; exit 127; }'
+        return [f"{py}; cd /.sbx/src && exec \"$PY\" -c {shlex.quote(FUNCTION_BOOT)} "
+                f"{shlex.quote(step['module'])} {shlex.quote(step['qualname'])}"]
     extra = step.get("extra_options") or ""
     if kind == "apt":
         pkgs = " ".join(_check_args("apt_install", step["packages"]))
@@ -141,6 +167,8 @@ def describe(step: dict[str, Any]) -> str:
         return f"add {len(entries)} local entries under {_common_dir(entries)}"
     if kind == "registry":
         return f"from_registry {step['ref']}"
+    if kind == "function":
+        return f"run_function {step['module']}.{step['qualname']}"
     if kind == "debian_slim":
         return f"debian_slim python {step.get('python_version') or DEFAULT_PYTHON}"
     return kind

@@ -218,7 +218,7 @@ class Image:
         """Copy a local directory's content to `remote_path`; `ignore` is a list of glob
         patterns (matched against relative paths and names) or a callable(relative path)."""
         local = os.path.abspath(os.fspath(local_path))
-        if not os.path.isdir(local):
+        if not os.path.isdir(local) and not _defined_remotely():
             raise E.InvalidRequestError(f"add_local_dir: {local!r} is not a directory")
         ign = ignore if callable(ignore) else tuple(ignore or ())
         return self._add([LocalAdd(local, remote_path, ign)])
@@ -226,6 +226,8 @@ class Image:
     def add_local_python_source(self, *modules: str, copy: bool = False,
                                 ignore: Ignore = None) -> "Image":
         """Copy local Python packages/modules to /root in the image, importable there."""
+        if _defined_remotely():
+            return self
         img = self._add([python_source(m, ignore) for m in modules])
         if not any(s["kind"] == "env" and "PYTHONPATH" in s["env"] for s in self._steps):
             img = img.env({"PYTHONPATH": "/root"})
@@ -244,10 +246,24 @@ class Image:
             if in_container():
                 raise
 
-    def run_function(self, raw_f: Any, *args: Any, **kwargs: Any) -> "Image":
-        raise E.InvalidRequestError(
-            "Image.run_function is not available yet in sandbox-service: run the same code "
-            "as a build step with run_commands('python3 -c ...'), or in @modal.enter()")
+    def run_function(self, raw_f: Any, *, secrets: Sequence[Secret] = (), volumes: Any = None,
+                     network_file_systems: Any = None, gpu: Any = None, cpu: float | None = None,
+                     memory: int | None = None, timeout: float | None = 3600,
+                     cloud: str | None = None, region: Any = None, force_build: bool = False,
+                     args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                     include_source: bool | None = None, **_: Any) -> "Image":
+        """Run `raw_f(*args, **kwargs)` once in a build container of this image (its
+        module imported there, as in a function container) and keep what it writes as
+        the next layer: bake model weights or a compiled cache into the image. Reruns only
+        when the function's own source, its arguments, its secrets or an earlier step
+        change. `timeout` is capped by the server's build-step limit; cpu/memory use the
+        build settings."""
+        from ._image_function import function_step
+
+        return self._then({**function_step(raw_f, args=args, kwargs=kwargs, volumes=volumes,
+                                           network_file_systems=network_file_systems, gpu=gpu,
+                                           timeout=timeout, force_build=force_build),
+                           **_secret_fields(secrets)})
 
     def _add(self, adds: list[LocalAdd], *, chown: str | None = None) -> "Image":
         for a in adds:
@@ -313,6 +329,11 @@ class Image:
                 entries, found = collect(step["adds"])
                 blobs.update(found)
                 steps.append({"kind": "files", "entries": entries, "chown": step.get("chown")})
+            elif step["kind"] == "function":
+                entries, found = collect(step["adds"])
+                blobs.update(found)
+                steps.append({**{k: v for k, v in step.items()
+                                 if k not in ("adds", "_secret_checks")}, "entries": entries})
             else:
                 steps.append({k: v for k, v in step.items() if k != "_secret_checks"})
         return steps, blobs
@@ -328,6 +349,15 @@ class Image:
         if self._image_id:
             return f"Image({self._image_id!r})"
         return f"Image({' -> '.join(s['kind'] for s in self._steps)})"
+
+
+def _defined_remotely() -> bool:
+    """True while the user's module is imported inside a function container or an image
+    build (run_function): its images are only defined there, never built, so local paths
+    that exist only on the user's machine are not checked."""
+    from ._client import in_container
+
+    return in_container() or os.environ.get("SBX_IMAGE_BUILD") == "1"
 
 
 def _merged_secret(secrets: Sequence[Secret] | None) -> Secret | None:

@@ -142,8 +142,25 @@ class FilesStep(_M):
     force_build: bool = False
 
 
+class FunctionStep(_M):
+    """Image.run_function: import `module` in a build container and call `qualname` with
+    the pickled `(args, kwargs)`. `entries` (the module's source, uploaded as blobs) are
+    mounted for the step only and are not part of the layer's key: `source_sha256` (the
+    function's own source) is, so an edit elsewhere in the file does not rerun it."""
+    kind: Literal["function"]
+    module: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    qualname: str = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    source_sha256: str = Field(pattern=SHA256_RE)
+    args_b64: str = Field("", max_length=1 << 20)
+    entries: list[FileEntry] = Field(min_length=1, max_length=MAX_ENTRIES)
+    timeout_s: float | None = Field(None, gt=0, le=86400)
+    secret_env: dict[str, str] = Field(default_factory=dict)
+    secret_names: list[str] = Field(default_factory=list, max_length=64)
+    force_build: bool = False
+
+
 Step = Annotated[Union[DebianSlimStep, RegistryStep, ImageStep, RunStep, AptStep, PipStep,
-                       EnvStep, WorkdirStep, ArgvStep, UserStep, FilesStep],
+                       EnvStep, WorkdirStep, ArgvStep, UserStep, FilesStep, FunctionStep],
                  Field(discriminator="kind")]
 
 

@@ -139,3 +139,18 @@ def test_per_principal_quotas():
     assert "retry in 57s" in p.admit_create("alice", 1, recent, 103.0)
     assert p.admit_create("alice", 1, recent, 161.0) is None  # the oldest aged out
     assert p.admit_create("admin", 10_000, [], 0.0) is None   # the operator is not limited
+
+
+def test_a_function_steps_key_is_its_source_hash_not_its_files():
+    step = {"kind": "function", "module": "m", "qualname": "f", "source_sha256": "a" * 64,
+            "args_b64": "", "entries": [{"path": "/m.py", "sha256": "b" * 64}],
+            "sdk_dirs": ["/x", "/y"]}
+    ctx = {"env": {}, "workdir": None, "user": None}
+    key = layer_key("p", step, ctx)
+    assert layer_key("p", {**step, "entries": [{"path": "/m.py", "sha256": "c" * 64}],
+                           "sdk_dirs": ["/z", "/w"]}, ctx) == key
+    assert layer_key("p", {**step, "source_sha256": "d" * 64}, ctx) != key
+    assert layer_key("p", {**step, "args_b64": "eA=="}, ctx) != key
+    # a files step's entries are its content: they stay in its key
+    files = {"kind": "files", "entries": step["entries"]}
+    assert layer_key("p", files, ctx) != layer_key("p", {**files, "entries": []}, ctx)

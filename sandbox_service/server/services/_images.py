@@ -27,6 +27,7 @@ from security import ensure_key_file
 from ...wire import ImageBuildRequest, is_id, new_id
 from ...wire import errors as E
 from ._records import SandboxRecord
+from ._sdk_mount import build_sdk_mount
 from ._secrets import SecretService
 from ._store import Store
 
@@ -53,6 +54,7 @@ class ImageService:
         self.store = store
         self.runtime = runtime
         self.secrets = SecretService(store, home)
+        self.home = home
         self.blobs_dir = os.path.join(home, "blobs")
         os.makedirs(self.blobs_dir, mode=0o700, exist_ok=True)
         self.layers = LayerStore(os.path.join(base.images_dir, "layers"))
@@ -138,6 +140,8 @@ class ImageService:
                 raise E.NotFoundError(f"no image {image_id!r}: `sbx image ls` lists the "
                                       "images; build one with Image...build()")
         for step in steps:  # named secrets become secret_env: HMAC'd in keys, never logged
+            if step["kind"] == "function":  # run_function imports the SDK in the build
+                step["sdk_dirs"] = list(await asyncio.to_thread(build_sdk_mount, self.home))
             names = step.pop("secret_names", None)
             if names:
                 step["secret_env"] = {**await self.secrets.resolve(owner, names), **step["secret_env"]}
