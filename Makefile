@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip >/dev/null
 	$(PY) -m pip install -q -e '.[test]'
+	@bash scripts/fetch-sdk-wheels.sh $(PY)
 	@touch $(STAMP)
 
 serve: install

@@ -261,6 +261,12 @@ class Runner:
         if isinstance(exc, (InputCancellation, asyncio.CancelledError)):
             self.send({"t": "out", "id": iid, "status": "cancelled"})
             return
+        if isinstance(exc, ImportError) and "pydantic_core" in str(exc) and hasattr(exc, "add_note"):
+            exc.add_note(
+                f"This image's Python {sys.version_info[0]}.{sys.version_info[1]} has no "
+                "pydantic_core build in the SDK the server mounts, so calls to the service "
+                "from here fail: on the server, run scripts/fetch-sdk-wheels.sh (it fills "
+                "SBX_WHEEL_CACHE) and restart it, or pip_install('pydantic>=2') in the image")
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.send({"t": "out", "id": iid, "status": "failure",
                    "message": f"{type(exc).__name__}: {exc}"[:4000], "traceback": tb[-64000:]},

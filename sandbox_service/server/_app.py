@@ -140,7 +140,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                                 cache_dir=settings.image_cache)
         store = store or SQLiteStore(settings.path("state.db"))
         image_service = ImageService(base=images, runtime=runtime, store=store,
-                                     home=settings.home, build=settings.build)
+                                     home=settings.home, build=settings.build,
+                                     wheel_cache=settings.wheel_cache)
         manager = SandboxManager(runtime=runtime, store=store, images=image_service,
                                  home=settings.home, policy=settings.policy,
                                  monitor_interval_s=settings.monitor_interval_s,
@@ -153,7 +154,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         await image_service.start()
         functions = FunctionService(manager=manager, store=store, home=settings.home,
                                     retention_s=settings.call_retention_s,
-                                    default_max_containers=settings.function_max_containers)
+                                    default_max_containers=settings.function_max_containers,
+                                    wheel_cache=settings.wheel_cache)
         functions.relay = http_relay(app)
         functions.relay_ws = ws_relay(app)
         await functions.start()

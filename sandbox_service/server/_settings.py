@@ -54,6 +54,8 @@ class Settings:
     build: BuildSettings = dataclasses.field(default_factory=BuildSettings)
     dns_upstream: str | None = None     # SBX_DNS_UPSTREAM: the resolver allowlists pin through
     image_cache: str | None = None      # SBX_IMAGE_CACHE: base image tarballs kept between homes
+    # SBX_WHEEL_CACHE: pydantic_core wheels for other Pythons (scripts/fetch-sdk-wheels.sh)
+    wheel_cache: str | None = "/var/cache/sandbox-service/wheels"
     debian_mirror: str | None = None    # SBX_DEBIAN_MIRROR: debootstrap's mirror (default: apt's)
     mcp: McpSettings = dataclasses.field(default_factory=lambda: McpSettings())
 
@@ -86,6 +88,8 @@ class Settings:
                            ("SBX_DEBIAN_MIRROR", "debian_mirror")):
             if env.get(var, "").strip():
                 kwargs[field] = env[var].strip()
+        if env.get("SBX_WHEEL_CACHE", "").strip():
+            kwargs["wheel_cache"] = os.path.abspath(env["SBX_WHEEL_CACHE"].strip())
         if env.get("SBX_IMAGE_CACHE", "").strip():
             kwargs["image_cache"] = os.path.abspath(env["SBX_IMAGE_CACHE"].strip())
         kwargs["mcp"] = McpSettings(

@@ -64,7 +64,7 @@ Relay = Callable[[Principal, str, str, "str | None", bytes], Awaitable[tuple[int
 
 class FunctionService(AppsMixin):
     def __init__(self, *, manager: Any, store: Any, home: str, retention_s: float = 86400.0,
-                 default_max_containers: int | None = None):
+                 default_max_containers: int | None = None, wheel_cache: str | None = None):
         self.manager = manager
         self.runtime = manager.runtime
         self.store = store
@@ -79,12 +79,13 @@ class FunctionService(AppsMixin):
         self.relay: Relay | None = None
         self.relay_ws: Callable[..., Awaitable[None]] | None = None
         self._mount: tuple[str, str] | None = None
+        self.wheel_cache = wheel_cache
         self._tasks: list[asyncio.Task] = []
         self.stopping = asyncio.Event()
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        self._mount = await asyncio.to_thread(build_sdk_mount, self.home)
+        self._mount = await asyncio.to_thread(build_sdk_mount, self.home, self.wheel_cache)
         stale = [rec.sandbox_id for rec in await self.manager.store.list_sandboxes(
             states=("creating", "running")) if FUNCTION_TAG in rec.tags]
         if stale:  # containers of the last server (their runner connections are gone)

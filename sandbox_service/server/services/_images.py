@@ -49,12 +49,13 @@ class ResolvedImage:
 
 class ImageService:
     def __init__(self, *, base: ImageStore, runtime: Any, store: Store, home: str,
-                 build: BuildSettings | None = None):
+                 build: BuildSettings | None = None, wheel_cache: str | None = None):
         self.base = base
         self.store = store
         self.runtime = runtime
         self.secrets = SecretService(store, home)
         self.home = home
+        self.wheel_cache = wheel_cache
         self.blobs_dir = os.path.join(home, "blobs")
         os.makedirs(self.blobs_dir, mode=0o700, exist_ok=True)
         self.layers = LayerStore(os.path.join(base.images_dir, "layers"))
@@ -141,7 +142,8 @@ class ImageService:
                                       "images; build one with Image...build()")
         for step in steps:  # named secrets become secret_env: HMAC'd in keys, never logged
             if step["kind"] == "function":  # run_function imports the SDK in the build
-                step["sdk_dirs"] = list(await asyncio.to_thread(build_sdk_mount, self.home))
+                step["sdk_dirs"] = list(await asyncio.to_thread(build_sdk_mount, self.home,
+                                                             self.wheel_cache))
             names = step.pop("secret_names", None)
             if names:
                 step["secret_env"] = {**await self.secrets.resolve(owner, names), **step["secret_env"]}
