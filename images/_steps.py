@@ -33,7 +33,7 @@ FUNCTION_BOOT = """\
 import asyncio, importlib, inspect, os, pickle, sys
 sys.path[:0] = ["/.sbx/src", "/.sbx/sdk"]
 sys.path.append("/.sbx/sdk-deps")
-os.environ["SBX_IMAGE_BUILD"] = "1"
+os.environ.update(SBX_IMAGE_BUILD="1")  # the SDK: images are only defined here
 obj = importlib.import_module(sys.argv[1])
 for part in sys.argv[2].split("."):
     obj = getattr(obj, part)

@@ -29,3 +29,8 @@ def sbx_token() -> str | None:
             return f.read().strip() or None
     except OSError:
         return None
+
+
+def in_image_build() -> bool:
+    """True while Image.run_function imports the user's module in a build container."""
+    return os.environ.get("SBX_IMAGE_BUILD") == "1"

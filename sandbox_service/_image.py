@@ -356,8 +356,9 @@ def _defined_remotely() -> bool:
     build (run_function): its images are only defined there, never built, so local paths
     that exist only on the user's machine are not checked."""
     from ._client import in_container
+    from ._config import in_image_build
 
-    return in_container() or os.environ.get("SBX_IMAGE_BUILD") == "1"
+    return in_container() or in_image_build()
 
 
 def _merged_secret(secrets: Sequence[Secret] | None) -> Secret | None:

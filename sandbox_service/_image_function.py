@@ -13,6 +13,7 @@ import base64
 import hashlib
 import inspect
 import os
+import sys
 import warnings
 from typing import Any, Sequence
 
@@ -42,6 +43,10 @@ def function_step(raw_f: Any, *, args: Sequence[Any], kwargs: dict[str, Any] | N
         warnings.warn(f"run_function(gpu={gpu!r}): image builds here run without a GPU; "
                       "the function runs on CPU", stacklevel=3)
     check_global(f, False, "run_function's function")
+    if getattr(sys.modules.get(getattr(f, "__module__", "") or ""), "__file__", None) is None:
+        raise E.InvalidRequestError(
+            f"run_function: {getattr(f, '__qualname__', f)!r} is not defined in a module file, "
+            "so the build cannot import it: define it at module level in your app's file")
     modname, file, pkg = module_of(f)
     local = file or pkg
     assert local is not None

@@ -141,5 +141,5 @@ def test_image_imports_is_lenient_only_outside_a_container():
                 import module_that_is_only_in_the_image  # noqa: F401,F811
     finally:
         _client._CHANNEL.clear()
-    with pytest.raises(ValueError, match="run_function is not available yet"):
+    with pytest.raises(ValueError, match="module level in your app's file"):
         image.run_function(print)
