@@ -173,6 +173,10 @@ class Builder:
         if kind == "debian_slim":
             suite = _steps.suite_for(step.get("python_version"))
             emit(f"[1] debian_slim ({suite})")
+            note = _steps.python_substitution(step.get("python_version"))
+            if note:
+                emit("    " + note)
+                log.warning("%s", note)
             base = await self.base.ensure_base(progress=emit, suite=suite)
             return await self.base_layer(base, emit, force or bool(step.get("force_build"))), config
         return await self._registry(step, force, emit)

@@ -49,17 +49,39 @@ PIP_ENV = {"PIP_BREAK_SYSTEM_PACKAGES": "1", "PIP_ROOT_USER_ACTION": "ignore",
            "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
-def suite_for(python_version: str | None) -> str:
+# Pythons Debian does not ship -> the nearest that runs code written for them (a newer
+# minor runs an older one's code; 3.12 code runs on 3.13), with a warning in the build log
+SUBSTITUTE_PYTHON = {"3.9": "3.11", "3.10": "3.11", "3.12": "3.13"}
+
+
+def _python_key(python_version: str | None) -> str:
     version = str(python_version or DEFAULT_PYTHON)
     parts = version.split(".")
     key = ".".join(parts[:2])
+    key = SUBSTITUTE_PYTHON.get(key, key)
     if key not in SUITE_FOR_PYTHON or (len(parts) > 2 and not parts[2].isdigit()):
         have = ", ".join(sorted(SUITE_FOR_PYTHON))
         raise ImageBuildError(
             f"python_version={version!r} is not available: debian_slim offers Python {have} "
-            "(Debian's own python3); use one of those, or Image.from_registry with an image "
-            "that has the Python you need")
-    return SUITE_FOR_PYTHON[key]
+            f"(Debian's own python3; {', '.join(sorted(SUBSTITUTE_PYTHON))} get the nearest "
+            "of those); use one of those, or Image.from_registry with an image that has the "
+            "Python you need")
+    return key
+
+
+def suite_for(python_version: str | None) -> str:
+    return SUITE_FOR_PYTHON[_python_key(python_version)]
+
+
+def python_substitution(python_version: str | None) -> str | None:
+    """The warning for a python_version that gets another Python, else None."""
+    got = _python_key(python_version)
+    asked = ".".join(str(python_version or DEFAULT_PYTHON).split(".")[:2])
+    if got == asked:
+        return None
+    return (f"WARNING: python_version={python_version!r}: Debian ships no Python {asked}; "
+            f"this image has Python {got} (Debian's), which runs code written for {asked}. "
+            f"Pin {got} to silence this, or use Image.from_registry for exactly {asked}.")
 
 
 def layer_key(parent: str | None, step: dict[str, Any], ctx: dict[str, Any],

@@ -39,6 +39,7 @@ from .wire import (  # the errors: stdlib only
 # httpx, pydantic and the sandbox API it never uses
 _LAZY = {
     "App": "_app", "enable_output": "_app", "is_local": "_app",
+    "current_function_call_id": "_app", "current_input_id": "_app",
     "Cls": "_cls", "Obj": "_cls",
     "Function": "_functions", "FunctionCall": "_functions", "Retries": "_functions",
     "batched": "_partial", "concurrent": "_partial", "enter": "_partial", "exit": "_partial",
@@ -66,20 +67,31 @@ __all__ = [
 __all__ += ["Context", "Execution", "ExecutionError", "Logs", "Result"]  # code interpreter
 # functions and classes (Modal's names)
 __all__ += ["Cls", "Error", "Function", "FunctionCall", "Obj", "Retries", "batched",
-            "concurrent", "enter", "exception", "exit", "is_local", "method", "parameter"]
+            "concurrent", "current_function_call_id", "current_input_id", "enter",
+            "exception", "exit", "is_local", "method", "parameter"]
 Error = SandboxError
 
 
+# Modal's submodules, reachable as attributes (`modal.container_process.ContainerProcess`)
+# as in Modal, imported on first use
+_SUBMODULES = ("aio", "app", "cls", "container_process", "functions", "image", "output",
+               "partial_function", "retries", "sandbox", "secret")
+
+
 def __getattr__(name: str):
+    import importlib
+
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = value
+        return value
     mod = _LAZY.get(name)
     if mod is None:
         raise _missing(__name__, name)
-    import importlib
-
     value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

@@ -10,6 +10,7 @@ decorators also run inside function containers when the runner imports the modul
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Any, Callable, Iterator
 
 from . import _app_deploy as deploy
@@ -40,6 +41,15 @@ class _AsyncApp:
         self._entrypoints: dict[str, Callable] = {}
         self._running = False
         self._client: _Client | None = None
+
+    @property
+    def image(self) -> Any:
+        """The app's default image (`App(image=...)`), or None; `app.image = img` sets it."""
+        return self._image
+
+    @image.setter
+    def image(self, value: Any) -> None:
+        self._image = value
 
     @classmethod
     async def lookup(cls, name: str, *, create_if_missing: bool = False,
@@ -276,6 +286,15 @@ class App(Wrapped, impl=_AsyncApp):
     def name(self) -> str | None:
         return self._impl.name
 
+    @property
+    def image(self) -> Any:
+        """The app's default image: `with app.image.imports(): ...` as in Modal."""
+        return self._impl.image
+
+    @image.setter
+    def image(self, value: Any) -> None:
+        self._impl.image = value
+
 
 @contextlib.contextmanager
 def enable_output(show_progress: bool = True) -> Iterator[None]:
@@ -288,6 +307,26 @@ def enable_output(show_progress: bool = True) -> Iterator[None]:
         yield
     finally:
         _OUTPUT["on"] -= 1
+
+
+# inside a function container: (function call id, input id) of the input this thread or
+# task runs; set by the runner
+CURRENT_INPUT: contextvars.ContextVar = contextvars.ContextVar("sbx_current_input",
+                                                               default=None)
+
+
+def current_input_id() -> str | None:
+    """The id of the input being processed (Modal's `modal.current_input_id()`): the same
+    across retries of that input; None outside a function container."""
+    cur = CURRENT_INPUT.get()
+    return cur[1] if cur else None
+
+
+def current_function_call_id() -> str | None:
+    """The id of the function call the current input belongs to (`FunctionCall.from_id`
+    takes it); None outside a function container."""
+    cur = CURRENT_INPUT.get()
+    return cur[0] if cur else None
 
 
 def is_local() -> bool:

@@ -217,6 +217,7 @@ class Runner:
 
     def _run_sync(self, iid: str, fn: Callable, body: bytes) -> None:
         self.running[iid] = threading.get_ident()
+        _set_current(iid)
         try:
             args, kwargs = S.loads(body)
             result = fn(*args, **kwargs)
@@ -231,6 +232,7 @@ class Runner:
             self.running.pop(iid, None)
 
     async def _run_async(self, iid: str, fn: Callable, body: bytes) -> None:
+        _set_current(iid)  # this task's own context
         try:
             args, kwargs = S.loads(body)
             if inspect.isasyncgenfunction(fn):
@@ -302,6 +304,16 @@ class Runner:
 
     def ws_done(self, wid: int) -> None:
         self.ws_handlers.pop(wid, None)
+
+
+def _set_current(iid: str) -> None:
+    """modal.current_function_call_id() / current_input_id() for the input `iid`
+    ("<call id>:<index>:<attempt>"): the input id is the same across retries."""
+    from ._app import CURRENT_INPUT
+
+    call_id, _, rest = iid.partition(":")
+    index = rest.partition(":")[0]
+    CURRENT_INPUT.set((call_id, f"in-{call_id.removeprefix('fc-')}-{index}"))
 
 
 def _load_target(spec: dict[str, Any]) -> Any:

@@ -58,6 +58,15 @@ def test_a_port_forward_from_inside_a_function(app):
     assert m.port_forward.remote() == "hello from the function"
 
 
+def test_current_call_and_input_ids(app):
+    fc = m.ids.spawn()
+    call_id, input_id = fc.get(timeout=60)
+    assert call_id == fc.object_id and input_id.startswith("in-")
+    (c1, i1), (c2, i2) = m.ids.map([1, 2])
+    assert c1 == c2 and i1 != i2  # one call, two inputs
+    assert modal.current_input_id() is None and modal.current_function_call_id() is None
+
+
 def test_block_network_function_works(app):
     value, net = m.offline.remote(4)
     assert value == 12

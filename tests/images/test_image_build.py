@@ -215,7 +215,23 @@ def test_secret_values_stay_out_of_logs_and_keys(server):
 
 def test_python_version_outside_what_debian_serves_is_a_clear_error():
     with pytest.raises(sbx.ImageBuildError, match=r"3\.11.*3\.13"):
-        sbx.Image.debian_slim(python_version="3.12").build()
+        sbx.Image.debian_slim(python_version="3.8").build()
+
+
+def test_python_312_gets_debian_13s_python_with_a_warning(server, caplog):
+    """Modal programs often pin 3.12, which Debian does not ship: they get 3.13 (which runs
+    3.12 code) and the build log says so."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="sandbox_service"):
+        img = sbx.Image.debian_slim(python_version="3.12").run_commands(
+            "python3 -c 'import sys; print(sys.version_info[:2])' > /v").build()
+    assert "Debian ships no Python 3.12" in caplog.text
+    sb = sbx.Sandbox.create(image=img)
+    try:
+        assert sh(sb, "cat /v")[1] == "(3, 13)\n"
+    finally:
+        sb.terminate()
 
 
 def test_gc_never_removes_a_layer_in_use(server, api):

@@ -18,7 +18,8 @@ EXPECTED = {
     "Context", "Execution", "ExecutionError", "Logs", "Result",
     # functions and classes (Modal's names)
     "Cls", "Error", "Function", "FunctionCall", "Obj", "Retries", "batched", "concurrent",
-    "enter", "exception", "exit", "is_local", "method", "parameter",
+    "current_function_call_id", "current_input_id", "enter", "exception", "exit", "is_local",
+    "method", "parameter",
 }
 
 
@@ -33,7 +34,12 @@ def test_modal_submodules_import_and_missing_names_say_so():
     assert issubclass(FunctionTimeoutError, TimeoutError)
     assert issubclass(NotFoundError, sandbox_service.Error)
     assert not issubclass(InputCancellation, Exception)
-    for mod, name in ((sandbox_service, "Volume"), (sandbox_service.exception, "Nope")):
+    # Modal's submodules are attributes of the package too, as in Modal
+    assert sandbox_service.container_process.ContainerProcess is sandbox_service.ContainerProcess
+    assert sandbox_service.output.enable_output is sandbox_service.enable_output
+    assert sandbox_service.functions.Function is sandbox_service.Function
+    for mod, name in ((sandbox_service, "Volume"), (sandbox_service.exception, "Nope"),
+                      (sandbox_service, "Mount"), (sandbox_service, "forward")):
         try:
             getattr(mod, name)
         except AttributeError as e:

@@ -110,3 +110,8 @@ def port_forward():
         return "no answer"
     finally:
         sb.terminate()
+
+
+@app.function(max_containers=1)
+def ids(_x=None):
+    return modal.current_function_call_id(), modal.current_input_id()
