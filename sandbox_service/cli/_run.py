@@ -35,7 +35,17 @@ def load_module(path: str) -> Any:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the user's module failed to import: show its frames only
+        import traceback
+
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != path:
+            tb = tb.tb_next
+        shown = "".join(traceback.format_exception(type(e), e, tb or e.__traceback__))
+        click.echo(shown.rstrip(), err=True)
+        fail(f"{path} raised {type(e).__name__} while it was imported (above)", 1)
     return module
 
 

@@ -99,3 +99,13 @@ def test_deploy_app_and_container_commands(env, tmp_path):
     r = sbx(env, "app", "stop", name)
     assert r.returncode == 1 and "no running or deployed app" in r.stderr
     os.remove(path)
+
+
+def test_run_of_a_module_that_fails_to_import_shows_its_own_frames(env, tmp_path):
+    app = tmp_path / "broken_app.py"
+    app.write_text("import sandbox_service as modal\napp = modal.App('broken')\n"
+                   "raise RuntimeError('bad config value')\n")
+    r = sbx(env, "run", str(app))
+    assert r.returncode == 1, r.stderr
+    assert f'File "{app}", line 3' in r.stderr and "RuntimeError: bad config value" in r.stderr
+    assert "_run.py" not in r.stderr and "importlib" not in r.stderr, r.stderr

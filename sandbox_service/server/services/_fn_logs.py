@@ -11,10 +11,13 @@ import asyncio
 import collections
 import contextlib
 import os
+import time
 from typing import Any
 
 MAX_ENTRIES = 10000
 POLL_S = 0.2
+PARTIAL_S = 1.0          # a line with no newline yet is shipped after this long
+MAX_PARTIAL = 64 << 10
 TAIL_BYTES = 4000
 
 
@@ -37,18 +40,32 @@ class AppLogs:
 
     async def _follow(self, ring: _Ring, sid: str) -> None:
         offsets = {"stdout": 0, "stderr": 0}
+        # a line's bytes wait for its newline (a print is one entry, never split between
+        # polls, nor a UTF-8 character); a partial line goes after PARTIAL_S or at the end
+        pending = {"stdout": b"", "stderr": b""}
+        since = {"stdout": 0.0, "stderr": 0.0}
         try:
             while True:
                 live = self.manager.is_live(sid)
+                now = time.monotonic()
                 got = False
                 for stream in offsets:
                     data = await asyncio.to_thread(self._read, sid, stream, offsets[stream])
-                    if data:
+                    offsets[stream] += len(data)
+                    if data and not pending[stream]:
+                        since[stream] = now
+                    buf = pending[stream] + data
+                    cut = buf.rfind(b"\n") + 1
+                    if not live or now - since[stream] >= PARTIAL_S or len(buf) > MAX_PARTIAL:
+                        cut = len(buf)
+                    pending[stream] = buf[cut:]
+                    if pending[stream]:
+                        since[stream] = since[stream] if cut == 0 else now
+                    if cut:
                         got = True
-                        offsets[stream] += len(data)
                         ring.entries.append({"seq": ring.next_seq, "container_id": sid,
                                              "stream": stream,
-                                             "data": data.decode("utf-8", "replace")})
+                                             "data": buf[:cut].decode("utf-8", "replace")})
                         ring.next_seq += 1
                 if got:
                     async with ring.cond:
