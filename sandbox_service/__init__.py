@@ -50,6 +50,7 @@ _LAZY = {
     "Logs": "_interpreter", "Result": "_interpreter",
     "ContainerProcess": "_process",
     "Sandbox": "_sandbox",
+    "Dict": "_dict", "Queue": "_queue",
     "Secret": "_secret",
     "StreamReader": "_streams", "StreamWriter": "_streams",
     "PortForward": "_tunnel", "Tunnel": "_tunnel",
@@ -69,13 +70,14 @@ __all__ += ["Context", "Execution", "ExecutionError", "Logs", "Result"]  # code 
 __all__ += ["Cls", "Error", "Function", "FunctionCall", "Obj", "Retries", "batched",
             "concurrent", "current_function_call_id", "current_input_id", "enter",
             "exception", "exit", "is_local", "method", "parameter"]
+__all__ += ["Dict", "Queue"]  # storage (Modal's names)
 Error = SandboxError
 
 
 # Modal's submodules, reachable as attributes (`modal.container_process.ContainerProcess`)
 # as in Modal, imported on first use
-_SUBMODULES = ("aio", "app", "cls", "container_process", "functions", "image", "output",
-               "partial_function", "retries", "sandbox", "secret")
+_SUBMODULES = ("aio", "app", "cls", "container_process", "dict", "functions", "image",
+               "output", "partial_function", "queue", "retries", "sandbox", "secret")
 
 
 def __getattr__(name: str):

@@ -10,8 +10,6 @@ PLANNED = {
     "Volume": "pass data as function arguments or results, or use a sandbox's filesystem",
     "NetworkFileSystem": "pass data as function arguments or results",
     "CloudBucketMount": "download inside the function instead",
-    "Dict": "pass data as function arguments or results",
-    "Queue": "pass data as function arguments or results",
     "Cron": "run the job from your own scheduler (cron, systemd timers) with Function.from_name",
     "Period": "run the job from your own scheduler with Function.from_name",
     "fastapi_endpoint": "call the function with Function.from_name(...).remote()",

@@ -31,6 +31,7 @@ from ._audit import audit
 from ._common import SbxGroup
 from ._doctor import doctor
 from ._image import image
+from ._kv import dict_group, queue_group
 from ._mcp import mcp
 from ._ports import port_forward  # noqa: F401 (registers `sbx sandbox port-forward`)
 from ._sandbox import sandbox
@@ -77,9 +78,11 @@ def serve(host: str, port: int, log_level: str) -> None:
 
 
 main.add_command(audit)
+main.add_command(dict_group)
 main.add_command(doctor)
 main.add_command(image)
 main.add_command(mcp)
+main.add_command(queue_group)
 main.add_command(sandbox)
 main.add_command(secret)
 main.add_command(shell)

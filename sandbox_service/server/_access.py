@@ -11,7 +11,7 @@ or 403/404). The HTTP middleware and the WebSocket routes call the same two func
   images, secrets, keys).
 - An `app` token reaches the sandboxes of one app and may create sandboxes in it (with its
   principal's named secrets, which it cannot list or change), and may call its
-  principal's functions. Code inside a function container acts as such a principal
+  principal's functions and use its principal's Dicts and Queues. Code inside a function container acts as such a principal
   (its owner, scoped to its app), set in-process by the runner relay, never by a token.
 - Named secrets live in one namespace per principal (services/_secrets.py), so they need no
   check here beyond the scope rules above.
@@ -121,7 +121,8 @@ async def check(app: Any, principal: Principal, method: str, path: str) -> None:
         return
     if principal.scope == "app" and path not in (
             "/v1/sandboxes", "/v1/apps/lookup", "/v1/tokens", "/v1/info") and not path.startswith(
-            ("/v1/functions/", "/v1/calls/")):  # its principal's functions (checked there)
+            ("/v1/functions/", "/v1/calls/",  # its principal's functions (checked there)
+             "/v1/dicts", "/v1/queues")):  # and its principal's Dicts and Queues
         raise E.PermissionDeniedError(
             f"this token is limited to the sandboxes of app {principal.target}")
     mi = _IMAGE_PATH.match(path)

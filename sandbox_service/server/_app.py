@@ -31,7 +31,14 @@ from ._relay import http_relay, ws_relay
 from ._settings import Settings
 from ._stall import StallGuard
 from .routes import audit_request, include_routes
-from .services import FunctionService, ImageService, SandboxManager, SQLiteStore, Store
+from .services import (
+    FunctionService,
+    ImageService,
+    KvService,
+    SandboxManager,
+    SQLiteStore,
+    Store,
+)
 
 log = logging.getLogger("sbx.server")
 
@@ -105,9 +112,12 @@ def begin_shutdown(app: FastAPI) -> None:
     """Called from a signal handler as the server starts to stop: wake every long-poll
     (function outputs, app logs) so open requests end now rather than hold the stop up."""
     functions = getattr(app.state, "functions", None)
+    kv = getattr(app.state, "kv", None)
     loop = getattr(app.state, "loop", None)
     if functions is not None and loop is not None:
         loop.call_soon_threadsafe(functions.stopping.set)
+    if kv is not None and loop is not None:
+        loop.call_soon_threadsafe(kv.wake_all)  # blocking Queue gets answer now
 
 
 def create_app(settings: Settings | None = None, *, runtime=None, store: Store | None = None,
@@ -160,6 +170,9 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         functions.relay_ws = ws_relay(app)
         await functions.start()
         app.state.functions = functions
+        kv = KvService(store)
+        await kv.start()
+        app.state.kv = kv
         app.state.loop = asyncio.get_running_loop()
         app.state.manager = manager
         app.state.image_service = image_service
@@ -171,6 +184,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                 yield
         finally:
             await functions.stop()  # function containers end before the sandboxes' manager
+            await kv.close()
             await app.state.audit.close()
             await app.state.keys.close()
             await image_service.stop()  # builds end (their sandboxes and mounts too) first

@@ -20,6 +20,8 @@ EXPECTED = {
     "Cls", "Error", "Function", "FunctionCall", "Obj", "Retries", "batched", "concurrent",
     "current_function_call_id", "current_input_id", "enter", "exception", "exit", "is_local",
     "method", "parameter",
+    # storage
+    "Dict", "Queue",
 }
 
 

@@ -11,10 +11,11 @@ middleware, or the WebSocket route's first lines, through the same two functions
 | `_ports`, `_ports_ws` | the inbound port proxy (HTTP, raw TCP over WebSocket) |
 | `_contexts` | the code interpreter's contexts |
 | `_functions` | apps (deploy, stop, logs), functions, calls and their outputs, function containers |
+| `_kv` | Dicts and Queues |
 | `_images`, `_secrets`, `_tokens`, `_audit` | images and blobs, named secrets, API keys, the audit log |
 
 Room for what comes next: `_web` (web endpoint ingress),
-`_schedules`, `_volumes` / `_dicts` / `_queues` (storage).
+`_schedules`, `_volumes` (storage).
 """
 
 from fastapi import FastAPI
@@ -24,6 +25,7 @@ from ._contexts import contexts_router
 from ._exec_ws import ws_router
 from ._functions import functions_router
 from ._images import images_router
+from ._kv import kv_router
 from ._ports import ports_router
 from ._ports_ws import ports_ws_router
 from ._sandboxes import router as sandboxes_router
@@ -31,7 +33,7 @@ from ._secrets import secrets_router
 from ._tokens import tokens_router
 
 ROUTERS = (sandboxes_router, audit_router, tokens_router, images_router, secrets_router,
-           ws_router, ports_router, ports_ws_router, contexts_router, functions_router)
+           ws_router, ports_router, ports_ws_router, contexts_router, functions_router, kv_router)
 
 
 def include_routes(app: FastAPI) -> None:

@@ -8,6 +8,7 @@
 | `_images` | `ImageService`: builds, layers, blobs, image GC |
 | `_secrets` | `SecretService`: named secrets, sealed at rest |
 | `_functions` | `FunctionService`: calls and function containers (`_fn_apps` deployments and apps, `_fn_pool` autoscaler and dispatch, `_fn_runner` the runner connection, `_fn_calls` outputs, `_fn_logs` app logs, `_fn_store` tables, `_sdk_mount` the SDK in containers) |
+| `_kv` | `KvService`: Dicts and Queues (`_kv_store` their tables) |
 | `_store` | `Store` / `SQLiteStore`: the one durable store (`state.db`) |
 | `_runtime_errors` | runtime exceptions -> API errors, mapped once at this boundary |
 
@@ -18,10 +19,11 @@ FastAPI. Room for what comes next: `_web`, `_schedules`, `_storage`.
 from ._contexts import ContextService
 from ._functions import FUNCTION_TAG, FunctionService
 from ._images import ImageService
+from ._kv import KvService
 from ._manager import SandboxManager
 from ._records import AppRecord, SandboxRecord
 from ._secrets import SecretService, secret_meta
 from ._store import SQLiteStore, Store
 
-__all__ = ["FUNCTION_TAG", "AppRecord", "ContextService", "FunctionService", "ImageService", "SQLiteStore", "SandboxManager",
+__all__ = ["FUNCTION_TAG", "AppRecord", "ContextService", "FunctionService", "ImageService", "KvService", "SQLiteStore", "SandboxManager",
            "SandboxRecord", "SecretService", "Store", "secret_meta"]

@@ -18,10 +18,11 @@ from typing import Any
 from security import private_sqlite
 
 from ._fn_store import FN_SCHEMA, FunctionTables
+from ._kv_store import KV_SCHEMA, KvStore, KvTables
 from ._records import AppRecord, SandboxRecord
 
 
-class Store(abc.ABC):
+class Store(KvStore, abc.ABC):
     """What the server persists: sandboxes, apps and images (more kinds come with their issues)."""
 
     @abc.abstractmethod
@@ -166,7 +167,7 @@ DROP TABLE apps_v1;
 """
 
 
-class SQLiteStore(FunctionTables, Store):
+class SQLiteStore(FunctionTables, KvTables, Store):
     def __init__(self, path: str):
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -186,6 +187,7 @@ class SQLiteStore(FunctionTables, Store):
             db.executescript("BEGIN;" + _MIGRATE_APPS + "COMMIT;")
         db.executescript(_SCHEMA)
         db.executescript(FN_SCHEMA)
+        db.executescript(KV_SCHEMA)
         os.chmod(self.path, 0o600)
         self._db = db
 

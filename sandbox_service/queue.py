@@ -1,0 +1,10 @@
+"""Modal's `modal.queue` module (public layer): the same names, from this package."""
+
+from ._queue import Queue
+from ._missing import missing
+
+__all__ = ["Queue"]
+
+
+def __getattr__(name: str):
+    raise missing(__name__, name)
