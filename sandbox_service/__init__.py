@@ -51,6 +51,9 @@ _LAZY = {
     "ContainerProcess": "_process",
     "Sandbox": "_sandbox",
     "Dict": "_dict", "Queue": "_queue",
+    "Cron": "_schedule", "Period": "_schedule",
+    "asgi_app": "_web", "fastapi_endpoint": "_web", "web_endpoint": "_web",
+    "web_server": "_web", "wsgi_app": "_web",
     "Secret": "_secret",
     "StreamReader": "_streams", "StreamWriter": "_streams",
     "PortForward": "_tunnel", "Tunnel": "_tunnel",
@@ -71,13 +74,16 @@ __all__ += ["Cls", "Error", "Function", "FunctionCall", "Obj", "Retries", "batch
             "concurrent", "current_function_call_id", "current_input_id", "enter",
             "exception", "exit", "is_local", "method", "parameter"]
 __all__ += ["Dict", "Queue"]  # storage (Modal's names)
+__all__ += ["Cron", "Period"]  # schedules
+__all__ += ["asgi_app", "fastapi_endpoint", "web_endpoint", "web_server", "wsgi_app"]  # web
 Error = SandboxError
 
 
 # Modal's submodules, reachable as attributes (`modal.container_process.ContainerProcess`)
 # as in Modal, imported on first use
 _SUBMODULES = ("aio", "app", "cls", "container_process", "dict", "functions", "image",
-               "output", "partial_function", "queue", "retries", "sandbox", "secret")
+               "output", "partial_function", "queue", "retries", "sandbox", "schedule",
+               "secret")
 
 
 def __getattr__(name: str):

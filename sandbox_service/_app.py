@@ -16,8 +16,9 @@ from typing import Any, Callable, Iterator
 from . import _app_deploy as deploy
 from ._client import _Client, default_client
 from ._cls import Cls, _Cls
-from ._functions import Function, _Function, is_generator
+from ._functions import Function, _Function, full_url, is_generator
 from ._partial import PartialFunction
+from ._schedule import schedule_spec
 from ._sync import LOOP, Wrapped, classmethod_both
 from .wire import errors as E
 
@@ -95,6 +96,7 @@ class _AsyncApp:
         serialized = bool(kw.pop("serialized", False))
         name = kw.pop("name", None)
         schedule = kw.pop("schedule", None)
+        schedule_spec(schedule)  # a wrong type fails here, at the decorator
         is_gen = kw.pop("is_generator", None)
         options = self._options("function", kw)
 
@@ -196,6 +198,8 @@ class _AsyncApp:
             target = self._functions.get(tag) or self._classes.get(tag)
             if target is not None:
                 target._function_id, target._client = fid, client
+                if tag in self._functions:
+                    target._web_url = full_url(client, result.get("web_urls", {}).get(tag))
         self._running = mode == "ephemeral"
         return self
 
@@ -207,6 +211,8 @@ class _AsyncApp:
                     "POST", f"/v1/apps/{self.app_id}/stop")
         for target in (*self._functions.values(), *self._classes.values()):
             target._function_id = None
+        for fn in self._functions.values():
+            fn._web_url = None
 
     async def deploy(self, *, name: str | None = None, tag: str | None = None,
                      client: _Client | None = None, **_: Any) -> "_AsyncApp":

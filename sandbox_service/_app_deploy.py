@@ -19,6 +19,7 @@ from typing import Any
 from . import _serialization as S
 from ._client import _Client
 from ._partial import PartialFunction
+from ._schedule import schedule_spec
 from ._secret import split_secrets
 from .wire import errors as E
 
@@ -141,6 +142,8 @@ async def spec_of(app: Any, tag: str, obj: Any, options: dict[str, Any], client:
         "max_inputs": max_inputs, "target_inputs": o.get("target_inputs"),
         "batch_max_size": batch.get("batch_max_size"),
         "batch_wait_ms": batch.get("batch_wait_ms"),
+        "schedule": schedule_spec(o.get("schedule")),
+        "web": o.get("web"),
     }
     return spec
 
@@ -153,7 +156,6 @@ async def register(app: Any, client: _Client, *, mode: str, name: str | None) ->
     specs = []
     for tag, fn in app._functions.items():
         opts = dict(fn._options)
-        opts.pop("schedule", None)
         batch = {k: opts.pop(k) for k in ("batch_max_size", "batch_wait_ms") if k in opts}
         opts.pop("is_generator", None)
         specs.append(await spec_of(app, tag, fn._raw_f, opts, client, cache, is_class=False,
@@ -163,6 +165,11 @@ async def register(app: Any, client: _Client, *, mode: str, name: str | None) ->
         from ._cls import methods
 
         ms = methods(c._user_cls)
+        if any("web" in pf.flags for pf in ms.values()):
+            raise E.InvalidRequestError(
+                f"{tag}: web endpoints on @app.cls methods are not available yet: put "
+                "@modal.asgi_app / fastapi_endpoint on an @app.function (load the model in "
+                "the function's module, or call the class with Cls.from_name)")
         batch = next((pf.params for pf in ms.values() if "batched" in pf.flags), {})
         specs.append(await spec_of(app, tag, c._user_cls, dict(c._options), client, cache,
                                    is_class=True, methods=list(ms), generators=c._generators,

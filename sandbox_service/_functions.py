@@ -69,6 +69,7 @@ class _Function:
         self._from_name = from_name
         self._function_id: str | None = None
         self._client: _Client | None = None
+        self._web_url: str | None = None
         if raw_f is not None:
             self.__name__ = getattr(raw_f, "__name__", tag)
             self.__qualname__ = getattr(raw_f, "__qualname__", tag)
@@ -84,6 +85,7 @@ class _Function:
         if self._function_id is None and self._from_name is not None:
             self._client, info = await lookup(*self._from_name)
             self._function_id = info["function_id"]
+            self._web_url = full_url(self._client, info.get("web_url"))
             self._is_generator = self._tag in info.get("generators", [])
         if self._function_id is None:
             raise E.InvalidRequestError(
@@ -100,6 +102,17 @@ class _Function:
             raise E.InvalidRequestError(f"function {self._tag!r} has no id until its app runs "
                                         "or it is looked up")
         return self._function_id
+
+    @property
+    def web_url(self) -> str | None:
+        """The URL of a web endpoint (`@modal.fastapi_endpoint`, `asgi_app`, ...) while its
+        app runs or once it is looked up; None for other functions."""
+        return self._web_url
+
+    async def get_web_url(self) -> str | None:
+        if self._from_name is not None and self._function_id is None:
+            await self._resolve()
+        return self._web_url
 
     def get_raw_f(self) -> Callable:
         if self._raw_f is None:
@@ -228,6 +241,14 @@ class _Function:
 
     def __repr__(self) -> str:
         return f"Function({self._tag!r})"
+
+
+def full_url(client: _Client, url: str | None) -> str | None:
+    """A web endpoint's URL as the server gave it: absolute (a web domain is set), or a
+    path on the server this client talks to."""
+    if not url:
+        return None
+    return url if "://" in url else client.url.rstrip("/") + url
 
 
 class _FunctionCall:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ctypes
 import importlib
 import inspect
@@ -76,6 +77,7 @@ class Runner:
         self.batchers: dict[str, Any] = {}
         self.api_waiters: dict[int, Any] = {}
         self.ws_handlers: dict[int, Any] = {}
+        self.web: Any = None             # _runner_web.WebServer of a web endpoint
         self.api_seq = 0
         self.stopping = False
         self.pending: list[tuple[dict[str, Any], bytes]] = []
@@ -130,6 +132,9 @@ class Runner:
                 waiter = self.api_waiters.pop(int(header.get("rid", -1)), None)
                 if waiter is not None:
                     waiter(header, body)
+            elif kind in ("asgi_start", "asgi_in", "asgi_cancel"):
+                if self.web is not None:
+                    self.web.frame(header, body)
             elif kind in ("ws_opened", "ws_refused", "ws_msg", "ws_close"):
                 handler = self.ws_handlers.get(int(header.get("wid", -1)))
                 if handler is not None:
@@ -152,6 +157,13 @@ class Runner:
             max_inputs = int(spec.get("max_inputs") or 1) * int(spec.get("batch_max_size") or 1)
             self.pool = ThreadPoolExecutor(max_inputs, thread_name_prefix="input")
             self._start_loop()
+            if spec.get("web") and spec["web"]["kind"] != "server":
+                from ._runner_web import WebServer, build_app
+
+                assert self.loop is not None
+                self.web = WebServer(build_app(spec["web"], self._callable(None)), self.send,
+                                     self.loop)
+                asyncio.run_coroutine_threadsafe(self.web.startup(), self.loop).result(300)
         except BaseException:
             self.send({"t": "init_failed", "traceback": _user_traceback()})
             sys.stdout.flush()
@@ -171,6 +183,9 @@ class Runner:
 
     def _stop(self) -> None:
         self.stopping = True
+        if self.web is not None and self.loop is not None:
+            with contextlib.suppress(BaseException):
+                asyncio.run_coroutine_threadsafe(self.web.shutdown(), self.loop).result(10)
         if self.spec.get("is_class") and self.target is not None:
             for fn in _lifecycle(type(self.target), "exit"):
                 try:

@@ -1,7 +1,7 @@
 """Modal's `modal.queue` module (public layer): the same names, from this package."""
 
-from ._queue import Queue
 from ._missing import missing
+from ._queue import Queue
 
 __all__ = ["Queue"]
 

@@ -45,10 +45,20 @@ def app_ls(show_all: bool, as_json: bool) -> None:
         print_json(apps)
         return
     now = time.time()
-    click.echo(table(["APP ID", "NAME", "STATE", "VERSION", "FUNCTIONS", "CONTAINERS", "AGE"],
+    click.echo(table(["APP ID", "NAME", "STATE", "VERSION", "FUNCTIONS", "CONTAINERS", "AGE",
+                      "NEXT RUN"],
                      [[a["app_id"], a["name"] or "-", a["state"], str(a["version"]),
                        ",".join(a["functions"]) or "-", str(a["containers"]),
-                       format_age(now - a["created_at"])] for a in apps]))
+                       format_age(now - a["created_at"]), _next_run(a, now)] for a in apps]))
+
+
+def _next_run(app: dict, now: float) -> str:
+    """The soonest scheduled run: 'in 4m (nightly)', or '-'."""
+    runs = app.get("next_runs") or {}
+    if not runs:
+        return "-"
+    name, at = min(runs.items(), key=lambda kv: kv[1])
+    return f"in {format_age(max(0.0, at - now))} ({name})"
 
 
 @app.command("stop")

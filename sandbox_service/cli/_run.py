@@ -118,6 +118,8 @@ def _target(app: Any, name: str | None) -> tuple[str, Any]:
     if name is None:
         if len(impl._entrypoints) == 1:
             return "entrypoint", next(iter(impl._entrypoints.values()))
+        if not impl._entrypoints and _web_functions(impl):  # Modal's `modal serve`
+            return "serve", None
         if not impl._entrypoints and len(impl._functions) == 1 and not impl._classes:
             return "function", next(iter(app.registered_functions.values()))
         choices = sorted([*impl._entrypoints, *impl._functions])
@@ -147,7 +149,7 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
     kind, obj = _target(app, name or None)
     fn = obj if kind != "method" else obj[0]._impl._user_cls.__dict__[obj[1]].raw_f
     raw = obj.get_raw_f() if kind == "function" else fn
-    kwargs = parse_args(raw, list(ctx.args))
+    kwargs = parse_args(raw, list(ctx.args)) if kind != "serve" else {}
     if kind == "method":
         kwargs.pop("self", None)
     status = _Status(quiet)
@@ -158,6 +160,8 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
     except KeyboardInterrupt:
         click.echo("\nsbx: interrupted", err=True)
         raise click.exceptions.Exit(130) from None
+    for tag in sorted(_web_functions(app._impl)):
+        click.echo(f"web endpoint {tag}: {app._impl._functions[tag]._web_url}", err=True)
     interrupted = False
     try:
         result = _call(kind, obj, kwargs)
@@ -175,7 +179,17 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
         raise click.exceptions.Exit(130)
 
 
+def _web_functions(impl: Any) -> list[str]:
+    return [t for t, f in impl._functions.items() if f._options.get("web")]
+
+
 def _call(kind: str, obj: Any, kwargs: dict[str, Any]) -> Any:
+    if kind == "serve":  # the endpoints serve until Ctrl-C
+        click.echo("serving the web endpoints above; Ctrl-C stops the app", err=True)
+        import time
+
+        while True:
+            time.sleep(3600)
     if kind == "entrypoint":
         result = obj(**kwargs)
         if inspect.iscoroutine(result):
@@ -225,7 +239,8 @@ def deploy(path: str, name: str | None) -> None:
     impl = app._impl
     click.echo(f"deployed app {impl.name} ({impl.app_id})")
     for tag, target in sorted({**impl._functions, **impl._classes}.items()):
-        click.echo(f"  {tag}: {target._function_id}")
+        url = getattr(target, "_web_url", None)
+        click.echo(f"  {tag}: {target._function_id}" + (f"  {url}" if url else ""))
     click.echo(f"call them with Function.from_name({impl.name!r}, NAME); stop with "
                f"`sbx app stop {impl.name}`")
 

@@ -30,12 +30,14 @@ from ._errors import ERROR_RESPONSES
 from ._relay import http_relay, ws_relay
 from ._settings import Settings
 from ._stall import StallGuard
+from ._web_ingress import WebIngress
 from .routes import audit_request, include_routes
 from .services import (
     FunctionService,
     ImageService,
     KvService,
     SandboxManager,
+    ScheduleService,
     SQLiteStore,
     Store,
 )
@@ -165,7 +167,9 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         functions = FunctionService(manager=manager, store=store, home=settings.home,
                                     retention_s=settings.call_retention_s,
                                     default_max_containers=settings.function_max_containers,
-                                    wheel_cache=settings.wheel_cache)
+                                    wheel_cache=settings.wheel_cache,
+                                    web_domain=settings.web_domain,
+                                    web_scheme=settings.web_scheme)
         functions.relay = http_relay(app)
         functions.relay_ws = ws_relay(app)
         await functions.start()
@@ -173,6 +177,9 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         kv = KvService(store)
         await kv.start()
         app.state.kv = kv
+        schedules = ScheduleService(functions)
+        functions.schedules = schedules
+        await schedules.start()
         app.state.loop = asyncio.get_running_loop()
         app.state.manager = manager
         app.state.image_service = image_service
@@ -183,6 +190,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
             async with mcp_lifespan():  # MCP sessions end (and clean up) before the manager
                 yield
         finally:
+            await schedules.close()
             await functions.stop()  # function containers end before the sandboxes' manager
             await kv.close()
             await app.state.audit.close()
@@ -225,6 +233,9 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         audit_request(request, response.status_code)
         return response
 
+    app.add_middleware(WebIngress, domain=settings.web_domain,  # web endpoints: not the API
+                       require_auth=settings.web_require_auth,
+                       max_body=settings.web_max_body_mib << 20)
     app.add_middleware(StallGuard, stall_s=settings.stream_stall_s)  # outermost
 
     @app.exception_handler(E.SandboxError)

@@ -54,6 +54,14 @@ class Settings:
     build: BuildSettings = dataclasses.field(default_factory=BuildSettings)
     dns_upstream: str | None = None     # SBX_DNS_UPSTREAM: the resolver allowlists pin through
     image_cache: str | None = None      # SBX_IMAGE_CACHE: base image tarballs kept between homes
+    # web endpoints: SBX_WEB_DOMAIN (host-routed <label>.<domain>, else /web/<label>/ only),
+    # SBX_WEB_SCHEME (of the URLs printed with a domain), SBX_WEB_MAX_BODY_MIB,
+    # SBX_WEB_REQUIRE_AUTH=1 (every endpoint needs a bearer token, not only
+    # requires_proxy_auth ones)
+    web_domain: str | None = None
+    web_scheme: str = "http"
+    web_max_body_mib: int = 64
+    web_require_auth: bool = False
     # SBX_WHEEL_CACHE: pydantic_core wheels for other Pythons (scripts/fetch-sdk-wheels.sh)
     wheel_cache: str | None = "/var/cache/sandbox-service/wheels"
     debian_mirror: str | None = None    # SBX_DEBIAN_MIRROR: debootstrap's mirror (default: apt's)
@@ -88,6 +96,14 @@ class Settings:
                            ("SBX_DEBIAN_MIRROR", "debian_mirror")):
             if env.get(var, "").strip():
                 kwargs[field] = env[var].strip()
+        if env.get("SBX_WEB_DOMAIN", "").strip():
+            kwargs["web_domain"] = env["SBX_WEB_DOMAIN"].strip().lower().strip(".")
+        if env.get("SBX_WEB_SCHEME", "").strip():
+            kwargs["web_scheme"] = env["SBX_WEB_SCHEME"].strip()
+        if env.get("SBX_WEB_MAX_BODY_MIB", "").strip():
+            kwargs["web_max_body_mib"] = int(env["SBX_WEB_MAX_BODY_MIB"])
+        if env.get("SBX_WEB_REQUIRE_AUTH", "").strip():
+            kwargs["web_require_auth"] = env["SBX_WEB_REQUIRE_AUTH"].strip() not in ("0", "false")
         if env.get("SBX_WHEEL_CACHE", "").strip():
             kwargs["wheel_cache"] = os.path.abspath(env["SBX_WHEEL_CACHE"].strip())
         if env.get("SBX_IMAGE_CACHE", "").strip():

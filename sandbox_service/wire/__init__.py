@@ -100,6 +100,8 @@ _LAZY = {
     'ServerInfo': '_api',
     'check_abs_path': '_api',
     'check_payload': '_functions',
+    'ScheduleSpec': '_functions',
+    'WebSpec': '_functions',
     'MAX_QUEUE_PARTITIONS': '_kv',
     'MAX_OBJECTS_PER_OWNER': '_kv',
     'MAX_DICT_ENTRIES': '_kv',
@@ -147,6 +149,7 @@ __all__ = [
     "SecretCreate", "SecretInfo", "SecretList", "ServerInfo", "ServerUnreachableError",
     "check_abs_path", "error_from_wire", "errors", "image_info", "is_id", "new_id",
     "parse_port", "validation_message",
+    "ScheduleSpec", "WebSpec",
     # Dicts and Queues
     "MAX_DICT_ENTRIES", "MAX_OBJECTS_PER_OWNER", "MAX_QUEUE_PARTITIONS", "KvLookup", "KvInfo", "KvList", "DictKey", "DictEntry", "DictPut", "DictPutResult", "DictValue", "DictItem", "DictEntries", "Count", "QueuePut", "QueueGet", "QueueValues", "QueueClear", "QueueNext", "QueueItems", "MAX_QUEUE_WAIT_S", "MAX_DICT_VALUE_BYTES", "MAX_QUEUE_ITEM_BYTES", "MAX_PARTITION_ITEMS",
 ]

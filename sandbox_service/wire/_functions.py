@@ -26,6 +26,34 @@ OutputStatus = Literal["success", "failure", "timeout", "cancelled", "init_failu
                        "terminated", "item", "expired"]
 
 
+class ScheduleSpec(_Model):
+    """`schedule=modal.Cron(...)` or `modal.Period(...)` of a deployed function."""
+    kind: Literal["cron", "period"]
+    cron: str | None = Field(None, max_length=256)
+    timezone: str = Field("UTC", max_length=64)
+    seconds: float = Field(0.0, ge=0, description="a Period's weeks..seconds, in seconds")
+    months: int = Field(0, ge=0, le=1200, description="a Period's years and months")
+
+    @model_validator(mode="after")
+    def _v_complete(self) -> "ScheduleSpec":
+        if self.kind == "cron" and not (self.cron or "").strip():
+            raise ValueError("a Cron schedule needs its cron string")
+        if self.kind == "period" and self.months == 0 and self.seconds < 1:
+            raise ValueError("a Period must be at least 1 second")
+        return self
+
+
+class WebSpec(_Model):
+    """A web endpoint (`@modal.fastapi_endpoint`, `asgi_app`, `wsgi_app`, `web_server`)."""
+    kind: Literal["fastapi", "asgi", "wsgi", "server"]
+    method: str = Field("GET", max_length=16)
+    label: str | None = Field(None, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    docs: bool = False
+    requires_proxy_auth: bool = False
+    port: int | None = Field(None, ge=1, le=65535)
+    startup_timeout_s: float = Field(5.0, gt=0, le=3600)
+
+
 class RetryPolicy(_Model):
     """Modal's `Retries`: the bounds are Modal's."""
 
@@ -76,7 +104,8 @@ class FunctionSpec(_Model):
     target_inputs: int | None = Field(None, ge=1, le=1000)
     batch_max_size: int | None = Field(None, ge=1, le=1000, description="@batched")
     batch_wait_ms: int | None = Field(None, ge=0, le=10 * 60 * 1000)
-    schedule: dict[str, Any] | None = None
+    schedule: ScheduleSpec | None = None
+    web: WebSpec | None = None
 
     _v_env = field_validator("env")(lambda cls, v: _check_env(v))
 
@@ -115,6 +144,9 @@ class AppDeployed(_Model):
     mode: str
     version: int
     functions: dict[str, str] = Field(..., description="function name -> function id")
+    web_urls: dict[str, str] = Field(default_factory=dict, description=(
+        "web endpoints: function name -> URL (a path on the server when no web domain is "
+        "set: the SDK joins it to its server URL)"))
 
 
 class AppSummary(_Model):
@@ -125,6 +157,8 @@ class AppSummary(_Model):
     created_at: float
     functions: list[str] = Field(default_factory=list)
     containers: int = 0
+    next_runs: dict[str, float] = Field(default_factory=dict, description=(
+        "scheduled functions -> the time of their next run"))
 
 
 class AppSummaryList(_Model):
@@ -144,6 +178,11 @@ class FunctionInfo(_Model):
     containers: int = 0
     queued: int = 0
     running: int = 0
+    web_url: str | None = None
+    web_requests: int = 0
+    web_errors: int = Field(0, description="requests answered 5xx")
+    web_latency_ms: dict[str, float] = Field(default_factory=dict, description=(
+        "p50 / p99 over the last 1000 requests"))
 
 
 OVERRIDABLE = ("cpu", "memory_mib", "gpu", "timeout_s", "retries", "secret_names", "env",

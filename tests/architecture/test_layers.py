@@ -119,7 +119,11 @@ def forbidden(imports: list[Import]) -> list[str]:
     for imp in imports:
         t, why = imp.target, None
         sdk = imp.module[0] == "sandbox_service" and not _in(imp, SERVER, ("sandbox_service", "cli"))
-        if sdk and _starts(t, [SERVER, *[(w,) for w in WEB]]):
+        # the one exception: inside a function container, a @modal.fastapi_endpoint is
+        # built with the FastAPI of the user's image (as in Modal); never the server's
+        in_container_fastapi = (imp.module == ("sandbox_service", "_runner_web")
+                                and t[:1] == ("fastapi",))
+        if sdk and not in_container_fastapi and _starts(t, [SERVER, *[(w,) for w in WEB]]):
             why = "the SDK never imports the server or a web framework"
         elif _in(imp, ("sandbox_service", "cli")) and imp.top_level and _starts(
                 t, [SERVER, *[(w,) for w in WEB]]):

@@ -22,6 +22,10 @@ EXPECTED = {
     "method", "parameter",
     # storage
     "Dict", "Queue",
+    # schedules
+    "Cron", "Period",
+    # web endpoints
+    "asgi_app", "fastapi_endpoint", "web_endpoint", "web_server", "wsgi_app",
 }
 
 

@@ -17,6 +17,7 @@ from security import Principal
 from ...wire import AppDeploy, AppDeployed, AppSummary, check_payload, new_id
 from ...wire import errors as E
 from ._records import AppRecord
+from ._schedules import check_schedule
 
 
 class AppsMixin:
@@ -24,6 +25,11 @@ class AppsMixin:
     manager: Any
     functions: dict[str, dict[str, Any]]
     pools: dict[Any, Any]
+    schedules: Any                    # ScheduleService, or None (tests of the layers above)
+    web_labels: dict[str, str]
+    web_label_for: Any
+    check_web_label: Any
+    web_url: Any
     _pool: Any
 
     async def deploy(self, who: Principal, body: AppDeploy) -> AppDeployed:
@@ -32,6 +38,8 @@ class AppsMixin:
             raise E.PermissionDeniedError("deploying needs a user key or the admin token")
         for spec in body.functions:
             check_payload(spec.serialized_b64, f"function {spec.name}")
+            if spec.schedule is not None:
+                check_schedule(spec.schedule.model_dump())
             await self.manager.images.resolve(spec.image)  # NotFound now, not at first call
         now = time.time()
         if body.mode == "deployed":
@@ -49,11 +57,27 @@ class AppsMixin:
         app.version += 1
         app.state = "deployed" if body.mode == "deployed" else "ephemeral"
         ids: dict[str, str] = {}
+        labels: dict[str, str] = {}
+        for spec in body.functions:
+            if spec.web is not None:
+                if spec.web.kind == "server":
+                    raise E.InvalidRequestError(
+                        f"{spec.name}: @modal.web_server is not available yet: serve the app "
+                        "with @modal.asgi_app or @modal.wsgi_app, or run the server in a "
+                        "Sandbox with encrypted_ports=[port]")
+                label = self.web_label_for(spec.name, app.display_name or app.name, owner,
+                                           spec.web.model_dump(), body.mode)
+                self.check_web_label(label, app.app_id)
+                if label in labels.values():
+                    raise E.ConflictError(f"two endpoints of the app would be at {label!r}: "
+                                          "give one a label=")
+                labels[spec.name] = label
         for spec in body.functions:
             fid = new_id("function")
             fn = {"function_id": fid, "app_id": app.app_id, "owner": owner, "name": spec.name,
                   "app_name": app.display_name or app.name, "version": app.version,
-                  "state": "active", "created_at": now, "spec": spec.model_dump()}
+                  "state": "active", "created_at": now, "spec": spec.model_dump(),
+                  "web_label": labels.get(spec.name)}
             await self.store.put_function(fn)
             self.functions[fid] = fn
             ids[spec.name] = fid
@@ -66,8 +90,14 @@ class AppsMixin:
         await self.store.update_app(app)
         for name, fid in old_ids.items():  # the previous version finishes what it has
             await self._retire_function(fid, draining=True)
+        for name, label in labels.items():
+            self.web_labels[label] = ids[name]
+        if self.schedules is not None:
+            self.schedules.reload()
         return AppDeployed(app_id=app.app_id, name=app.display_name or app.name,
-                           mode=body.mode, version=app.version, functions=ids)
+                           mode=body.mode, version=app.version, functions=ids,
+                           web_urls={n: self.web_url(self.functions[ids[n]]) or ""
+                                     for n in labels})
 
     async def _retire_function(self, fid: str, *, draining: bool) -> None:
         fn = self.functions.get(fid) or await self.store.get_function(fid)
@@ -86,6 +116,8 @@ class AppsMixin:
                 await pool.close("its app was stopped")
         if not draining:
             self.functions.pop(fid, None)
+            if self.web_labels.get(fn.get("web_label") or "") == fid:
+                del self.web_labels[fn["web_label"]]
 
     def pool_done(self, pool: Any) -> None:
         for key, p in list(self.pools.items()):
@@ -109,6 +141,8 @@ class AppsMixin:
             app.state = "stopped"
             app.history.append({"version": app.version, "stopped_at": time.time()})
             await self.store.update_app(app)
+        if self.schedules is not None:
+            self.schedules.reload()
         return self.summary(app)
 
     def summary(self, app: AppRecord) -> AppSummary:
@@ -116,7 +150,9 @@ class AppsMixin:
                          if self.functions.get(fid, {}).get("app_id") == app.app_id)
         return AppSummary(app_id=app.app_id, name=app.display_name or app.name,
                           state=app.state, version=app.version, created_at=app.created_at,
-                          functions=sorted(app.functions), containers=containers)
+                          functions=sorted(app.functions), containers=containers,
+                          next_runs=self.schedules.app_next_runs(app.app_id)
+                          if self.schedules is not None and app.state == "deployed" else {})
 
     async def list_apps(self, who: Principal) -> list[AppSummary]:
         apps = await self.store.list_apps(None if who.is_admin else who.name)

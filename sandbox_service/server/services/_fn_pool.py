@@ -39,6 +39,7 @@ class Pool:
         self.spec = fn["spec"]
         self.params_b64 = params_b64
         self.queue: collections.deque[InputRef] = collections.deque()
+        self.web_waiters: collections.deque[asyncio.Future] = collections.deque()
         self.containers: dict[str, RunnerConn] = {}
         self.starting = 0
         self.wake = asyncio.Event()
@@ -66,7 +67,7 @@ class Pool:
         return sum(c.load for c in self.containers.values())
 
     def desired(self) -> int:
-        load = len(self.queue) + self.running()
+        load = len(self.queue) + len(self.web_waiters) + self.running()
         want = math.ceil(load / self.target) if load else 0
         if load:
             want += int(self.spec.get("buffer_containers") or 0)
@@ -145,6 +146,39 @@ class Pool:
             self._spawn(self._send_input(target, ref))
             target.inflight[ref.key] = ref  # counted at once, so the loop sees the load
         self.queue.extend(waiting)
+        while self.web_waiters:  # web requests: a container with room
+            fut = self.web_waiters[0]
+            if fut.done():
+                self.web_waiters.popleft()
+                continue
+            target = max((c for c in self.containers.values() if c.free > 0),
+                         key=lambda c: c.free, default=None)
+            if target is None:
+                break
+            self.web_waiters.popleft()
+            target.web_active += 1
+            fut.set_result(target)
+
+    async def web_acquire(self, timeout_s: float) -> RunnerConn:
+        """A ready container with room for one more web request (one starts if needed)."""
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.web_waiters.append(fut)
+        self.last_demand = time.monotonic()
+        self.poke()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.web_release(fut.result())
+            else:
+                fut.cancel()
+            raise
+
+    def web_release(self, conn: RunnerConn) -> None:
+        conn.web_active = max(0, conn.web_active - 1)
+        if conn.load == 0:
+            conn.idle_since = time.monotonic()
+        self.poke()
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         t = asyncio.create_task(coro)
@@ -167,7 +201,7 @@ class Pool:
             t_connected = time.monotonic()
             spec = {k: self.spec.get(k) for k in ("module", "qualname", "serialized_b64",
                                                   "is_class", "max_inputs", "batch_max_size",
-                                                  "batch_wait_ms")}
+                                                  "batch_wait_ms", "web")}
             spec["params_b64"] = self.params_b64
             spec["app_functions"] = self.svc.app_functions(self.fn["app_id"])
             spec["app_id"] = self.fn["app_id"]
@@ -238,6 +272,10 @@ class Pool:
         while self.queue:
             ref = self.queue.popleft()
             self.svc.finish(ref, "init_failure", message=msg)
+        while self.web_waiters:
+            fut = self.web_waiters.popleft()
+            if not fut.done():
+                fut.set_exception(ContainerStartError(msg))
         self.poke()
 
     async def _read(self, conn: RunnerConn) -> None:
@@ -255,6 +293,10 @@ class Pool:
                     self._spawn(self._api(conn, header, body))
                 elif kind == "ws_open":
                     self._spawn(self._stream(conn, header))
+                elif kind in ("asgi_out", "asgi_end"):
+                    inbox = conn.asgi.get(int(header.get("rid", -1)))
+                    if inbox is not None:
+                        inbox.put_nowait((header, body))
                 elif kind in ("ws_msg", "ws_close"):
                     inbox = conn.streams.get(int(header.get("wid", -1)))
                     if inbox is not None:
@@ -408,6 +450,10 @@ class Pool:
         await asyncio.gather(*booting, return_exceptions=True)
         while self.queue:
             self.svc.finish(self.queue.popleft(), "cancelled", message=why)
+        while self.web_waiters:
+            fut = self.web_waiters.popleft()
+            if not fut.done():
+                fut.set_exception(ContainerStartError(why))
         for conn in list(self.containers.values()):
             for ref in list(conn.inflight.values()):
                 self.svc.finish(ref, "cancelled", message=why)
@@ -426,3 +472,8 @@ class Pool:
 
 class _InitFailed(Exception):
     pass
+
+
+class ContainerStartError(Exception):
+    """No container can serve: it failed to start (the message says why), or the pool
+    closed."""

@@ -47,10 +47,13 @@ class RunnerConn:
         self.wlock = asyncio.Lock()
         self.read_task: asyncio.Task | None = None
         self.streams: dict[int, asyncio.Queue] = {}  # relayed WebSockets: wid -> inbox
+        self.web_active = 0                          # web requests being served here
+        self.asgi: dict[int, asyncio.Queue] = {}     # web requests: rid -> the app's frames
+        self.next_rid = 0
 
     @property
     def load(self) -> int:
-        return len(self.inflight)
+        return len(self.inflight) + self.web_active
 
     @property
     def free(self) -> int:
@@ -103,8 +106,8 @@ class RunnerConn:
 
     def close(self) -> None:
         self.state = "dead"
-        for inbox in self.streams.values():
-            inbox.put_nowait(None)  # their sessions end (the exec is killed)
+        for inbox in (*self.streams.values(), *self.asgi.values()):
+            inbox.put_nowait(None)  # their sessions and requests end
         for t in self.timers.values():
             t.cancel()
         self.timers.clear()

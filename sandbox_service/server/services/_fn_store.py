@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS outputs (
     call_id TEXT NOT NULL, seq INTEGER NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL,
     data BLOB, message TEXT, traceback TEXT, created_at REAL NOT NULL,
     PRIMARY KEY (call_id, seq));
+CREATE TABLE IF NOT EXISTS schedules (
+    app_id TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL, since REAL NOT NULL,
+    last_tick REAL, PRIMARY KEY (app_id, name));
 """
 
 
@@ -47,6 +50,23 @@ class FunctionTables:
         else:
             rows = await self._run(self._exec, "SELECT data FROM apps WHERE owner=?", (owner,))
         return [AppRecord.from_json(r[0]) for r in rows]
+
+    async def get_schedules(self) -> list[dict[str, Any]]:
+        """Each scheduled function's state: its spec (as JSON), since when it counts
+        ticks, and the last tick that fired."""
+        rows = await self._run(self._exec, "SELECT app_id, name, spec, since, last_tick "
+                               "FROM schedules")
+        return [{"app_id": r[0], "name": r[1], "spec": r[2], "since": r[3], "last_tick": r[4]}
+                for r in rows]
+
+    async def put_schedule(self, st: dict[str, Any]) -> None:
+        await self._run(self._exec, "INSERT OR REPLACE INTO schedules(app_id, name, spec, "
+                        "since, last_tick) VALUES (?,?,?,?,?)",
+                        (st["app_id"], st["name"], st["spec"], st["since"], st["last_tick"]))
+
+    async def delete_schedule(self, app_id: str, name: str) -> None:
+        await self._run(self._exec, "DELETE FROM schedules WHERE app_id=? AND name=?",
+                        (app_id, name))
 
     async def put_function(self, rec: dict[str, Any]) -> None:
         await self._run(self._exec, "INSERT OR REPLACE INTO functions(id, app_id, data) "

@@ -54,6 +54,7 @@ from ._fn_calls import FINAL, CallState, InputRef
 from ._fn_logs import AppLogs
 from ._fn_pool import Pool
 from ._fn_runner import RUNNER_BOOT, RunnerConn
+from ._fn_web import WebMixin
 from ._sdk_mount import build_sdk_mount
 
 log = logging.getLogger("sbx.functions")
@@ -62,9 +63,10 @@ _RELAYED_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 Relay = Callable[[Principal, str, str, "str | None", bytes], Awaitable[tuple[int, str, bytes]]]
 
 
-class FunctionService(AppsMixin):
+class FunctionService(AppsMixin, WebMixin):
     def __init__(self, *, manager: Any, store: Any, home: str, retention_s: float = 86400.0,
-                 default_max_containers: int | None = None, wheel_cache: str | None = None):
+                 default_max_containers: int | None = None, wheel_cache: str | None = None,
+                 web_domain: str | None = None, web_scheme: str = "http"):
         self.manager = manager
         self.runtime = manager.runtime
         self.store = store
@@ -78,6 +80,10 @@ class FunctionService(AppsMixin):
         self.logs = AppLogs(manager)
         self.relay: Relay | None = None
         self.relay_ws: Callable[..., Awaitable[None]] | None = None
+        self.schedules: Any = None  # ScheduleService, set by the app
+        self.web_labels: dict[str, str] = {}         # web endpoint label -> function id
+        self.web_domain, self.web_scheme = web_domain, web_scheme
+        self.web_stats: dict[str, dict[str, Any]] = {}
         self._mount: tuple[str, str] | None = None
         self.wheel_cache = wheel_cache
         self._tasks: list[asyncio.Task] = []
@@ -94,6 +100,8 @@ class FunctionService(AppsMixin):
         for fn in await self.store.list_functions():
             if fn.get("state") in ("active", "draining"):
                 self.functions[fn["function_id"]] = fn
+            if fn.get("state") == "active" and fn.get("web_label"):
+                self.web_labels[fn["web_label"]] = fn["function_id"]
         for rec in await self.store.open_calls():
             await self._recover(rec)
         for fn in self.functions.values():
@@ -199,7 +207,8 @@ class FunctionService(AppsMixin):
                             app_name=fn.get("app_name"), name=fn["name"],
                             version=fn["version"], is_class=spec["is_class"],
                             methods=spec["methods"], generators=spec["generators"],
-                            state=fn["state"], **stats)
+                            state=fn["state"], web_url=self.web_url(fn),
+                            **self.web_meter(fn["function_id"]), **stats)
 
     async def lookup(self, who: Principal, app_name: str, name: str) -> dict[str, Any]:
         app = await self.store.get_app_by_name(who.name, app_name)

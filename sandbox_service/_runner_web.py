@@ -1,0 +1,234 @@
+"""Web endpoints inside a function container (runs INSIDE the sandbox, with the runner).
+
+The server relays each HTTP request or WebSocket as ASGI messages on the runner's
+connection: `asgi_start` (the scope), `asgi_in` (what the client sends), `asgi_cancel`;
+this module runs the endpoint's ASGI app on the runner's event loop and answers with
+`asgi_out` (what the app sends) and `asgi_end`. Byte fields (`body`, `bytes`) travel as
+the frame's body, the rest as JSON. No HTTP server runs in the container and no network is
+needed. `build_app` turns the function into the ASGI app once per container:
+- `asgi`: the function returns an ASGI app;
+- `wsgi`: the function returns a WSGI app, served on threads (`_wsgi_to_asgi`);
+- `fastapi`: the function itself becomes the one route at "/" of a FastAPI app (FastAPI
+  must be in the image, as in Modal).
+Stdlib only (FastAPI only for `fastapi` endpoints).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+import traceback
+from typing import Any, Callable
+
+_BYTES = {"http.request": "body", "http.response.body": "body", "websocket.send": "bytes",
+          "websocket.receive": "bytes"}
+
+
+def build_app(web: dict[str, Any], fn: Callable) -> Any:
+    kind = web["kind"]
+    if kind == "fastapi":
+        try:
+            from fastapi import FastAPI
+        except ImportError:
+            raise ImportError("@modal.fastapi_endpoint needs FastAPI in the function's image: "
+                              "image=modal.Image.debian_slim().pip_install('fastapi')") from None
+        docs = bool(web.get("docs"))
+        app = FastAPI(docs_url="/docs" if docs else None, redoc_url=None,
+                      openapi_url="/openapi.json" if docs else None)
+        app.add_api_route("/", fn, methods=[web.get("method") or "GET"])
+        return app
+    made = fn()
+    if inspect.iscoroutine(made):
+        made = asyncio.run(made)
+    if made is None or not callable(made):
+        raise TypeError(f"@modal.{kind}_app: the function must return the {kind.upper()} app "
+                        f"(got {type(made).__name__})")
+    return _wsgi_to_asgi(made) if kind == "wsgi" else made
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _scope(wire: dict[str, Any]) -> dict[str, Any]:
+    scope = dict(wire)
+    scope["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in wire["headers"]]
+    scope["query_string"] = wire.get("query_string", "").encode("latin-1")
+    scope["raw_path"] = wire["path"].encode("utf-8")
+    for key in ("client", "server"):
+        if wire.get(key):
+            scope[key] = tuple(wire[key])
+    scope["asgi"] = {"version": "3.0", "spec_version": "2.3"}
+    return scope
+
+
+class WebServer:
+    """The requests in flight in this container: rid -> (inbox, task)."""
+
+    def __init__(self, app: Any, send: Callable[[dict, bytes], None],
+                 loop: asyncio.AbstractEventLoop):
+        self.app, self.send, self.loop = app, send, loop
+        self.inboxes: dict[int, asyncio.Queue] = {}
+        self.tasks: dict[int, asyncio.Task] = {}
+        self.lifespan: asyncio.Queue | None = None
+
+    # called on the runner's read thread
+    def frame(self, header: dict[str, Any], body: bytes) -> None:
+        kind, rid = header.get("t"), int(header.get("rid", -1))
+        if kind == "asgi_start":
+            inbox: asyncio.Queue = asyncio.Queue()
+            self.inboxes[rid] = inbox
+            asyncio.run_coroutine_threadsafe(self._serve(rid, header["scope"], inbox), self.loop)
+        elif kind == "asgi_in":
+            msg = dict(header.get("msg") or {})
+            field = _BYTES.get(msg.get("type", ""))
+            if field and (body or msg.get("type") != "websocket.receive" or "text" not in msg):
+                msg[field] = body
+            inbox = self.inboxes.get(rid)
+            if inbox is not None:
+                self.loop.call_soon_threadsafe(inbox.put_nowait, msg)
+        elif kind == "asgi_cancel":
+            self.loop.call_soon_threadsafe(self._cancel, rid)
+
+    def _cancel(self, rid: int) -> None:
+        task = self.tasks.get(rid)
+        if task is not None:
+            task.cancel()
+
+    async def _serve(self, rid: int, wire_scope: dict[str, Any], inbox: asyncio.Queue) -> None:
+        self.tasks[rid] = asyncio.current_task()  # type: ignore[assignment]
+
+        async def receive() -> dict:
+            return await inbox.get()
+
+        async def send(msg: dict) -> None:
+            msg = dict(msg)
+            field = _BYTES.get(msg.get("type", ""))
+            data = msg.pop(field, None) if field else None
+            if "headers" in msg:  # bytes pairs -> JSON
+                msg["headers"] = [[_text(k), _text(v)] for k, v in msg["headers"]]
+            self.send({"t": "asgi_out", "rid": rid, "msg": msg}, bytes(data or b""))
+
+        error = None
+        try:
+            await self.app(_scope(wire_scope), receive, send)
+        except asyncio.CancelledError:
+            error = "cancelled: the client went away"
+        except BaseException:
+            error = "".join(traceback.format_exception(*sys.exc_info()))[-16000:]
+            traceback.print_exc()  # the app's logs show it too
+        finally:
+            self.inboxes.pop(rid, None)
+            self.tasks.pop(rid, None)
+        self.send({"t": "asgi_end", "rid": rid, "error": error}, b"")
+
+    async def startup(self) -> None:
+        """ASGI lifespan startup (FastAPI's on_startup and lifespan), if the app speaks it."""
+        inbox: asyncio.Queue = asyncio.Queue()
+        done: asyncio.Future = self.loop.create_future()
+        await inbox.put({"type": "lifespan.startup"})
+
+        async def send(msg: dict) -> None:
+            if msg["type"] == "lifespan.startup.complete" and not done.done():
+                done.set_result(None)
+            elif msg["type"] == "lifespan.startup.failed" and not done.done():
+                done.set_exception(RuntimeError(f"lifespan startup failed: {msg.get('message')}"))
+
+        async def run() -> None:
+            try:
+                await self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
+            except BaseException:  # an app without lifespan support: fine
+                pass
+            if not done.done():
+                done.set_result(None)
+        self.lifespan = inbox
+        asyncio.ensure_future(run())
+        await done
+
+    async def shutdown(self) -> None:
+        if self.lifespan is not None:
+            await self.lifespan.put({"type": "lifespan.shutdown"})
+            await asyncio.sleep(0.2)
+
+
+def _wsgi_to_asgi(wsgi: Callable) -> Callable:
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            raise RuntimeError("no lifespan")  # WSGI apps have none
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1003})
+            return
+        chunks = []
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _run_wsgi, wsgi, _environ(scope, b"".join(chunks)),
+                                   lambda m: asyncio.run_coroutine_threadsafe(send(m), loop)
+                                   .result())
+    return app
+
+
+def _environ(scope: dict, body: bytes) -> dict[str, Any]:
+    import io
+
+    root = scope.get("root_path", "")
+    path = scope["path"]
+    if root and path.startswith(root):
+        path = path[len(root):]
+    server = scope.get("server") or ("localhost", 80)
+    env = {"REQUEST_METHOD": scope["method"], "SCRIPT_NAME": root, "PATH_INFO": path,
+           "QUERY_STRING": scope["query_string"].decode("latin-1"),
+           "SERVER_NAME": str(server[0]), "SERVER_PORT": str(server[1]),
+           "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+           "wsgi.version": (1, 0), "wsgi.url_scheme": scope.get("scheme", "http"),
+           "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+           "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+           "CONTENT_LENGTH": str(len(body))}
+    if scope.get("client"):
+        env["REMOTE_ADDR"] = str(scope["client"][0])
+    for k, v in scope["headers"]:
+        name = k.decode("latin-1").upper().replace("-", "_")
+        value = v.decode("latin-1")
+        if name == "CONTENT_TYPE":
+            env["CONTENT_TYPE"] = value
+        elif name != "CONTENT_LENGTH":
+            key = "HTTP_" + name
+            env[key] = env[key] + "," + value if key in env else value
+    return env
+
+
+def _run_wsgi(wsgi: Callable, environ: dict, send: Callable[[dict], Any]) -> None:
+    state: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
+        state["start"] = {"type": "http.response.start", "status": int(status.split()[0]),
+                          "headers": [(k.encode("latin-1"), v.encode("latin-1"))
+                                      for k, v in headers]}
+        return write
+
+    def flush_start() -> None:
+        if "start" in state:
+            send(state.pop("start"))
+            state["sent"] = True
+
+    def write(data: bytes) -> None:
+        flush_start()
+        if data:
+            send({"type": "http.response.body", "body": bytes(data), "more_body": True})
+
+    result = wsgi(environ, start_response)
+    try:
+        for chunk in result:
+            write(chunk)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    flush_start()
+    send({"type": "http.response.body", "body": b"", "more_body": False})
