@@ -143,9 +143,9 @@ class _AsyncApp:
             extra = dict(getattr(user_cls, "__sbx_concurrent__", None) or {})
             c = _Cls(user_cls, tag, app=self, options={**options, **extra,
                                                          "serialized": serialized})
-            if not c._method_names:
-                raise E.InvalidRequestError(f"{tag} has no @modal.method(): mark the methods "
-                                            "callers may call")
+            if not c._method_names and not c._web_attr:
+                raise E.InvalidRequestError(f"{tag} has no @modal.method() and no web endpoint: "
+                                            "mark the methods callers may call")
             self._classes[tag] = c
             return Cls._from_impl(c)
         return wrap
@@ -198,8 +198,7 @@ class _AsyncApp:
             target = self._functions.get(tag) or self._classes.get(tag)
             if target is not None:
                 target._function_id, target._client = fid, client
-                if tag in self._functions:
-                    target._web_url = full_url(client, result.get("web_urls", {}).get(tag))
+                target._web_url = full_url(client, result.get("web_urls", {}).get(tag))
         self._running = mode == "ephemeral"
         return self
 
@@ -211,8 +210,8 @@ class _AsyncApp:
                     "POST", f"/v1/apps/{self.app_id}/stop")
         for target in (*self._functions.values(), *self._classes.values()):
             target._function_id = None
-        for fn in self._functions.values():
-            fn._web_url = None
+        for target in (*self._functions.values(), *self._classes.values()):
+            target._web_url = None
 
     async def deploy(self, *, name: str | None = None, tag: str | None = None,
                      client: _Client | None = None, **_: Any) -> "_AsyncApp":

@@ -162,16 +162,19 @@ async def register(app: Any, client: _Client, *, mode: str, name: str | None) ->
                                    methods=[], generators=[tag] if fn._is_generator else [],
                                    batch=batch))
     for tag, c in app._classes.items():
-        from ._cls import methods
+        from ._cls import methods, web_methods
 
         ms = methods(c._user_cls)
-        if any("web" in pf.flags for pf in ms.values()):
+        options = dict(c._options)
+        web = web_methods(c._user_cls)
+        if len(web) > 1:
             raise E.InvalidRequestError(
-                f"{tag}: web endpoints on @app.cls methods are not available yet: put "
-                "@modal.asgi_app / fastapi_endpoint on an @app.function (load the model in "
-                "the function's module, or call the class with Cls.from_name)")
+                f"{tag} has {len(web)} web endpoint methods ({', '.join(sorted(web))}): one "
+                "per class for now; serve several routes from one @modal.asgi_app")
+        for attr, pf in web.items():
+            options["web"] = {**pf.params["web"], "attr": attr}
         batch = next((pf.params for pf in ms.values() if "batched" in pf.flags), {})
-        specs.append(await spec_of(app, tag, c._user_cls, dict(c._options), client, cache,
+        specs.append(await spec_of(app, tag, c._user_cls, options, client, cache,
                                    is_class=True, methods=list(ms), generators=c._generators,
                                    batch=batch))
     body = wire_model(AppDeploy, name=name, mode=mode, functions=specs)

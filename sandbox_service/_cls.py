@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from . import _serialization as S
 from ._client import _Client, default_client
-from ._functions import Function, _Function, lookup
+from ._functions import Function, _Function, full_url, lookup
 from ._partial import _UNSET, PartialFunction, _Parameter
 from ._sync import Wrapped
 from .wire import errors as E
@@ -114,6 +114,16 @@ def methods(cls: type) -> dict[str, PartialFunction]:
     return out
 
 
+def web_methods(cls: type) -> dict[str, PartialFunction]:
+    """The class's methods marked with a web decorator (`@modal.asgi_app()`, ...)."""
+    out: dict[str, PartialFunction] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, PartialFunction) and "web" in value.flags:
+                out[name] = value
+    return out
+
+
 # ---- the SDK objects -------------------------------------------------------------------------
 class _Cls:
     def __init__(self, user_cls: type | None, tag: str, *, app: Any = None,
@@ -133,6 +143,8 @@ class _Cls:
         self._overrides: dict[str, Any] = {}
         self._parent: _Cls | None = None   # with_options: the class it came from
         self._locals: dict[str | None, Any] = {}
+        self._web_attr: str | None = next(iter(web_methods(user_cls)), None) if user_cls else None
+        self._web_url: str | None = None
 
     async def _resolve(self) -> tuple[_Client, str]:
         if self._parent is not None:
@@ -148,6 +160,7 @@ class _Cls:
                                             "use Function.from_name")
             self._function_id, self._client = info["function_id"], client
             self._method_names, self._generators = info["methods"], info["generators"]
+            self._web_url = full_url(client, info.get("web_url"))
         if self._function_id is None:
             raise E.InvalidRequestError(
                 f"class {self._tag!r} is not running: use it inside `with app.run():` (or "
@@ -228,6 +241,8 @@ class _Obj:
 
     def _method(self, name: str) -> _Function:
         cls = self._cls
+        if name == cls._web_attr:  # a web endpoint: `.get_web_url()`, not `.remote()`
+            return _Function(None, f"{cls._tag}.{name}", app=cls._app, cls=cls, method=name)
         if cls._user_cls is not None and name not in cls._method_names:
             raise AttributeError(f"{cls._tag}.{name} is not a @modal.method() of the class")
         user = cls._user_cls

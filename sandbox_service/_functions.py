@@ -110,6 +110,9 @@ class _Function:
         return self._web_url
 
     async def get_web_url(self) -> str | None:
+        if self._cls is not None:  # a class's web method
+            await self._cls._resolve()
+            return self._cls._web_url
         if self._from_name is not None and self._function_id is None:
             await self._resolve()
         return self._web_url

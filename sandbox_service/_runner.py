@@ -161,8 +161,8 @@ class Runner:
                 from ._runner_web import WebServer, build_app
 
                 assert self.loop is not None
-                self.web = WebServer(build_app(spec["web"], self._callable(None)), self.send,
-                                     self.loop)
+                self.web = WebServer(build_app(spec["web"], self._web_callable(spec["web"])),
+                                     self.send, self.loop)
                 asyncio.run_coroutine_threadsafe(self.web.startup(), self.loop).result(300)
         except BaseException:
             self.send({"t": "init_failed", "traceback": _user_traceback()})
@@ -203,6 +203,13 @@ class Runner:
             raw = _raw_method(type(self.target), method or "")
             return raw.__get__(self.target, type(self.target))
         return self.target
+
+    def _web_callable(self, web: dict[str, Any]) -> Callable:
+        """The function (or, of a class, the bound method) behind the web endpoint."""
+        if not self.spec.get("is_class"):
+            return self.target
+        raw = inspect.getattr_static(type(self.target), web["attr"])
+        return getattr(raw, "raw_f", raw).__get__(self.target, type(self.target))
 
     def _submit(self, header: dict[str, Any], body: bytes) -> None:
         iid = str(header["id"])

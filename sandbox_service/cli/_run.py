@@ -161,7 +161,8 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
         click.echo("\nsbx: interrupted", err=True)
         raise click.exceptions.Exit(130) from None
     for tag in sorted(_web_functions(app._impl)):
-        click.echo(f"web endpoint {tag}: {app._impl._functions[tag]._web_url}", err=True)
+        target = app._impl._functions.get(tag) or app._impl._classes[tag]
+        click.echo(f"web endpoint {tag}: {target._web_url}", err=True)
     interrupted = False
     try:
         result = _call(kind, obj, kwargs)
@@ -180,7 +181,8 @@ def run(ctx: click.Context, target: str, quiet: bool) -> None:
 
 
 def _web_functions(impl: Any) -> list[str]:
-    return [t for t, f in impl._functions.items() if f._options.get("web")]
+    return ([t for t, f in impl._functions.items() if f._options.get("web")]
+            + [t for t, c in impl._classes.items() if c._web_attr])
 
 
 def _call(kind: str, obj: Any, kwargs: dict[str, Any]) -> Any:

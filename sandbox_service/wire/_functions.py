@@ -52,6 +52,8 @@ class WebSpec(_Model):
     requires_proxy_auth: bool = False
     port: int | None = Field(None, ge=1, le=65535)
     startup_timeout_s: float = Field(5.0, gt=0, le=3600)
+    attr: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="the @app.cls method that is the endpoint")
 
 
 class RetryPolicy(_Model):

@@ -52,3 +52,22 @@ def test_modal_functions_example_with_sbx_run(server):
         apps = api.get("/v1/apps").json()["apps"]
         assert apps and all(a["state"] != "ephemeral" for a in apps)  # the run's app stopped
         assert api.get("/v1/containers").json()["containers"] == []
+
+
+def test_agent_inference_example_with_sbx_run(server):
+    """The agent + inference endpoint example: a real model (VADER, from its PyPI wheel)
+    behind an @app.cls web endpoint, loaded once, called over HTTP; code run in a sandbox."""
+    env = server.env()
+    env["SBX_TOKEN"] = server.token
+    r = subprocess.run([sys.executable, "-m", "sandbox_service.cli", "run",
+                        os.path.join(REPO, "examples", "agent_inference.py")],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    assert f"endpoint: {server.url}/web/agent-inference-sentiment-score-dev/" in out, out
+    lines = {line.split("  ", 1)[1]: float(line.split()[0]) for line in out.splitlines()
+             if line[:1] in "+-" and "  " in line}
+    assert lines["The sandbox booted fast and the docs were great!"] > 0.5
+    assert lines["Setup was confusing and the error messages were useless."] < -0.3
+    assert "model loads: 1\n" in out
+    assert "sandbox: mean " in out and "positive 2/4" in out, out

@@ -65,7 +65,8 @@ class AppsMixin:
                         f"{spec.name}: @modal.web_server is not available yet: serve the app "
                         "with @modal.asgi_app or @modal.wsgi_app, or run the server in a "
                         "Sandbox with encrypted_ports=[port]")
-                label = self.web_label_for(spec.name, app.display_name or app.name, owner,
+                name = f"{spec.name}-{spec.web.attr}" if spec.web.attr else spec.name
+                label = self.web_label_for(name, app.display_name or app.name, owner,
                                            spec.web.model_dump(), body.mode)
                 self.check_web_label(label, app.app_id)
                 if label in labels.values():
