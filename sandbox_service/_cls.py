@@ -105,23 +105,23 @@ def raw_method(cls: type, name: str) -> Callable:
     raise AttributeError(f"{cls.__name__}.{name} is not a @modal.method()")
 
 
-def methods(cls: type) -> dict[str, PartialFunction]:
+def _marked(cls: type, flag: str) -> dict[str, PartialFunction]:
     out: dict[str, PartialFunction] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
-            if isinstance(value, PartialFunction) and "method" in value.flags:
+            if isinstance(value, PartialFunction) and flag in value.flags:
                 out[name] = value
     return out
+
+
+def methods(cls: type) -> dict[str, PartialFunction]:
+    """The class's `@modal.method()`s."""
+    return _marked(cls, "method")
 
 
 def web_methods(cls: type) -> dict[str, PartialFunction]:
     """The class's methods marked with a web decorator (`@modal.asgi_app()`, ...)."""
-    out: dict[str, PartialFunction] = {}
-    for klass in reversed(cls.__mro__):
-        for name, value in vars(klass).items():
-            if isinstance(value, PartialFunction) and "web" in value.flags:
-                out[name] = value
-    return out
+    return _marked(cls, "web")
 
 
 # ---- the SDK objects -------------------------------------------------------------------------
