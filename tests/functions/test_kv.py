@@ -188,3 +188,21 @@ def test_cli_dict_and_queue(server):
     assert sbx("queue", "clear", name).returncode == 0
     assert sbx("queue", "len", name).stdout.strip() == "0"
     assert sbx("queue", "rm", name).returncode == 0
+
+
+def test_a_get_whose_client_went_away_takes_nothing(server):
+    """A blocking get abandoned by its client (Ctrl-C, a timeout) must not take the next
+    item: it would be lost."""
+    import httpx
+
+    with modal.Queue.ephemeral() as q:
+        q.put("first")
+        assert q.get() == "first"  # hydrated
+        with fntest.api() as c:
+            with pytest.raises(httpx.ReadTimeout):
+                c.post(f"/v1/queues/{q.object_id}/get",
+                       json={"partition": "", "n_values": 1, "timeout_s": 20}, timeout=1.0)
+        time.sleep(0.5)
+        q.put("second")
+        time.sleep(1.0)  # the abandoned get wakes on this put
+        assert q.get(timeout=5) == "second"

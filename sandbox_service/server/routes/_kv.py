@@ -5,6 +5,8 @@ lookup by name, ephemeral objects, list, heartbeat, delete.
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Query, Request, Response
 
 from ...wire import (
@@ -114,7 +116,17 @@ async def queue_put(queue_id: str, body: QueuePut, request: Request) -> Response
 
 @kv_router.post("/v1/queues/{queue_id}/get", response_model=QueueValues)
 async def queue_get(queue_id: str, body: QueueGet, request: Request) -> QueueValues:
-    return await _svc(request).queue_get(_who(request), queue_id, body)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        return await _svc(request).queue_get(_who(request), queue_id, body, gone=gone)
+    finally:
+        gone.cancel()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client goes away (the body is read: only http.disconnect comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @kv_router.post("/v1/queues/{queue_id}/next", response_model=QueueItems)

@@ -290,9 +290,9 @@ class Pool:
                     if ref is not None:
                         self.svc.item(ref, body)
                 elif kind == "api":
-                    self._spawn(self._api(conn, header, body))
+                    conn.track(self._spawn(self._api(conn, header, body)))
                 elif kind == "ws_open":
-                    self._spawn(self._stream(conn, header))
+                    conn.track(self._spawn(self._stream(conn, header)))
                 elif kind in ("asgi_out", "asgi_end"):
                     inbox = conn.asgi.get(int(header.get("rid", -1)))
                     if inbox is not None:

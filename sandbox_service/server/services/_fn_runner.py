@@ -50,6 +50,7 @@ class RunnerConn:
         self.web_active = 0                          # web requests being served here
         self.asgi: dict[int, asyncio.Queue] = {}     # web requests: rid -> the app's frames
         self.next_rid = 0
+        self.calls: set[asyncio.Task] = set()        # its relayed API calls and streams
 
     @property
     def load(self) -> int:
@@ -104,8 +105,17 @@ class RunnerConn:
             raise RunnerGone("bad frame from the runner")
         return header, body
 
+    def track(self, task: asyncio.Task) -> None:
+        """A relayed call of this container: cancelled when the container goes (a
+        blocking Queue.get of a dead container must not take an item later)."""
+        self.calls.add(task)
+        task.add_done_callback(self.calls.discard)
+
     def close(self) -> None:
         self.state = "dead"
+        for task in list(self.calls):
+            if task is not asyncio.current_task():
+                task.cancel()
         for inbox in (*self.streams.values(), *self.asgi.values()):
             inbox.put_nowait(None)  # their sessions and requests end
         for t in self.timers.values():

@@ -66,15 +66,16 @@ def _enc(value: bytes) -> str:
 class KvService:
     def __init__(self, store: Any):
         self.store = store
-        self._conds: dict[str, asyncio.Condition] = {}
+        # per queue: an event set (and replaced) by each put, which waiting gets watch
+        self._puts: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task | None = None
         self.stopping = False
 
     def wake_all(self) -> None:
         """The server stops: every waiting get answers with what it has (nothing)."""
         self.stopping = True
-        for cond in list(self._conds.values()):
-            asyncio.ensure_future(_notify(cond))
+        for queue_id in list(self._puts):
+            self._signal(queue_id)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._sweep())
@@ -126,10 +127,8 @@ class KvService:
     async def delete(self, who: Principal, kind: str, object_id: str) -> None:
         await self.get(who, kind, object_id)
         await self.store.kv_delete(object_id)
-        cond = self._conds.pop(object_id, None)
-        if cond is not None:
-            async with cond:
-                cond.notify_all()
+        self._signal(object_id)
+        self._puts.pop(object_id, None)
 
     async def delete_by_name(self, who: Principal, kind: str, name: str) -> None:
         rec = await self.store.kv_by_name(kind, who.name, name)
@@ -145,7 +144,7 @@ class KvService:
                         time.time() - EPHEMERAL_IDLE_S):
                     log.info("ephemeral %s: its context is gone; deleted", object_id)
                     await self.store.kv_delete(object_id)
-                    self._conds.pop(object_id, None)
+                    self._puts.pop(object_id, None)
             except Exception:
                 log.exception("sweeping ephemeral Dicts and Queues")
 
@@ -186,11 +185,16 @@ class KvService:
         await self.store.dict_clear(dict_id)
 
     # ---- Queues ---------------------------------------------------------------------
-    def _cond(self, queue_id: str) -> asyncio.Condition:
-        cond = self._conds.get(queue_id)
-        if cond is None:
-            cond = self._conds[queue_id] = asyncio.Condition()
-        return cond
+    def _event(self, queue_id: str) -> asyncio.Event:
+        ev = self._puts.get(queue_id)
+        if ev is None:
+            ev = self._puts[queue_id] = asyncio.Event()
+        return ev
+
+    def _signal(self, queue_id: str) -> None:
+        ev = self._puts.pop(queue_id, None)
+        if ev is not None:
+            ev.set()
 
     async def queue_put(self, who: Principal, queue_id: str, body: QueuePut) -> None:
         await self.get(who, "queue", queue_id)
@@ -204,31 +208,36 @@ class KvService:
         if why == "partitions":
             raise E.QuotaExceededError(f"the Queue has {MAX_QUEUE_PARTITIONS} partitions, the "
                                        "limit", details={"full": True})
-        cond = self._cond(queue_id)
-        async with cond:
-            cond.notify_all()
+        self._signal(queue_id)
 
-    async def _wait(self, queue_id: str, deadline: float, ready) -> Any:
-        cond = self._cond(queue_id)
+    async def _wait(self, queue_id: str, deadline: float, ready,
+                    gone: asyncio.Future | None = None) -> Any:
+        """`ready()` (a take) when it has something, or at the deadline. A caller that went
+        away (`gone` done) takes nothing: its items stay for the next get."""
         while True:
+            if gone is not None and gone.done():
+                return []
+            ev = self._event(queue_id)  # before the take: a put after it sets this one
             got = await ready()
             left = deadline - time.monotonic()
             if got or left <= 0 or self.stopping:
                 return got
-            async with cond:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(cond.wait(), left)
+            waiter = asyncio.ensure_future(ev.wait())
+            await asyncio.wait({waiter, *([gone] if gone is not None else [])}, timeout=left,
+                               return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
             await self.get_alive(queue_id)
 
     async def get_alive(self, queue_id: str) -> None:
         if await self.store.kv_get(queue_id) is None:
             raise E.NotFoundError(f"the Queue {queue_id!r} was deleted while this call waited")
 
-    async def queue_get(self, who: Principal, queue_id: str, body: QueueGet) -> QueueValues:
+    async def queue_get(self, who: Principal, queue_id: str, body: QueueGet,
+                        gone=None) -> QueueValues:
         await self.get(who, "queue", queue_id)
         values = await self._wait(
             queue_id, time.monotonic() + body.timeout_s,
-            lambda: self.store.queue_take(queue_id, body.partition, body.n_values))
+            lambda: self.store.queue_take(queue_id, body.partition, body.n_values), gone)
         return QueueValues(values_b64=[_enc(v) for v in values])
 
     async def queue_next(self, who: Principal, queue_id: str, body: QueueNext) -> QueueItems:
@@ -246,11 +255,6 @@ class KvService:
     async def queue_clear(self, who: Principal, queue_id: str, body: QueueClear) -> None:
         await self.get(who, "queue", queue_id)
         await self.store.queue_clear(queue_id, None if body.all else body.partition)
-
-
-async def _notify(cond: asyncio.Condition) -> None:
-    async with cond:
-        cond.notify_all()
 
 
 def _info(rec: dict[str, Any]) -> KvInfo:
