@@ -82,7 +82,13 @@ class ChannelWebSocket:
 
     async def _open(self) -> "ChannelWebSocket":
         self.wid = self._runner.ws_open(self._path, self._on_frame)
-        await self._opened
+        try:
+            await self._opened
+        except BaseException:  # refused, or the caller gave up: the server's side ends too
+            if not self._closed:
+                self._runner.send({"t": "ws_close", "wid": self.wid, "code": 1000})
+                self._finish()
+            raise
         return self
 
     async def send(self, message: str | bytes) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 _BYTES = {"http.request": "body", "http.response.body": "body", "websocket.send": "bytes",
           "websocket.receive": "bytes"}
+FRAME_BODY = 1 << 20   # a response body travels in frames of at most this
 
 
 def build_app(web: dict[str, Any], fn: Callable) -> Any:
@@ -55,7 +56,8 @@ def _scope(wire: dict[str, Any]) -> dict[str, Any]:
     scope = dict(wire)
     scope["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in wire["headers"]]
     scope["query_string"] = wire.get("query_string", "").encode("latin-1")
-    scope["raw_path"] = wire["path"].encode("utf-8")
+    scope["raw_path"] = (wire.get("raw_path") or wire["path"]).encode(
+        "latin-1" if wire.get("raw_path") else "utf-8")
     for key in ("client", "server"):
         if wire.get(key):
             scope[key] = tuple(wire[key])
@@ -71,7 +73,9 @@ class WebServer:
         self.app, self.send, self.loop = app, send, loop
         self.inboxes: dict[int, asyncio.Queue] = {}
         self.tasks: dict[int, asyncio.Task] = {}
+        self.cancelled: set[int] = set()   # cancelled before their task began
         self.lifespan: asyncio.Queue | None = None
+        self._shutdown_done = False
 
     # called on the runner's read thread
     def frame(self, header: dict[str, Any], body: bytes) -> None:
@@ -83,7 +87,9 @@ class WebServer:
         elif kind == "asgi_in":
             msg = dict(header.get("msg") or {})
             field = _BYTES.get(msg.get("type", ""))
-            if field and (body or msg.get("type") != "websocket.receive" or "text" not in msg):
+            if msg.pop("text_in_body", False):
+                msg["text"] = body.decode("utf-8", "replace")
+            elif field:
                 msg[field] = body
             inbox = self.inboxes.get(rid)
             if inbox is not None:
@@ -95,29 +101,52 @@ class WebServer:
         task = self.tasks.get(rid)
         if task is not None:
             task.cancel()
+        elif rid in self.inboxes:  # its task has not begun: it ends as it begins
+            self.cancelled.add(rid)
 
     async def _serve(self, rid: int, wire_scope: dict[str, Any], inbox: asyncio.Queue) -> None:
         self.tasks[rid] = asyncio.current_task()  # type: ignore[assignment]
+        if rid in self.cancelled:
+            self.cancelled.discard(rid)
+            self.inboxes.pop(rid, None)
+            self.tasks.pop(rid, None)
+            self.send({"t": "asgi_end", "rid": rid, "error": "cancelled before it began"}, b"")
+            return
 
         async def receive() -> dict:
             return await inbox.get()
 
         async def send(msg: dict) -> None:
             msg = dict(msg)
-            field = _BYTES.get(msg.get("type", ""))
-            data = msg.pop(field, None) if field else None
+            kind = msg.get("type", "")
+            field = _BYTES.get(kind)
+            data = bytes(msg.pop(field, None) or b"") if field else b""
+            if kind == "websocket.send" and msg.get("text") is not None:
+                data = msg.pop("text").encode()  # in the frame's body, not its JSON header
+                msg["text_in_body"] = True
             if "headers" in msg:  # bytes pairs -> JSON
                 msg["headers"] = [[_text(k), _text(v)] for k, v in msg["headers"]]
-            self.send({"t": "asgi_out", "rid": rid, "msg": msg}, bytes(data or b""))
+            if kind == "http.response.body" and len(data) > FRAME_BODY:
+                more = bool(msg.get("more_body"))
+                for i in range(0, len(data), FRAME_BODY):
+                    part = data[i:i + FRAME_BODY]
+                    last = i + FRAME_BODY >= len(data)
+                    self.send({"t": "asgi_out", "rid": rid,
+                               "msg": {**msg, "more_body": more or not last}}, part)
+                return
+            self.send({"t": "asgi_out", "rid": rid, "msg": msg}, data)
 
         error = None
         try:
             await self.app(_scope(wire_scope), receive, send)
         except asyncio.CancelledError:
             error = "cancelled: the client went away"
-        except BaseException:
-            error = "".join(traceback.format_exception(*sys.exc_info()))[-16000:]
-            traceback.print_exc()  # the app's logs show it too
+        except BaseException as e:
+            # the client gets the exception's type and first line; the traceback goes to
+            # the app's logs (`sbx app logs`), never to an anonymous caller
+            first = (str(e).splitlines() or [""])[0][:500]
+            error = f"{type(e).__name__}: {first} (traceback in `sbx app logs`)"
+            traceback.print_exc()
         finally:
             self.inboxes.pop(rid, None)
             self.tasks.pop(rid, None)
@@ -130,6 +159,8 @@ class WebServer:
         await inbox.put({"type": "lifespan.startup"})
 
         async def send(msg: dict) -> None:
+            if msg["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                self._shutdown_done = True
             if msg["type"] == "lifespan.startup.complete" and not done.done():
                 done.set_result(None)
             elif msg["type"] == "lifespan.startup.failed" and not done.done():
@@ -147,9 +178,13 @@ class WebServer:
         await done
 
     async def shutdown(self) -> None:
+        """ASGI lifespan shutdown; waits up to 5 s for the app's shutdown hooks."""
         if self.lifespan is not None:
             await self.lifespan.put({"type": "lifespan.shutdown"})
-            await asyncio.sleep(0.2)
+            for _ in range(50):
+                if self._shutdown_done:
+                    return
+                await asyncio.sleep(0.1)
 
 
 def _wsgi_to_asgi(wsgi: Callable) -> Callable:
@@ -182,7 +217,11 @@ def _environ(scope: dict, body: bytes) -> dict[str, Any]:
     if root and path.startswith(root):
         path = path[len(root):]
     server = scope.get("server") or ("localhost", 80)
-    env = {"REQUEST_METHOD": scope["method"], "SCRIPT_NAME": root, "PATH_INFO": path,
+    def wsgi_str(text: str) -> str:  # PEP 3333: the path's UTF-8 bytes as latin-1 text
+        return text.encode("utf-8").decode("latin-1")
+
+    env = {"REQUEST_METHOD": scope["method"], "SCRIPT_NAME": wsgi_str(root),
+           "PATH_INFO": wsgi_str(path),
            "QUERY_STRING": scope["query_string"].decode("latin-1"),
            "SERVER_NAME": str(server[0]), "SERVER_PORT": str(server[1]),
            "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",

@@ -59,8 +59,10 @@ class WebIngress:
             return
         if root_path and scope["path"] == root_path:  # /web/x -> /web/x/ (relative links)
             if scope["type"] == "http":
+                qs = scope.get("query_string") or b""
+                location = (root_path + "/").encode() + (b"?" + qs if qs else b"")
                 await send({"type": "http.response.start", "status": 307,
-                            "headers": [(b"location", (root_path + "/").encode())]})
+                            "headers": [(b"location", location)]})
                 await send({"type": "http.response.body", "body": b""})
                 return
         if self.require_auth or fn["spec"]["web"].get("requires_proxy_auth"):
@@ -71,6 +73,10 @@ class WebIngress:
                 return
             scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
                                           if k != b"authorization"]}
+            fn = functions.web_function(label)  # a redeploy during the auth check
+            if fn is None:
+                await error_response(scope, send, 404, f"no web endpoint {label!r}\n")
+                return
         await functions.serve_web(fn, scope, receive, send, root_path, self.max_body)
 
     async def _authorized(self, scope: dict[str, Any], fn: dict[str, Any]) -> bool:

@@ -17,7 +17,14 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from runtimes import AgentError, AgentUnavailable
 
-from ...wire import CONTEXT_ID, DEFAULT_CONTEXT, CodeRunRequest, ContextCreate, ContextInfo, new_id
+from ...wire import (
+    CONTEXT_ID,
+    DEFAULT_CONTEXT,
+    CodeRunRequest,
+    ContextCreate,
+    ContextInfo,
+    new_id,
+)
 from ...wire import errors as E
 from ._manager import SandboxManager
 

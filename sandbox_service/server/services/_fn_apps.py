@@ -56,7 +56,6 @@ class AppsMixin:
         old_ids = dict(app.functions)
         app.version += 1
         app.state = "deployed" if body.mode == "deployed" else "ephemeral"
-        ids: dict[str, str] = {}
         labels: dict[str, str] = {}
         for spec in body.functions:
             if spec.web is not None:
@@ -73,15 +72,30 @@ class AppsMixin:
                     raise E.ConflictError(f"two endpoints of the app would be at {label!r}: "
                                           "give one a label=")
                 labels[spec.name] = label
+        for label in labels.values():  # claimed before the first await below
+            self.web_claims[label] = app.app_id
+        try:
+            return await self._deploy_functions(app, body, labels, old_ids, now)
+        finally:
+            for label in labels.values():
+                if self.web_claims.get(label) == app.app_id:
+                    del self.web_claims[label]
+
+    async def _deploy_functions(self, app: AppRecord, body: AppDeploy, labels: dict[str, str],
+                                old_ids: dict[str, str], now: float) -> AppDeployed:
+        owner = app.owner
+        ids: dict[str, str] = {}
         for spec in body.functions:
             fid = new_id("function")
             fn = {"function_id": fid, "app_id": app.app_id, "owner": owner, "name": spec.name,
                   "app_name": app.display_name or app.name, "version": app.version,
                   "state": "active", "created_at": now, "spec": spec.model_dump(),
                   "web_label": labels.get(spec.name)}
-            await self.store.put_function(fn)
             self.functions[fid] = fn
             ids[spec.name] = fid
+            if labels.get(spec.name):  # at once: no request of a redeploy finds no endpoint
+                self.web_labels[labels[spec.name]] = fid
+            await self.store.put_function(fn)
             if spec.min_containers:
                 self._pool(fn, None)
         app.functions = ids
@@ -91,8 +105,6 @@ class AppsMixin:
         await self.store.update_app(app)
         for name, fid in old_ids.items():  # the previous version finishes what it has
             await self._retire_function(fid, draining=True)
-        for name, label in labels.items():
-            self.web_labels[label] = ids[name]
         if self.schedules is not None:
             self.schedules.reload()
         return AppDeployed(app_id=app.app_id, name=app.display_name or app.name,

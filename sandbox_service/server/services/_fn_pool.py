@@ -67,7 +67,8 @@ class Pool:
         return sum(c.load for c in self.containers.values())
 
     def desired(self) -> int:
-        load = len(self.queue) + len(self.web_waiters) + self.running()
+        waiting = sum(1 for f in self.web_waiters if not f.done())
+        load = len(self.queue) + waiting + self.running()
         want = math.ceil(load / self.target) if load else 0
         if load:
             want += int(self.spec.get("buffer_containers") or 0)
@@ -123,7 +124,8 @@ class Pool:
             if now - c.idle_since >= window or self.draining and not self.queue:
                 excess -= 1
                 self._spawn(self._stop_container(c))
-        if self.draining and not self.queue and not self.containers and not self.starting:
+        if (self.draining and not self.queue and not self.web_waiters and not self.containers
+                and not self.starting):
             self.closed = True
             self.svc.pool_done(self)
 

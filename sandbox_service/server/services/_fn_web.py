@@ -31,6 +31,7 @@ log = logging.getLogger("sbx.web")
 _BYTES = {"http.request": "body", "http.response.body": "body", "websocket.send": "bytes",
           "websocket.receive": "bytes"}
 _SLUG = re.compile(r"[^a-z0-9-]+")
+CANCEL_GRACE_S = 2.0  # after a client leaves, the app's cleanup runs this long before cancel
 
 
 def slug(text: str) -> str:
@@ -42,6 +43,7 @@ class WebMixin:
 
     functions: dict[str, dict[str, Any]]
     web_labels: dict[str, str]
+    web_claims: dict[str, str]       # label -> app id, while that app's deploy runs
     web_domain: str | None
     web_scheme: str
     web_stats: dict[str, dict[str, Any]]
@@ -54,11 +56,15 @@ class WebMixin:
             base = slug(f"{owner}--{base}")
         if mode != "deployed":
             base = f"{base[:59]}-dev"
-            if base in self.web_labels:
+            if base in self.web_labels or base in self.web_claims:
                 base = f"{base[:52]}-{secrets.token_hex(3)}"
         return base
 
     def check_web_label(self, label: str, app_id: str) -> None:
+        claim = self.web_claims.get(label)
+        if claim is not None and claim != app_id:  # another deploy is taking it right now
+            raise E.ConflictError(f"the web label {label!r} is being taken by another deploy: "
+                                  "pass label= to name this endpoint")
         fid = self.web_labels.get(label)
         other = self.functions.get(fid or "")
         if other is not None and other["app_id"] != app_id and other.get("state") == "active":
@@ -82,7 +88,7 @@ class WebMixin:
         st = self.web_stats.setdefault(fn["function_id"], {"requests": 0, "errors": 0,
                                                            "latency_ms": []})
         st["requests"] += 1
-        st["errors"] += status >= 500
+        st["errors"] += 500 <= status < 600
         st["latency_ms"] = (st["latency_ms"] + [round(seconds * 1000, 2)])[-1000:]
 
     def web_meter(self, function_id: str) -> dict[str, Any]:
@@ -102,11 +108,15 @@ class WebMixin:
         async def send_meter(msg: dict) -> None:
             if msg["type"] == "http.response.start":
                 status[0] = int(msg["status"])
+            elif msg["type"] == "websocket.accept":
+                status[0] = 101
+            elif msg["type"] == "websocket.close" and not status[0]:
+                status[0] = 403  # refused before it was accepted
             await send(msg)
         try:
             await self._relay_web(fn, scope, receive, send_meter, root_path, max_body)
-        finally:
-            self._meter(fn, status[0] or 500, time.monotonic() - t0)
+        finally:  # no answer at all: the client went away first (nginx's 499)
+            self._meter(fn, status[0] or 499, time.monotonic() - t0)
 
     async def _relay_web(self, fn: dict[str, Any], scope: dict[str, Any], receive: Callable,
                          send: Callable, root_path: str, max_body: int) -> None:
@@ -139,19 +149,25 @@ class WebMixin:
             if not state["started"]:
                 await error_response(scope, send, 504, "the endpoint did not answer within its "
                                      f"timeout ({spec.get('timeout_s')}s)\n")
+            elif scope["type"] == "websocket":
+                with contextlib.suppress(Exception):
+                    await send({"type": "websocket.close", "code": 1011})
         except Exception as e:  # the container's connection went
             log.info("web %s: %s", fn["name"], e)
             if not state["started"]:
                 await error_response(scope, send, 502, "the endpoint's container went away "
                                      "while it served this request\n")
         finally:
-            if up is not None:
-                up.cancel()
-            conn.asgi.pop(rid, None)
-            if not state["ended"]:  # the client left or we gave up: the app stops too
-                with contextlib.suppress(Exception):
-                    await conn.send({"t": "asgi_cancel", "rid": rid})
-            pool.web_release(conn)
+            try:
+                if up is not None:
+                    up.cancel()
+                conn.asgi.pop(rid, None)
+                if not state["ended"]:  # the client left or we gave up: the app stops too,
+                    # after a grace for its cleanup of the disconnect it was told about
+                    asyncio.get_running_loop().call_later(
+                        CANCEL_GRACE_S, lambda: asyncio.ensure_future(_cancel(conn, rid)))
+            finally:
+                pool.web_release(conn)
 
     async def _upstream(self, conn: Any, rid: int, receive: Callable, max_body: int,
                         state: dict[str, Any]) -> None:
@@ -160,6 +176,9 @@ class WebMixin:
             msg = dict(await receive())
             field = _BYTES.get(msg["type"])
             data = msg.pop(field, None) if field else None
+            if msg["type"] == "websocket.receive" and msg.get("text") is not None:
+                data = msg.pop("text").encode()  # in the frame's body, not its JSON header
+                msg["text_in_body"] = True
             if msg["type"] == "http.request":
                 total += len(data or b"")
                 if total > max_body:
@@ -176,6 +195,8 @@ class WebMixin:
             done, _ = await asyncio.wait({get, up}, return_when=asyncio.FIRST_COMPLETED)
             if get not in done:
                 get.cancel()
+                if not up.cancelled() and up.exception() is not None:
+                    raise ConnectionError(f"relaying the request failed: {up.exception()}")
                 if state["too_large"] and not state["started"]:
                     await error_response(scope, send, 413, "the request body is over the "
                                          "limit (SBX_WEB_MAX_BODY_MIB)\n")
@@ -195,7 +216,9 @@ class WebMixin:
                 msg["headers"] = [(str(k).encode("latin-1"), _location(k, v, root_path))
                                   for k, v in msg["headers"]]
             field = _BYTES.get(msg["type"])
-            if field and not (msg["type"] == "websocket.send" and "text" in msg):
+            if msg.pop("text_in_body", False):
+                msg["text"] = body.decode("utf-8", "replace")
+            elif field:
                 msg[field] = body
             if msg["type"] in ("http.response.start", "websocket.accept"):
                 state["started"] = True
@@ -217,9 +240,15 @@ def _location(name: str, value: str, root_path: str) -> bytes:
     return str(value).encode("latin-1")
 
 
+async def _cancel(conn: Any, rid: int) -> None:
+    with contextlib.suppress(Exception):
+        await conn.send({"t": "asgi_cancel", "rid": rid})
+
+
 def wire_scope(scope: dict[str, Any], root_path: str) -> dict[str, Any]:
     out = {"type": scope["type"], "http_version": scope.get("http_version", "1.1"),
            "scheme": scope.get("scheme", "http"), "path": scope["path"],
+           "raw_path": (scope.get("raw_path") or b"").decode("latin-1") or None,
            "query_string": (scope.get("query_string") or b"").decode("latin-1"),
            "root_path": root_path,
            "headers": [[k.decode("latin-1"), v.decode("latin-1")]

@@ -82,6 +82,7 @@ class FunctionService(AppsMixin, WebMixin):
         self.relay_ws: Callable[..., Awaitable[None]] | None = None
         self.schedules: Any = None  # ScheduleService, set by the app
         self.web_labels: dict[str, str] = {}         # web endpoint label -> function id
+        self.web_claims: dict[str, str] = {}
         self.web_domain, self.web_scheme = web_domain, web_scheme
         self.web_stats: dict[str, dict[str, Any]] = {}
         self._mount: tuple[str, str] | None = None

@@ -178,7 +178,7 @@ class KvService:
         return DictEntries(
             entries=[DictItem(key_b64=_enc(k) if keys else None,
                               value_b64=_enc(v) if values else None) for _, k, v in rows],
-            next_cursor=rows[-1][0] if len(rows) == PAGE else None)
+            next_cursor=rows[-1][0] if rows else None)  # the last page is an empty one
 
     async def dict_clear(self, who: Principal, dict_id: str) -> None:
         await self.get(who, "dict", dict_id)

@@ -10,6 +10,8 @@ import abc
 import time
 from typing import Any
 
+PAGE_BYTES = 32 << 20  # one answer's data at most (at least one entry): memory stays bounded
+
 KV_SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv_objects (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, owner TEXT NOT NULL, name TEXT,
@@ -144,10 +146,14 @@ class KvTables(KvStore):
     async def kv_delete(self, object_id: str) -> None:
         def go():
             self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM dict_entries WHERE dict_id=?", (object_id,))
-            self._db.execute("DELETE FROM queue_items WHERE queue_id=?", (object_id,))
-            self._db.execute("DELETE FROM kv_objects WHERE id=?", (object_id,))
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("DELETE FROM dict_entries WHERE dict_id=?", (object_id,))
+                self._db.execute("DELETE FROM queue_items WHERE queue_id=?", (object_id,))
+                self._db.execute("DELETE FROM kv_objects WHERE id=?", (object_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         await self._run(go)
 
     async def kv_stale_ephemeral(self, before: float) -> list[str]:
@@ -205,11 +211,28 @@ class KvTables(KvStore):
         return (await self._run(lambda: self._db.execute(
             "SELECT COUNT(*) FROM dict_entries WHERE dict_id=?", (dict_id,)).fetchone()))[0]
 
+    def _fitting(self, sql: str, params: tuple) -> list[int]:
+        """The seqs of `sql`'s (seq, size) rows that fit in PAGE_BYTES (at least one)."""
+        seqs, total = [], 0
+        for seq, size in self._db.execute(sql, params):
+            total += size or 0
+            if seqs and total > PAGE_BYTES:
+                break
+            seqs.append(seq)
+        return seqs
+
     async def dict_page(self, dict_id: str, after_seq: int,
                         limit: int) -> list[tuple[int, bytes, bytes]]:
-        return await self._run(lambda: self._db.execute(
-            "SELECT seq, key, value FROM dict_entries WHERE dict_id=? AND seq>? "
-            "ORDER BY seq LIMIT ?", (dict_id, after_seq, limit)).fetchall())
+        def go():
+            seqs = self._fitting("SELECT seq, length(key) + length(value) FROM dict_entries "
+                                 "WHERE dict_id=? AND seq>? ORDER BY seq LIMIT ?",
+                                 (dict_id, after_seq, limit))
+            if not seqs:
+                return []
+            return self._db.execute(
+                "SELECT seq, key, value FROM dict_entries WHERE dict_id=? AND seq BETWEEN ? AND ? "
+                "ORDER BY seq", (dict_id, seqs[0], seqs[-1])).fetchall()
+        return await self._run(go)
 
     async def dict_clear(self, dict_id: str) -> None:
         await self._run(lambda: self._db.execute(
@@ -243,18 +266,31 @@ class KvTables(KvStore):
         return await self._run(go)
 
     async def queue_take(self, queue_id: str, part: str, n: int) -> list[bytes]:
-        """Remove and return the oldest `n` items of the partition (fewer if it has less)."""
-        rows = await self._run(lambda: self._db.execute(
-            "DELETE FROM queue_items WHERE seq IN (SELECT seq FROM queue_items WHERE "
-            "queue_id=? AND part=? ORDER BY seq LIMIT ?) RETURNING seq, value",
-            (queue_id, part, n)).fetchall())
+        """Remove and return the oldest `n` items of the partition (fewer if it has less,
+        or if they pass PAGE_BYTES)."""
+        def go():
+            seqs = self._fitting("SELECT seq, length(value) FROM queue_items WHERE queue_id=? "
+                                 "AND part=? ORDER BY seq LIMIT ?", (queue_id, part, n))
+            if not seqs:
+                return []
+            marks = ",".join("?" * len(seqs))
+            return self._db.execute(f"DELETE FROM queue_items WHERE seq IN ({marks}) "
+                                    "RETURNING seq, value", tuple(seqs)).fetchall()
+        rows = await self._run(go)
         return [v for _, v in sorted(rows)]
 
     async def queue_after(self, queue_id: str, part: str, after_seq: int,
                           limit: int) -> list[tuple[int, bytes]]:
-        return await self._run(lambda: self._db.execute(
-            "SELECT seq, value FROM queue_items WHERE queue_id=? AND part=? AND seq>? "
-            "ORDER BY seq LIMIT ?", (queue_id, part, after_seq, limit)).fetchall())
+        def go():
+            seqs = self._fitting("SELECT seq, length(value) FROM queue_items WHERE queue_id=? "
+                                 "AND part=? AND seq>? ORDER BY seq LIMIT ?",
+                                 (queue_id, part, after_seq, limit))
+            if not seqs:
+                return []
+            return self._db.execute(
+                "SELECT seq, value FROM queue_items WHERE queue_id=? AND part=? AND seq "
+                "BETWEEN ? AND ? ORDER BY seq", (queue_id, part, seqs[0], seqs[-1])).fetchall()
+        return await self._run(go)
 
     async def queue_len(self, queue_id: str, part: str | None) -> int:
         if part is None:
