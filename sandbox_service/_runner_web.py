@@ -21,8 +21,8 @@ import sys
 import traceback
 from typing import Any, Callable
 
-_BYTES = {"http.request": "body", "http.response.body": "body", "websocket.send": "bytes",
-          "websocket.receive": "bytes"}
+from .wire import ASGI_BYTES as _BYTES
+
 FRAME_BODY = 1 << 20   # a response body travels in frames of at most this
 
 

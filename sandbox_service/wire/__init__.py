@@ -33,6 +33,7 @@ from ._errors import (  # stdlib only: loaded at once
     validation_message,
 )
 from ._frames import (  # stdlib only: loaded at once
+    ASGI_BYTES,
     MAX_HEADER,
     RUNNER_PORT,
     encode_frame,
@@ -131,7 +132,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "MAX_HEADER", "MAX_INPUTS_PER_REQUEST", "MAX_PAYLOAD_BYTES", "MAX_TIMEOUT_S", "RUNNER_PORT", "AppDeploy", "AppDeployed",
+    "ASGI_BYTES", "MAX_HEADER", "MAX_INPUTS_PER_REQUEST", "MAX_PAYLOAD_BYTES", "MAX_TIMEOUT_S", "RUNNER_PORT", "AppDeploy", "AppDeployed",
     "AppSummary", "AppSummaryList", "CallCreate", "CallCreated", "CallInfo", "CallInputs",
     "CallOutput", "CallOutputs", "ContainerSummary", "ContainerSummaryList", "FunctionInfo",
     "FunctionSpec", "RetryPolicy", "check_payload", "encode_frame",

@@ -13,6 +13,10 @@ from typing import Any
 _LEN = struct.Struct(">I")
 MAX_HEADER = 1 << 20
 RUNNER_PORT = 47170  # the runner listens on the container's own loopback
+# web requests on the runner's connection: the ASGI message field that travels as the
+# frame's body (bytes) instead of in its JSON header
+ASGI_BYTES = {"http.request": "body", "http.response.body": "body", "websocket.send": "bytes",
+              "websocket.receive": "bytes"}
 
 
 def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:

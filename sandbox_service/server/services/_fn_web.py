@@ -24,12 +24,11 @@ import secrets
 import time
 from typing import Any, Callable
 
+from ...wire import ASGI_BYTES as _BYTES
 from ...wire import errors as E
 from ._fn_pool import ContainerStartError
 
 log = logging.getLogger("sbx.web")
-_BYTES = {"http.request": "body", "http.response.body": "body", "websocket.send": "bytes",
-          "websocket.receive": "bytes"}
 _SLUG = re.compile(r"[^a-z0-9-]+")
 CANCEL_GRACE_S = 2.0  # after a client leaves, the app's cleanup runs this long before cancel
 

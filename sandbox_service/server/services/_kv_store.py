@@ -83,6 +83,19 @@ class KvTables(KvStore):
     _run: Any
     _db: Any
 
+    def _tx(self, body: Any) -> Any:
+        """`body(db)` in one write transaction (on the store's thread): committed if it
+        returns, rolled back if it raises, so the shared connection never stays inside one."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            out = body(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return out
+
     # ---- the objects ----------------------------------------------------------------
     async def kv_create(self, rec: dict[str, Any]) -> dict[str, Any]:
         """Insert `rec` unless its owner has a `kind` object of that name; return the one
@@ -144,17 +157,11 @@ class KvTables(KvStore):
             "UPDATE kv_objects SET seen_at=? WHERE id=?", (time.time(), object_id)))
 
     async def kv_delete(self, object_id: str) -> None:
-        def go():
-            self._db.execute("BEGIN")
-            try:
-                self._db.execute("DELETE FROM dict_entries WHERE dict_id=?", (object_id,))
-                self._db.execute("DELETE FROM queue_items WHERE queue_id=?", (object_id,))
-                self._db.execute("DELETE FROM kv_objects WHERE id=?", (object_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        await self._run(go)
+        def go(db):
+            db.execute("DELETE FROM dict_entries WHERE dict_id=?", (object_id,))
+            db.execute("DELETE FROM queue_items WHERE queue_id=?", (object_id,))
+            db.execute("DELETE FROM kv_objects WHERE id=?", (object_id,))
+        await self._run(self._tx, go)
 
     async def kv_stale_ephemeral(self, before: float) -> list[str]:
         rows = await self._run(lambda: self._db.execute(
@@ -171,35 +178,26 @@ class KvTables(KvStore):
                        skip_if_exists: bool, max_entries: int) -> bool | None:
         """True if written; False if skip_if_exists found a key; None if it would pass
         `max_entries`."""
-        def go():
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if skip_if_exists and any(db.execute(
-                        "SELECT 1 FROM dict_entries WHERE dict_id=? AND key=?",
-                        (dict_id, k)).fetchone() for k, _ in entries):
-                    db.execute("ROLLBACK")
-                    return False
-                have = db.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM dict_entries "
-                                  "WHERE dict_id=?", (dict_id,)).fetchone()
-                new = sum(1 for k, _ in entries if db.execute(
+        def go(db):
+            if skip_if_exists and any(db.execute(
                     "SELECT 1 FROM dict_entries WHERE dict_id=? AND key=?",
-                    (dict_id, k)).fetchone() is None)
-                if have[0] + new > max_entries:
-                    db.execute("ROLLBACK")
-                    return None
-                seq = have[1]
-                for k, v in entries:
-                    seq += 1
-                    db.execute("INSERT INTO dict_entries(dict_id, key, value, seq) "
-                               "VALUES (?,?,?,?) ON CONFLICT(dict_id, key) DO UPDATE SET "
-                               "value=excluded.value", (dict_id, k, v, seq))
-                db.execute("COMMIT")
-                return True
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return await self._run(go)
+                    (dict_id, k)).fetchone() for k, _ in entries):
+                return False
+            have = db.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM dict_entries "
+                              "WHERE dict_id=?", (dict_id,)).fetchone()
+            new = sum(1 for k, _ in entries if db.execute(
+                "SELECT 1 FROM dict_entries WHERE dict_id=? AND key=?",
+                (dict_id, k)).fetchone() is None)
+            if have[0] + new > max_entries:
+                return None
+            seq = have[1]
+            for k, v in entries:
+                seq += 1
+                db.execute("INSERT INTO dict_entries(dict_id, key, value, seq) "
+                           "VALUES (?,?,?,?) ON CONFLICT(dict_id, key) DO UPDATE SET "
+                           "value=excluded.value", (dict_id, k, v, seq))
+            return True
+        return await self._run(self._tx, go)
 
     async def dict_pop(self, dict_id: str, key: bytes) -> bytes | None:
         rows = await self._run(lambda: self._db.execute(
@@ -242,28 +240,19 @@ class KvTables(KvStore):
     async def queue_put(self, queue_id: str, part: str, values: list[bytes],
                         max_items: int, max_partitions: int) -> str | None:
         """None if put; else why not ("full" or "partitions")."""
-        def go():
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                have = db.execute("SELECT COUNT(*) FROM queue_items WHERE queue_id=? AND "
-                                  "part=?", (queue_id, part)).fetchone()[0]
-                if have + len(values) > max_items:
-                    db.execute("ROLLBACK")
-                    return "full"
-                if have == 0 and db.execute(
-                        "SELECT COUNT(DISTINCT part) FROM queue_items WHERE queue_id=?",
-                        (queue_id,)).fetchone()[0] >= max_partitions:
-                    db.execute("ROLLBACK")
-                    return "partitions"
-                db.executemany("INSERT INTO queue_items(queue_id, part, value) VALUES (?,?,?)",
-                               [(queue_id, part, v) for v in values])
-                db.execute("COMMIT")
-                return None
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return await self._run(go)
+        def go(db):
+            have = db.execute("SELECT COUNT(*) FROM queue_items WHERE queue_id=? AND "
+                              "part=?", (queue_id, part)).fetchone()[0]
+            if have + len(values) > max_items:
+                return "full"
+            if have == 0 and db.execute(
+                    "SELECT COUNT(DISTINCT part) FROM queue_items WHERE queue_id=?",
+                    (queue_id,)).fetchone()[0] >= max_partitions:
+                return "partitions"
+            db.executemany("INSERT INTO queue_items(queue_id, part, value) VALUES (?,?,?)",
+                           [(queue_id, part, v) for v in values])
+            return None
+        return await self._run(self._tx, go)
 
     async def queue_take(self, queue_id: str, part: str, n: int) -> list[bytes]:
         """Remove and return the oldest `n` items of the partition (fewer if it has less,
