@@ -28,9 +28,10 @@ from ._hostcmd import (
                     stop_command,
 )
 from ._untar import ExportError
+from ._volume_disk import VolumeDisks
 from .agent.sbxagent import exits as exit_codes
 
 __all__ = ["AgentError", "AgentUnavailable", "AgentUnresponsive", "CommandResult",
            "ContainerSpec", "ContainerStatus", "ExecSpec", "ExecStream", "ExitFrame",
            "ExportError", "FileStat", "HostCommandError", "Runtime", "RuntimeFault", "run_command", "run_sync",
-           "exit_codes", "spawn", "start_command", "stop_command"]
+           "VolumeDisks", "exit_codes", "spawn", "start_command", "stop_command"]

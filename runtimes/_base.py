@@ -42,6 +42,9 @@ class ContainerSpec:
     egress_domains: tuple[str, ...] | None = None
     # Extra read-only bind mounts: (host path, path inside the container).
     mounts: tuple[tuple[str, str], ...] = ()
+    # Volumes: (host directory, path inside, read_only). Read-write binds of a directory on
+    # a nodev,nosuid ext4 (_volume_disk.py) that only this container's principal uses.
+    volumes: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclasses.dataclass

@@ -50,7 +50,7 @@ _LAZY = {
     "Logs": "_interpreter", "Result": "_interpreter",
     "ContainerProcess": "_process",
     "Sandbox": "_sandbox",
-    "Dict": "_dict", "Queue": "_queue",
+    "Dict": "_dict", "Queue": "_queue", "Volume": "_volume",
     "Cron": "_schedule", "Period": "_schedule",
     "asgi_app": "_web", "fastapi_endpoint": "_web", "web_endpoint": "_web",
     "web_server": "_web", "wsgi_app": "_web",
@@ -73,7 +73,7 @@ __all__ += ["Context", "Execution", "ExecutionError", "Logs", "Result"]  # code 
 __all__ += ["Cls", "Error", "Function", "FunctionCall", "Obj", "Retries", "batched",
             "concurrent", "current_function_call_id", "current_input_id", "enter",
             "exception", "exit", "is_local", "method", "parameter"]
-__all__ += ["Dict", "Queue"]  # storage (Modal's names)
+__all__ += ["Dict", "Queue", "Volume"]  # storage (Modal's names)
 __all__ += ["Cron", "Period"]  # schedules
 __all__ += ["asgi_app", "fastapi_endpoint", "web_endpoint", "web_server", "wsgi_app"]  # web
 Error = SandboxError
@@ -83,7 +83,7 @@ Error = SandboxError
 # as in Modal, imported on first use
 _SUBMODULES = ("aio", "app", "cls", "container_process", "dict", "functions", "image",
                "output", "partial_function", "queue", "retries", "sandbox", "schedule",
-               "secret")
+               "secret", "volume")
 
 
 def __getattr__(name: str):

@@ -117,10 +117,9 @@ async def spec_of(app: Any, tag: str, obj: Any, options: dict[str, Any], client:
     o = dict(options)
     serialized = bool(o.pop("serialized", False))
     image_id, modname = await _image_for(app, o, obj, serialized, client, cache)
-    if o.get("volumes"):
-        raise E.InvalidRequestError(
-            "volumes= on functions is not available yet in sandbox-service (it comes with "
-            "Volume support): read and write data through function arguments for now")
+    volumes = {**getattr(app, "_volumes", {}), **(o.get("volumes") or {})}
+    if volumes:
+        from ._volume import mounts_of
     env, names, _checks = split_secrets(o.get("env"), [*app._secrets, *(o.get("secrets") or ())])
     max_inputs = o.get("max_inputs") or o.get("allow_concurrent_inputs") or 1
     spec: dict[str, Any] = {
@@ -132,6 +131,7 @@ async def spec_of(app: Any, tag: str, obj: Any, options: dict[str, Any], client:
         "gpu": o.get("gpu"), "timeout_s": o.get("timeout") or 300,
         "startup_timeout_s": o.get("startup_timeout"), "retries": _retries(o.get("retries")),
         "secret_names": names, "env": env, "min_containers": o.get("min_containers") or 0,
+        "volumes": await mounts_of(volumes, f"@app.function {tag}") if volumes else [],
         "max_containers": o.get("max_containers"),
         "buffer_containers": o.get("buffer_containers") or 0,
         "scaledown_window_s": o.get("scaledown_window") or 60,

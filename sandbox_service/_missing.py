@@ -7,8 +7,7 @@ from __future__ import annotations
 
 # name -> what to do meanwhile
 PLANNED = {
-    "Volume": "pass data as function arguments or results, or use a sandbox's filesystem",
-    "NetworkFileSystem": "pass data as function arguments or results",
+    "NetworkFileSystem": "use a Volume (one filesystem shared by every container here)",
     "CloudBucketMount": "download inside the function instead",
     "interact": "use `sbx container exec` or a Sandbox",
     "Proxy": "use cidr_allowlist / domain_allowlist on the sandbox",
@@ -37,4 +36,5 @@ def missing(module: str, name: str) -> AttributeError:
                               f"is planned); meanwhile: {what}")
     return AttributeError(f"module {module!r} has no attribute {name!r} (sandbox-service "
                           "implements Modal's API for sandboxes, images, secrets, apps, "
-                          "functions and classes; docs/modal-compat.md lists what exists)")
+                          "functions, classes, web endpoints, schedules and storage; docs/modal-compat.md lists "
+                          "what exists)")

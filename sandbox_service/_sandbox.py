@@ -66,9 +66,6 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
                 f"Sandbox.create() does not support {', '.join(sorted(unsupported))} yet")
         if gpu is not None:
             raise E.InvalidRequestError("gpu= is not available yet on this server: leave it unset")
-        if volumes:
-            raise E.InvalidRequestError("volumes= is not available yet: copy files in with "
-                                        "sb.filesystem.copy_from_local instead")
         if isinstance(memory, tuple):
             memory = memory[1]  # Modal's (request, limit): the limit is what we enforce
         if isinstance(cpu, tuple):
@@ -93,6 +90,10 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
             body["unencrypted_ports"] = list(unencrypted_ports)
         if ephemeral_disk is not None:  # MiB of writable disk, separate from memory
             body["disk_mib"] = ephemeral_disk
+        if volumes:
+            from ._volume import mounts_of
+
+            body["volumes"] = await mounts_of(volumes, "Sandbox.create")
         if domain_allowlist is not None:  # names resolved and reached only through DNS pinning
             body["domain_allowlist"] = list(domain_allowlist)
         req = wire_model(SandboxCreate, **body)

@@ -30,6 +30,7 @@ SandboxTerminatedError = _E.SandboxTerminatedError
 SandboxTimeoutError = _E.SandboxTimeoutError
 SerializationError = _E.SerializationError
 ServerUnreachableError = _E.ServerUnreachableError
+StorageFullError = _E.StorageFullError
 
 Error = SandboxError
 InvalidError = InvalidRequestError
@@ -84,7 +85,7 @@ __all__ = [
     "MountUploadTimeoutError", "NotFoundError", "OutputExpiredError", "PayloadTooLargeError",
     "PendingDeprecationError", "PermissionDeniedError", "QuotaExceededError", "RemoteError",
     "RequestSizeError", "SandboxError", "SandboxTerminatedError", "SandboxTimeoutError",
-    "SerializationError", "ServerUnreachableError", "TimeoutError", "VersionError",
+    "SerializationError", "ServerUnreachableError", "StorageFullError", "TimeoutError", "VersionError",
     "VolumeUploadTimeoutError",
 ]
 

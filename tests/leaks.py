@@ -94,20 +94,34 @@ def _leftovers(server, ids: set[str]) -> dict[str, list[str]]:
     veths = [n for n in os.listdir("/sys/class/net") if n.startswith("sbxh")]
     if veths:
         found["host veths"] = veths
+    volumes = os.path.join(server.home, "volumes") + "/"
     with open("/proc/mounts") as f:
         mounts = [line.split()[1] for line in f if server.home in line]
+    # each principal's volume filesystem stays mounted (once) while the server runs
+    vol_fs = [m for m in mounts if m.startswith(volumes) and m.endswith("/fs")
+              and m.count("/") == volumes.count("/") + 1]
+    if len(vol_fs) != len(set(vol_fs)):
+        found["volume filesystems mounted twice"] = vol_fs
+    mounts = [m for m in mounts if m not in vol_fs]
     if mounts:
         found["mounts under SBX_HOME"] = mounts
     loops = []  # sandboxes' disks (runtimes/gvisor/_disk.py)
+    vol_loops: list[str] = []  # volume filesystems: one loop device each
     for bf in glob.glob("/sys/block/loop*/loop/backing_file"):
         try:
             with open(bf) as f:
-                if f.read().startswith(server.home):
-                    loops.append(bf.split("/")[3])
+                backing = f.read().strip()
+            if backing.startswith(server.home) and not (
+                    backing.startswith(volumes) and backing.endswith("/disk.img")):
+                loops.append(bf.split("/")[3])
+            elif backing.startswith(volumes):
+                vol_loops.append(backing)
         except OSError:
             pass
     if loops:
         found["loop devices backed by SBX_HOME"] = loops
+    if len(vol_loops) != len(set(vol_loops)):
+        found["volume images attached to two loop devices"] = vol_loops
     if subprocess.run(["nft", "list", "table", "inet", f"sbx_{key}"], capture_output=True,
                       check=False).returncode == 0:
         found["nftables table"] = [f"inet sbx_{key}"]

@@ -18,6 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("SBX_IMAGE_CACHE", "/var/cache/sandbox-service/images")
 # the registry tests run a real registry on a loopback port
 os.environ.setdefault("SBX_PRIVATE_REGISTRIES", "127.0.0.1:*")
+# volume tests fill the quota of their principal: small, so that is quick
+os.environ.setdefault("SBX_VOLUME_QUOTA_MIB", "256")
 
 
 def free_port() -> int:

@@ -24,57 +24,31 @@ works after a server restart or for a sandbox the collector found.
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
 import os
-import shutil
 import stat
 import time
 
-from .._errors import RuntimeFault
-from .._hostcmd import HostCommandError, run_command
-
-DISK_CMD_TIMEOUT_S = 120.0  # mkfs.ext4, mount, umount, losetup
+from .._loopfs import (
+    LoopFsError,
+    loops_backed_by,
+    make_ext4,
+    mount_ext4,
+    mounts_under,
+    run,
+)
+from .._loopfs import unavailable as _loop_unavailable
 
 log = logging.getLogger("sbx.runtime.disk")
 
 LOOP_RELEASE_S = 2.0
-TOOLS = ("mkfs.ext4", "mount", "umount", "losetup")
-# no journal (the disk dies with the sandbox), no blocks reserved for root, one inode per
-# 8 KiB (package trees are many small files), inode tables initialised lazily
-MKFS_ARGS = ("-q", "-F", "-m", "0", "-i", "8192", "-O", "^has_journal",
-             "-E", "lazy_itable_init=1,nodiscard")
+DiskSetupError = LoopFsError  # the sandbox's disk could not be made
+_run = run
 
 
 def unavailable() -> str | None:
     """Why disk quotas cannot work on this host (None: they can)."""
-    missing = [t for t in TOOLS if not shutil.which(t)]
-    if missing:
-        return (f"{', '.join(missing)} not found: install e2fsprogs and mount "
-                "(`apt-get install e2fsprogs mount`)")
-    if not os.path.exists("/dev/loop-control"):
-        return "no loop devices (/dev/loop-control is missing): `modprobe loop`"
-    try:
-        with open("/proc/filesystems") as f:
-            fss = {line.split()[-1] for line in f if line.strip()}
-    except OSError:
-        fss = set()
-    for fs in ("overlay", "ext4"):
-        if fs not in fss:
-            return f"the kernel has no {fs} filesystem: `modprobe {fs}`"
-    return None
-
-
-async def _run(*argv: str, check: bool = True) -> tuple[int, str]:
-    try:
-        res = await run_command(argv, check=check, merge_stderr=True, timeout_s=DISK_CMD_TIMEOUT_S)
-    except HostCommandError as e:
-        raise DiskSetupError(str(e)) from None
-    return res.returncode if res.returncode is not None else -1, res.out.strip()
-
-
-class DiskSetupError(RuntimeFault):
-    """The sandbox's disk could not be made."""
+    return _loop_unavailable("overlay")
 
 
 def _tmp_dir_of(lower: str) -> str | None:
@@ -94,13 +68,9 @@ async def create(base: str, lower: str, size_mib: int) -> tuple[str, str | None]
     img, disk, merged = (os.path.join(base, n) for n in ("disk.img", "disk", "rootfs"))
     os.makedirs(disk, mode=0o700)
     os.makedirs(merged, mode=0o755)
-    fd = os.open(img, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.ftruncate(fd, size_mib * 1024 * 1024)  # sparse: host blocks only as written
-    finally:
-        os.close(fd)
-    await _run("mkfs.ext4", *MKFS_ARGS, img)
-    await _run("mount", "-t", "ext4", "-o", "loop,nodev,nosuid,noatime", img, disk)
+    # no journal: the disk dies with the sandbox
+    await make_ext4(img, size_mib, journal=False)
+    await mount_ext4(img, disk)
     upper, work = os.path.join(disk, "upper"), os.path.join(disk, "work")
     os.mkdir(upper, 0o755)
     os.mkdir(work, 0o700)
@@ -113,41 +83,6 @@ async def create(base: str, lower: str, size_mib: int) -> tuple[str, str | None]
             "redirect_dir=off,metacopy=off,index=off")
     await _run("mount", "-t", "overlay", "overlay", "-o", f"nodev,nosuid,{opts}", merged)
     return merged, os.path.join(merged, "tmp") if tmp == "dir" else None
-
-
-def _unescape(path: str) -> str:
-    return path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
-        .replace("\\134", "\\")
-
-
-def mounts_under(prefix: str) -> list[str]:
-    """Mount points at or below `prefix`, deepest first."""
-    prefix = prefix.rstrip("/")
-    found = []
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                point = _unescape(line.split()[4])
-                if point == prefix or point.startswith(prefix + "/"):
-                    found.append(point)
-    except OSError:
-        return []
-    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
-
-
-def loops_backed_by(prefix: str) -> list[str]:
-    """Loop devices whose backing file is under `prefix` (e.g. /dev/loop3)."""
-    found = []
-    for path in glob.glob("/sys/block/loop*/loop/backing_file"):
-        try:
-            with open(path) as f:
-                backing = f.read().strip()
-        except OSError:
-            continue
-        backing = backing.removesuffix(" (deleted)")
-        if backing.startswith(prefix.rstrip("/") + "/"):
-            found.append("/dev/" + path.split("/")[3])
-    return found
 
 
 async def destroy(base: str) -> bool:

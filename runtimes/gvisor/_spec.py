@@ -6,7 +6,8 @@ or do any I/O; the driver writes the result to the bundle.
 Hardening, each a deliberate choice (see ../shared/RUNSC.md):
 - image rootfs read-only and shared; writes go to runsc's per-sandbox overlay;
 - the agent directory bind-mounted read-only, the agent's socket directory is the
-  sandbox's own private directory (the only writable host path it sees);
+  sandbox's own private directory; the other writable host paths are the volumes its
+  principal mounted (directories on a nodev,nosuid ext4: runtimes/_volume_disk.py);
 - no_new_privileges, a reduced capability set, rlimits NOFILE and NPROC;
 - memory, cpu and pids limits on a per-sandbox cgroup under a parent whose devices
   cgroup denies every device but null and urandom.
@@ -117,6 +118,8 @@ def build_spec(spec: ContainerSpec, *, rootfs: str, agent_dir: str, run_dir: str
             {"destination": RUN_MOUNT, "type": "bind", "source": run_dir,
              "options": ["rbind", "rw"]},
         ] + [{"destination": dst, "type": "bind", "source": src, "options": ["rbind", "ro"]}
-             for src, dst in spec.mounts],
+             for src, dst in spec.mounts]
+        + [{"destination": dst, "type": "bind", "source": src,
+            "options": ["rbind", "ro" if ro else "rw"]} for src, dst, ro in spec.volumes],
         "linux": linux,
     }

@@ -122,7 +122,7 @@ async def check(app: Any, principal: Principal, method: str, path: str) -> None:
     if principal.scope == "app" and path not in (
             "/v1/sandboxes", "/v1/apps/lookup", "/v1/tokens", "/v1/info") and not path.startswith(
             ("/v1/functions/", "/v1/calls/",  # its principal's functions (checked there)
-             "/v1/dicts", "/v1/queues")):  # and its principal's Dicts and Queues
+             "/v1/dicts", "/v1/queues", "/v1/volumes")):  # its principal's storage
         raise E.PermissionDeniedError(
             f"this token is limited to the sandboxes of app {principal.target}")
     mi = _IMAGE_PATH.match(path)

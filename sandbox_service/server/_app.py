@@ -40,13 +40,15 @@ from .services import (
     ScheduleService,
     SQLiteStore,
     Store,
+    VolumeService,
 )
 
 log = logging.getLogger("sbx.server")
 
 
 MAX_JSON_BODY = 32 << 20  # request bodies other than file and blob uploads
-_UPLOADS = re.compile(r"^/v1/(sandboxes/[^/]+/files|sandboxes/[^/]+/ports/.*|blobs/[0-9a-f]+)$")
+_UPLOADS = re.compile(r"^/v1/(sandboxes/[^/]+/files|sandboxes/[^/]+/ports/.*|blobs/[0-9a-f]+"
+                      r"|volumes/[^/]+/file)$")
 
 
 def _body_too_large(request: Request) -> E.SandboxError | None:
@@ -177,6 +179,10 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
         kv = KvService(store)
         await kv.start()
         app.state.kv = kv
+        volumes = VolumeService(kv, root=settings.path("volumes"),
+                                quota_mib=settings.volume_quota_mib)
+        manager.volumes = volumes
+        app.state.volumes = volumes
         schedules = ScheduleService(functions)
         functions.schedules = schedules
         await schedules.start()
@@ -197,6 +203,7 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
             await app.state.keys.close()
             await image_service.stop()  # builds end (their sandboxes and mounts too) first
             await manager.stop()
+            await volumes.close()  # after every container that could mount one
             await store.close()
             await runtime.close()
             os.close(home_lock)

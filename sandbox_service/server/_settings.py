@@ -62,6 +62,9 @@ class Settings:
     web_scheme: str = "http"
     web_max_body_mib: int = 64
     web_require_auth: bool = False
+    # SBX_VOLUME_QUOTA_MIB: the space of each principal's volumes together (a sparse ext4
+    # under SBX_HOME/volumes; raising it grows existing ones at their next mount)
+    volume_quota_mib: int = 10 * 1024
     # SBX_WHEEL_CACHE: pydantic_core wheels for other Pythons (scripts/fetch-sdk-wheels.sh)
     wheel_cache: str | None = "/var/cache/sandbox-service/wheels"
     debian_mirror: str | None = None    # SBX_DEBIAN_MIRROR: debootstrap's mirror (default: apt's)
@@ -102,6 +105,10 @@ class Settings:
             kwargs["web_scheme"] = env["SBX_WEB_SCHEME"].strip()
         if env.get("SBX_WEB_MAX_BODY_MIB", "").strip():
             kwargs["web_max_body_mib"] = int(env["SBX_WEB_MAX_BODY_MIB"])
+        if env.get("SBX_VOLUME_QUOTA_MIB", "").strip():
+            kwargs["volume_quota_mib"] = int(env["SBX_VOLUME_QUOTA_MIB"])
+            if kwargs["volume_quota_mib"] < 16:
+                raise ValueError("SBX_VOLUME_QUOTA_MIB must be at least 16")
         if env.get("SBX_WEB_REQUIRE_AUTH", "").strip():
             kwargs["web_require_auth"] = env["SBX_WEB_REQUIRE_AUTH"].strip() not in ("0", "false")
         if env.get("SBX_WHEEL_CACHE", "").strip():

@@ -29,6 +29,7 @@ from ._errors import (  # stdlib only: loaded at once
     SandboxTimeoutError,
     SandboxUnresponsiveError,
     ServerUnreachableError,
+    StorageFullError,
     error_from_wire,
     validation_message,
 )
@@ -128,6 +129,13 @@ _LAZY = {
     'MAX_QUEUE_ITEM_BYTES': '_kv',
     'MAX_PARTITION_ITEMS': '_kv',
     'image_info': '_images',
+    'VolumeMount': '_volumes',
+    'VolumeFile': '_volumes',
+    'VolumeListing': '_volumes',
+    'VolumeCopy': '_volumes',
+    'VolumeUsage': '_volumes',
+    'volume_path_parts': '_volumes',
+    'MAX_VOLUMES_PER_CONTAINER': '_volumes',
     'parse_port': '_api',
 }
 
@@ -148,11 +156,15 @@ __all__ = [
     "SandboxFileNotFoundError", "SandboxInfo", "SandboxList", "SandboxOOMError", "SandboxTags",
     "SandboxTerminatedError", "SandboxTimeoutError", "SandboxUnresponsiveError",
     "SecretCreate", "SecretInfo", "SecretList", "ServerInfo", "ServerUnreachableError",
+    "StorageFullError",
     "check_abs_path", "error_from_wire", "errors", "image_info", "is_id", "new_id",
     "parse_port", "validation_message",
     "ScheduleSpec", "WebSpec",
     # Dicts and Queues
     "MAX_DICT_ENTRIES", "MAX_OBJECTS_PER_OWNER", "MAX_QUEUE_PARTITIONS", "KvLookup", "KvInfo", "KvList", "DictKey", "DictEntry", "DictPut", "DictPutResult", "DictValue", "DictItem", "DictEntries", "Count", "QueuePut", "QueueGet", "QueueValues", "QueueClear", "QueueNext", "QueueItems", "MAX_QUEUE_WAIT_S", "MAX_DICT_VALUE_BYTES", "MAX_QUEUE_ITEM_BYTES", "MAX_PARTITION_ITEMS",
+    # Volumes
+    "MAX_VOLUMES_PER_CONTAINER", "VolumeCopy", "VolumeFile", "VolumeListing", "VolumeMount",
+    "VolumeUsage", "volume_path_parts",
 ]
 
 

@@ -18,7 +18,10 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from ._model import _Model
+from ._volumes import VolumeMount, check_mounts
 
 MAX_ARGV_BYTES = 256 * 1024
 MAX_ENV_BYTES = 256 * 1024
@@ -31,9 +34,6 @@ STREAM_STDIN, STREAM_STDOUT, STREAM_STDERR = 0, 1, 2
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:/=-]{1,128}$")
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # what _check_env enforces, stated in the OpenAPI schema too
@@ -151,10 +151,13 @@ class SandboxCreate(_Model):
                     "proxy (docs/network.md, Inbound ports)")
     unencrypted_ports: list[int] = Field(default_factory=list, max_length=MAX_PORTS,
                                          description="same as encrypted_ports (Modal's name)")
+    volumes: list[VolumeMount] = Field(default_factory=list, description=(
+        "volumes mounted read-write (or read-only) at their paths (docs/storage.md)"))
 
     _v_env = field_validator("env")(lambda cls, v: _check_env(v))
     _v_argv = field_validator("command")(lambda cls, v: _check_argv(v))
     _v_workdir = field_validator("workdir")(lambda cls, v: check_abs_path(v))
+    _v_volumes = field_validator("volumes")(lambda cls, v: check_mounts(v))
 
     @model_validator(mode="after")
     def _v_ports(self) -> "SandboxCreate":

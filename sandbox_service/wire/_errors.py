@@ -108,6 +108,13 @@ class QuotaExceededError(SandboxError):
     code, http_status = "quota_exceeded", 429
 
 
+class StorageFullError(SandboxError, OSError):
+    """A volume write went past the quota of its principal's volumes (inside a container
+    the same write gets ENOSPC)."""
+
+    code, http_status = "storage_full", 507
+
+
 class PortUnreachableError(SandboxError, ConnectionError):
     """The sandbox declares the port, but nothing answered on it inside the sandbox."""
 

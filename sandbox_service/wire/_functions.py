@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ._api import ENV_NAMES, MAX_TIMEOUT_S, _check_env, _Model
+from ._volumes import VolumeMount, check_mounts
 
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024  # one argument tuple or one result, pickled
 MAX_INPUTS_PER_REQUEST = 1000
@@ -108,8 +109,10 @@ class FunctionSpec(_Model):
     batch_wait_ms: int | None = Field(None, ge=0, le=10 * 60 * 1000)
     schedule: ScheduleSpec | None = None
     web: WebSpec | None = None
+    volumes: list[VolumeMount] = Field(default_factory=list)
 
     _v_env = field_validator("env")(lambda cls, v: _check_env(v))
+    _v_volumes = field_validator("volumes")(lambda cls, v: check_mounts(v))
 
     @model_validator(mode="after")
     def _v_code(self) -> "FunctionSpec":

@@ -13,7 +13,7 @@ import string
 _ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 20
 PREFIXES = {"sandbox": "sb", "app": "ap", "image": "im", "exec": "ex", "function_call": "fc", "function": "fu",
-            "context": "cx", "dict": "di", "queue": "qu"}
+            "context": "cx", "dict": "di", "queue": "qu", "volume": "vo"}
 
 
 def new_id(kind: str) -> str:

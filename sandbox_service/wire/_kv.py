@@ -25,7 +25,7 @@ MAX_PARTITION_ITEMS = 5_000       # Modal's bound per partition
 MAX_QUEUE_PARTITIONS = 100_000
 MAX_OBJECTS_PER_OWNER = 1_000     # named Dicts (and, apart, Queues) per principal
 MAX_QUEUE_WAIT_S = 50.0           # one blocking get; the SDK loops for longer timeouts
-KvKind = Literal["dict", "queue"]
+KvKind = Literal["dict", "queue", "volume"]
 
 
 def _b64(value: str, limit: int, what: str) -> str:

@@ -21,7 +21,7 @@ EXPECTED = {
     "current_function_call_id", "current_input_id", "enter", "exception", "exit", "is_local",
     "method", "parameter",
     # storage
-    "Dict", "Queue",
+    "Dict", "Queue", "Volume",
     # schedules
     "Cron", "Period",
     # web endpoints
@@ -44,7 +44,8 @@ def test_modal_submodules_import_and_missing_names_say_so():
     assert sandbox_service.container_process.ContainerProcess is sandbox_service.ContainerProcess
     assert sandbox_service.output.enable_output is sandbox_service.enable_output
     assert sandbox_service.functions.Function is sandbox_service.Function
-    for mod, name in ((sandbox_service, "Volume"), (sandbox_service.exception, "Nope"),
+    assert sandbox_service.volume.Volume is sandbox_service.Volume
+    for mod, name in ((sandbox_service, "NetworkFileSystem"), (sandbox_service.exception, "Nope"),
                       (sandbox_service, "Mount"), (sandbox_service, "forward")):
         try:
             getattr(mod, name)

@@ -11,11 +11,10 @@ middleware, or the WebSocket route's first lines, through the same two functions
 | `_ports`, `_ports_ws` | the inbound port proxy (HTTP, raw TCP over WebSocket) |
 | `_contexts` | the code interpreter's contexts |
 | `_functions` | apps (deploy, stop, logs), functions, calls and their outputs, function containers |
-| `_kv` | Dicts and Queues |
+| `_kv` | Dicts and Queues, and what Volumes share with them (lookup, ephemeral, delete) |
+| `_volumes` | Volumes' files (list, read, write, remove, copy, usage) |
 | `_images`, `_secrets`, `_tokens`, `_audit` | images and blobs, named secrets, API keys, the audit log |
 
-Room for what comes next: `_web` (web endpoint ingress),
-`_schedules`, `_volumes` (storage).
 """
 
 from fastapi import FastAPI
@@ -31,9 +30,11 @@ from ._ports_ws import ports_ws_router
 from ._sandboxes import router as sandboxes_router
 from ._secrets import secrets_router
 from ._tokens import tokens_router
+from ._volumes import volumes_router
 
 ROUTERS = (sandboxes_router, audit_router, tokens_router, images_router, secrets_router,
-           ws_router, ports_router, ports_ws_router, contexts_router, functions_router, kv_router)
+           ws_router, ports_router, ports_ws_router, contexts_router, functions_router, kv_router,
+           volumes_router)
 
 
 def include_routes(app: FastAPI) -> None:

@@ -1,6 +1,6 @@
 """REST routes of Dicts and Queues (server layer). Thin: each parses a wire model and calls
-`KvService` (services/_kv.py). `{kind}` is `dicts` or `queues` for what both share:
-lookup by name, ephemeral objects, list, heartbeat, delete.
+`KvService` (services/_kv.py). `{kind}` is `dicts`, `queues` or `volumes` for what they
+share: lookup by name, ephemeral objects, list, heartbeat, delete.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def _shared(kinds: str) -> None:
 
 _shared("dicts")
 _shared("queues")
+_shared("volumes")  # their files: routes/_volumes.py
 
 
 # ---- Dicts ---------------------------------------------------------------------------

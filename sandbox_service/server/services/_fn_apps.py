@@ -41,6 +41,8 @@ class AppsMixin:
             if spec.schedule is not None:
                 check_schedule(spec.schedule.model_dump())
             await self.manager.images.resolve(spec.image)  # NotFound now, not at first call
+            if spec.volumes:  # likewise: a volume of someone else is unknown here
+                await self.manager.volumes.binds(owner, spec.volumes)
         now = time.time()
         if body.mode == "deployed":
             app = await self.store.get_app_by_name(owner, body.name)

@@ -19,7 +19,7 @@ import base64
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from security import Principal
 
@@ -51,8 +51,8 @@ log = logging.getLogger("sbx.kv")
 EPHEMERAL_IDLE_S = 600.0
 SWEEP_S = 60.0
 PAGE = 1000
-_ID_PREFIX = {"dict": "dict", "queue": "queue"}
-_NAMES = {"dict": "Dict", "queue": "Queue"}
+_ID_PREFIX = {"dict": "dict", "queue": "queue", "volume": "volume"}
+_NAMES = {"dict": "Dict", "queue": "Queue", "volume": "Volume"}
 
 
 def _dec(value: str) -> bytes:
@@ -70,6 +70,8 @@ class KvService:
         self._puts: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task | None = None
         self.stopping = False
+        # kind -> what else a delete removes (a volume's files: VolumeService)
+        self.on_delete: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
 
     def wake_all(self) -> None:
         """The server stops: every waiting get answers with what it has (nothing)."""
@@ -125,8 +127,10 @@ class KvService:
         return KvList(objects=[_info(r) for r in recs])
 
     async def delete(self, who: Principal, kind: str, object_id: str) -> None:
-        await self.get(who, kind, object_id)
+        rec = await self.get(who, kind, object_id)
         await self.store.kv_delete(object_id)
+        if kind in self.on_delete:
+            await self.on_delete[kind](rec)
         self._signal(object_id)
         self._puts.pop(object_id, None)
 
@@ -143,10 +147,13 @@ class KvService:
                 for object_id in await self.store.kv_stale_ephemeral(
                         time.time() - EPHEMERAL_IDLE_S):
                     log.info("ephemeral %s: its context is gone; deleted", object_id)
+                    rec = await self.store.kv_get(object_id)
                     await self.store.kv_delete(object_id)
+                    if rec is not None and rec["kind"] in self.on_delete:
+                        await self.on_delete[rec["kind"]](rec)
                     self._puts.pop(object_id, None)
             except Exception:
-                log.exception("sweeping ephemeral Dicts and Queues")
+                log.exception("sweeping ephemeral Dicts, Queues and Volumes")
 
     # ---- Dicts ----------------------------------------------------------------------
     async def dict_get(self, who: Principal, dict_id: str, key_b64: str,

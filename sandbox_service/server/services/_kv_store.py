@@ -138,10 +138,11 @@ class KvTables(KvStore):
             out = []
             for i in ids:
                 rec = self._kv_row("SELECT * FROM kv_objects WHERE id=?", (i,))
-                table, col = (("dict_entries", "dict_id") if kind == "dict"
-                              else ("queue_items", "queue_id"))
-                rec["entries"] = self._db.execute(
-                    f"SELECT COUNT(*) FROM {table} WHERE {col}=?", (i,)).fetchone()[0]
+                if kind in ("dict", "queue"):
+                    table, col = (("dict_entries", "dict_id") if kind == "dict"
+                                  else ("queue_items", "queue_id"))
+                    rec["entries"] = self._db.execute(
+                        f"SELECT COUNT(*) FROM {table} WHERE {col}=?", (i,)).fetchone()[0]
                 out.append(rec)
             return out
         return await self._run(go)

@@ -76,6 +76,7 @@ class SandboxManager(SandboxIO):
         self.images = images
         self.policy = policy or ResourcePolicy()
         self.secrets = SecretService(store, home)
+        self.volumes: Any = None  # VolumeService, set by create_app
         self.logs_dir = os.path.join(home, "logs")
         os.makedirs(self.logs_dir, mode=0o700, exist_ok=True)
         self.monitor_interval_s = monitor_interval_s
@@ -93,7 +94,8 @@ class SandboxManager(SandboxIO):
                         allowlist: list[str] | None = None,
                         disk_mib: int | None = None,
                         domains: list[str] | None = None,
-                        mounts: tuple[tuple[str, str], ...] = ()) -> ContainerSpec:
+                        mounts: tuple[tuple[str, str], ...] = (),
+                        volumes: tuple[tuple[str, str, bool], ...] = ()) -> ContainerSpec:
         return ContainerSpec(container_id=cid, rootfs=image.rootfs,
                              env={**image.config.get("env", {}), **(env or {})},
                              egress=egress,
@@ -101,7 +103,7 @@ class SandboxManager(SandboxIO):
                              egress_domains=None if domains is None else tuple(domains),
                              memory_mib=memory_mib or self.policy.default_memory_mib, cpu=cpu,
                              nproc=self.policy.nproc, nofile=self.policy.nofile,
-                             disk_mib=disk_mib, mounts=tuple(mounts))
+                             disk_mib=disk_mib, mounts=tuple(mounts), volumes=volumes)
 
     def _pool_spec(self, cid: str, image: Any) -> ContainerSpec:
         """Pooled sandboxes have the default limits, the default disk included."""
@@ -251,6 +253,7 @@ class SandboxManager(SandboxIO):
             env = {**await self.secrets.resolve(owner, req.secret_names), **env}
         if home and "HOME" not in env and "HOME" not in image.config.get("env", {}):
             env["HOME"] = home
+        binds = await self.volumes.binds(owner, req.volumes) if req.volumes else ()
         # checked after the last await before the sandbox is registered: no race
         if len(self._live) >= self.policy.max_sandboxes:
             raise E.QuotaExceededError(
@@ -268,7 +271,7 @@ class SandboxManager(SandboxIO):
                                   "another name or terminate it first")
         pooled = None
         if (self._pool and req.memory_mib in (None, self.policy.default_memory_mib)
-                and req.cpu is None and req.block_network and not mounts):  # pooled ones have no network
+                and req.cpu is None and req.block_network and not mounts and not binds):  # pooled ones have no network
             pooled = self._pool.take(image, disk)  # no await before _live holds it (collector)
         cid = pooled or new_id("sandbox")
         rec = SandboxRecord(
@@ -287,7 +290,8 @@ class SandboxManager(SandboxIO):
             spec = self._container_spec(cid, image, env, memory, cpu,
                                         egress=not req.block_network,
                                         allowlist=req.cidr_allowlist, disk_mib=disk,
-                                        domains=req.domain_allowlist, mounts=mounts)
+                                        domains=req.domain_allowlist, mounts=mounts,
+                                        volumes=binds)
             if pooled:
                 try:
                     await self.runtime.set_env(cid, env)
