@@ -235,11 +235,11 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
 
     async def tunnels(self, timeout: float = 50) -> dict[int, Tunnel]:
         """{port: Tunnel} for the ports declared at create (`encrypted_ports`,
-        `unencrypted_ports`): each is reachable through the service's authenticated proxy
-        (`tunnel.url`), never directly. `timeout` is accepted for Modal compatibility."""
+        `unencrypted_ports`): `tunnel.url` reaches the port from any HTTP client or browser
+        with no header (an unguessable URL that ends with the sandbox), through the
+        service, never directly. `timeout` is accepted for Modal compatibility."""
         info = await self.refresh()
-        return tunnels_of(self._client, self.object_id, info.encrypted_ports,
-                          info.unencrypted_ports)
+        return await tunnels_of(self._client, self.object_id, info.encrypted_ports)
 
     async def forward_port(self, port: int, local_port: int = 0,
                            host: str = "127.0.0.1") -> _AsyncPortForward:

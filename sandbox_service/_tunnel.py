@@ -26,14 +26,16 @@ EOF_FRAME = json.dumps({"type": "eof"})
 
 @dataclasses.dataclass(frozen=True)
 class Tunnel:
-    """How to reach one declared port of a sandbox: through the service, never directly.
+    """How to reach one declared port of a sandbox, as Modal's `sb.tunnels()[port]`.
 
-    `url` is the base of the authenticated HTTP proxy for that port (send the same
-    `Authorization: Bearer` token as for the rest of the API; the sandbox never sees it).
-    `host`/`port` are the service's own address, where that proxy listens. `encrypted` says
-    which list the port was declared in; the connection is encrypted only if the service
-    itself is served over HTTPS (`url` then starts with https://). There is no raw socket
-    to the sandbox: `tls_socket`/`tcp_socket` raise and point to `sb.forward_port()`."""
+    `url` needs no header, like Modal's: `<server>/tunnels/<token>` (or
+    `<scheme>://<token>.<SBX_WEB_DOMAIN>` when the server has a domain), where the token is
+    unguessable and stops working when the sandbox ends. Anyone who has the URL reaches the
+    port, so hand it out as you would a password. `host`/`port` name where a client connects
+    for it (the service's address, or the tunnel's own host name). `authenticated_url` is
+    the token-guarded route (`Authorization: Bearer` of the sandbox's owner, which the
+    sandbox never sees). WebSockets pass through both. There is no raw socket to the
+    sandbox: `tls_socket`/`tcp_socket` raise and point to `sb.forward_port()`."""
 
     sandbox_port: int
     url: str
@@ -41,6 +43,7 @@ class Tunnel:
     port: int
     encrypted: bool
     connect_url: str  # the raw-TCP WebSocket (ws:// or wss://), for forward_port
+    authenticated_url: str = ""
 
     @property
     def tls_socket(self) -> tuple[str, int]:
@@ -52,18 +55,29 @@ class Tunnel:
     def tcp_socket(self) -> tuple[str, int]:
         return self.tls_socket
 
+    @property
+    def unencrypted_host(self) -> str:
+        return self.host
 
-def tunnels_of(client: _Client, sandbox_id: str, encrypted: list[int],
-               unencrypted: list[int]) -> dict[int, Tunnel]:
+    @property
+    def unencrypted_port(self) -> int:
+        return self.port
+
+
+async def tunnels_of(client: _Client, sandbox_id: str, encrypted: list[int]) -> dict[int, Tunnel]:
+    data = await client.request("GET", f"/v1/sandboxes/{sandbox_id}/tunnels")
     parts = urlsplit(client.url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     ws_base = ("wss" if parts.scheme == "https" else "ws") + client.url[len(parts.scheme):]
     out = {}
-    for p in sorted({*encrypted, *unencrypted}):
+    for t in data["tunnels"]:
+        p = t["port"]
         path = f"/v1/sandboxes/{sandbox_id}/ports/{p}"
-        out[p] = Tunnel(sandbox_port=p, url=client.url + path, host=host, port=port,
-                        encrypted=p in encrypted, connect_url=ws_base + path + "/connect")
+        url = t.get("url") or f"{client.url}/tunnels/{t['token']}"
+        u = urlsplit(url)
+        out[p] = Tunnel(sandbox_port=p, url=url, host=u.hostname or "127.0.0.1",
+                        port=u.port or (443 if u.scheme == "https" else 80),
+                        encrypted=p in encrypted, connect_url=ws_base + path + "/connect",
+                        authenticated_url=client.url + path)
     return out
 
 

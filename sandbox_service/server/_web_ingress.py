@@ -1,7 +1,8 @@
 """Web endpoint ingress (server layer): raw ASGI middleware in front of the API that sends
 `/web/<label>/...` (and, with `SBX_WEB_DOMAIN`, any request whose Host is
 `<label>.<domain>`) to the function behind the label, streaming both ways, WebSockets
-included; everything else goes on to the API.
+included; a Host `<tunnel token>.<domain>` becomes a request to /tunnels/<token>/...
+(routes/_tunnels.py); everything else goes on to the API.
 
 Auth follows Modal: an endpoint is open unless it was declared `requires_proxy_auth=True`
 or the server runs with `SBX_WEB_REQUIRE_AUTH=1`; then the request needs
@@ -13,11 +14,13 @@ limit is `SBX_WEB_MAX_BODY_MIB`; the request timeout is the function's `timeout`
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from . import _access as access
 
 log = logging.getLogger("sbx.web")
+_TUNNEL_LABEL = re.compile(r"^sb-[a-z0-9]{20}-[0-9]{1,5}-[a-z2-7]{26}$")
 
 
 class WebIngress:
@@ -43,7 +46,26 @@ class WebIngress:
                 return label, f"/web/{label}"
         return None
 
+    def _tunnel(self, scope: dict[str, Any]) -> dict[str, Any] | None:
+        """A request to `<tunnel token>.<domain>`, as one to /tunnels/<token>/... (routes/
+        _tunnels.py), else None."""
+        if not self.domain:
+            return None
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+                     if k == b"host"), "").split(":")[0].lower()
+        label = host[: -len(self.domain) - 1] if host.endswith("." + self.domain) else ""
+        if not _TUNNEL_LABEL.match(label):
+            return None
+        prefix = f"/tunnels/{label}"
+        return {**scope, "path": prefix + scope.get("path", "/"),
+                "raw_path": prefix.encode() + (scope.get("raw_path") or b"/"),
+                "sbx.tunnel_host": True}
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        tunneled = self._tunnel(scope) if scope["type"] in ("http", "websocket") else None
+        if tunneled is not None:
+            await self.app(tunneled, receive, send)
+            return
         route = self._route(scope) if scope["type"] in ("http", "websocket") else None
         if route is None:
             await self.app(scope, receive, send)

@@ -130,6 +130,8 @@ _LAZY = {
     'MAX_PARTITION_ITEMS': '_kv',
     'image_info': '_images',
     'VolumeMount': '_volumes',
+    'TunnelInfo': '_api',
+    'TunnelList': '_api',
     'VolumeFile': '_volumes',
     'VolumeListing': '_volumes',
     'VolumeCopy': '_volumes',
@@ -165,6 +167,7 @@ __all__ = [
     # Volumes
     "MAX_VOLUMES_PER_CONTAINER", "VolumeCopy", "VolumeFile", "VolumeListing", "VolumeMount",
     "VolumeUsage", "volume_path_parts",
+    "TunnelInfo", "TunnelList",
 ]
 
 

@@ -263,6 +263,19 @@ class SecretList(_Model):
     secrets: list[SecretInfo]
 
 
+class TunnelInfo(_Model):
+    """One declared port's unguessable URL: no Authorization header needed."""
+
+    port: int
+    token: str = Field(description="<sandbox id>-<port>-<mac>; the URL is "
+                       "<server>/tunnels/<token>/, or https://<token>.<SBX_WEB_DOMAIN>")
+    url: str | None = Field(None, description="host-routed URL when the server has a domain")
+
+
+class TunnelList(_Model):
+    tunnels: list[TunnelInfo]
+
+
 class SandboxInfo(_Model):
     sandbox_id: str
     name: str | None = None

@@ -239,8 +239,9 @@ def test_python_http_server_with_no_network(api):
         tunnels = sb.tunnels()
         assert list(tunnels) == [8001]
         t = tunnels[8001]
-        assert t.encrypted and t.url == f"{api.base_url}".rstrip("/") + \
+        assert t.encrypted and t.authenticated_url == f"{api.base_url}".rstrip("/") + \
             f"/v1/sandboxes/{sb.object_id}/ports/8001"
+        assert t.url.startswith(f"{api.base_url}".rstrip("/") + f"/tunnels/{sb.object_id}-8001-")
         with pytest.raises(sbx.InvalidRequestError):
             t.tcp_socket
         r = wait_ready(api, sb.object_id, 8001, "/hello.txt")

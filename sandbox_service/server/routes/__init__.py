@@ -9,6 +9,7 @@ middleware, or the WebSocket route's first lines, through the same two functions
 | `_sandboxes` | sandboxes, non-streaming exec, files, logs, apps, `/v1/info`, `/health` |
 | `_exec_ws` | the exec WebSocket (`/exec/stream`) |
 | `_ports`, `_ports_ws` | the inbound port proxy (HTTP, raw TCP over WebSocket) |
+| `_tunnels`, `_ws_bridge` | unguessable tunnel URLs (`/tunnels/<token>/`), WebSockets through the port proxy |
 | `_contexts` | the code interpreter's contexts |
 | `_functions` | apps (deploy, stop, logs), functions, calls and their outputs, function containers |
 | `_kv` | Dicts and Queues, and what Volumes share with them (lookup, ephemeral, delete) |
@@ -30,11 +31,12 @@ from ._ports_ws import ports_ws_router
 from ._sandboxes import router as sandboxes_router
 from ._secrets import secrets_router
 from ._tokens import tokens_router
+from ._tunnels import tunnels_router
 from ._volumes import volumes_router
 
 ROUTERS = (sandboxes_router, audit_router, tokens_router, images_router, secrets_router,
            ws_router, ports_router, ports_ws_router, contexts_router, functions_router, kv_router,
-           volumes_router)
+           volumes_router, tunnels_router)
 
 
 def include_routes(app: FastAPI) -> None:

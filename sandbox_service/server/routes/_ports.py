@@ -55,24 +55,26 @@ def port_number(text: str) -> int:
         raise E.InvalidRequestError(str(e)) from None
 
 
-def _target(request: Request, sandbox_id: str, port: int, path: str) -> bytes:
+def target_of(scope: dict[str, Any], route_prefix: str, path: str) -> bytes:
     """The request target as the client sent it (still percent-encoded), minus our prefix."""
-    prefix = f"/v1/sandboxes/{sandbox_id}/ports/{port}".encode()
-    raw = request.scope.get("raw_path") or b""
-    rest = raw[len(prefix):] if raw.startswith(prefix) else quote(path).encode()
+    prefix = route_prefix.encode()
+    raw = scope.get("raw_path") or b""
+    rest = raw[len(prefix):] if raw and raw.startswith(prefix) else quote(path).encode()
     if not rest.startswith(b"/"):
         rest = b"/" + rest
-    qs = request.scope.get("query_string") or b""
+    qs = scope.get("query_string") or b""
     return rest + (b"?" + qs if qs else b"")
 
 
-def _request_headers(request: Request, port: int, prefix: str) -> list[tuple[bytes, bytes]]:
+def _request_headers(request: Request, port: int, prefix: str,
+                     keep_auth: bool = False) -> list[tuple[bytes, bytes]]:
     named_hop = {t.strip().lower().encode() for t in
                  request.headers.get("connection", "").split(",") if t.strip()}
     out = [(b"host", f"127.0.0.1:{port}".encode())]
     for k, v in request.headers.raw:
         lk = k.lower()
-        if lk in _DROP_REQUEST or lk in named_hop or lk == b"content-length":
+        if (lk in _DROP_REQUEST and not (keep_auth and lk == b"authorization")) \
+                or lk in named_hop or lk == b"content-length":
             continue
         out.append((k, v))
     length = request.headers.get("content-length")
@@ -139,22 +141,32 @@ class _Exchange:
         await self.stack.aclose()
 
 
-async def _proxy(request: Request, sandbox_id: str, port: int, path: str):
+async def proxy_http(request: Request, sandbox_id: str, port: int, path: str, *,
+                     prefix: str | None = None, forwarded_prefix: str | None = None,
+                     keep_auth: bool = False):
+    """Forward one HTTP request to `port` inside the sandbox. `prefix`: the route's own part
+    of the path (stripped; sent as X-Forwarded-Prefix unless `forwarded_prefix` says
+    otherwise). `keep_auth`: pass Authorization on (the unguessable tunnel route: the header
+    is the app's, not this service's)."""
     mgr = request.app.state.manager
     request.state.audit_detail = {"port": port, "method": request.method}
-    prefix = f"/v1/sandboxes/{sandbox_id}/ports/{port}"
+    if prefix is None:
+        prefix = f"/v1/sandboxes/{sandbox_id}/ports/{port}"
     if request.headers.get("upgrade"):
         raise E.InvalidRequestError(
-            "the HTTP proxy does not pass protocol upgrades (WebSocket) through: tunnel raw "
-            f"TCP with the WebSocket route {prefix}/connect (sb.forward_port({port}) or "
-            f"`sbx sandbox port-forward {sandbox_id} {port}`)")
+            "the HTTP proxy passes WebSocket upgrades through, not other protocol upgrades: "
+            f"tunnel raw TCP with sb.forward_port({port}) or "
+            f"`sbx sandbox port-forward {sandbox_id} {port}`")
     ex = _Exchange()
     try:
         reader, writer = await ex.stack.enter_async_context(mgr.port_stream(sandbox_id, port))
         up = _Upstream(reader, writer)
         try:
-            await up.send(h11.Request(method=request.method, target=_target(request, sandbox_id, port, path),
-                                      headers=_request_headers(request, port, prefix)))
+            await up.send(h11.Request(method=request.method,
+                                      target=target_of(request.scope, prefix, path),
+                                      headers=_request_headers(
+                                          request, port, prefix if forwarded_prefix is None
+                                          else forwarded_prefix, keep_auth)))
         except h11.LocalProtocolError as e:
             raise E.InvalidRequestError(f"cannot forward this request: {e}") from None
         ex.body_task = asyncio.create_task(up.send_body(request))
@@ -209,7 +221,7 @@ async def _response_head(up: _Upstream) -> Any:
 @ports_router.api_route("/v1/sandboxes/{sandbox_id}/ports/{port}", methods=METHODS,
                         include_in_schema=False)
 async def proxy_root(sandbox_id: str, request: Request, port: str = _PORT):
-    return await _proxy(request, sandbox_id, port_number(port), "/")
+    return await proxy_http(request, sandbox_id, port_number(port), "/")
 
 
 @ports_router.api_route("/v1/sandboxes/{sandbox_id}/ports/{port}/{path:path}", methods=METHODS,
@@ -219,4 +231,4 @@ async def proxy(sandbox_id: str, path: str, request: Request, port: str = _PORT)
     token and hop-by-hop headers, streamed body) to 127.0.0.1:`port` inside the sandbox
     and streams its answer back. 404 for a port the sandbox did not declare, 502
     (`port_unreachable`) when nothing listens there."""
-    return await _proxy(request, sandbox_id, port_number(port), path)
+    return await proxy_http(request, sandbox_id, port_number(port), path)

@@ -41,6 +41,7 @@ from ._records import LIVE_STATES, SandboxRecord
 from ._sandbox_io import SandboxIO
 from ._secrets import SecretService
 from ._store import Store
+from ._tunnel_keys import TunnelKeys
 
 log = logging.getLogger("sbx.server.sandboxes")
 
@@ -77,6 +78,7 @@ class SandboxManager(SandboxIO):
         self.policy = policy or ResourcePolicy()
         self.secrets = SecretService(store, home)
         self.volumes: Any = None  # VolumeService, set by create_app
+        self.tunnel_keys = TunnelKeys(home)
         self.logs_dir = os.path.join(home, "logs")
         os.makedirs(self.logs_dir, mode=0o700, exist_ok=True)
         self.monitor_interval_s = monitor_interval_s
