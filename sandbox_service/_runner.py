@@ -157,7 +157,11 @@ class Runner:
             max_inputs = int(spec.get("max_inputs") or 1) * int(spec.get("batch_max_size") or 1)
             self.pool = ThreadPoolExecutor(max_inputs, thread_name_prefix="input")
             self._start_loop()
-            if spec.get("web") and spec["web"]["kind"] != "server":
+            if spec.get("web") and spec["web"]["kind"] == "server":
+                from ._runner_web import start_web_server
+
+                start_web_server(spec["web"], self._web_callable(spec["web"]))
+            elif spec.get("web"):
                 from ._runner_web import WebServer, build_app
 
                 assert self.loop is not None

@@ -48,6 +48,39 @@ def build_app(web: dict[str, Any], fn: Callable) -> Any:
     return _wsgi_to_asgi(made) if kind == "wsgi" else made
 
 
+def start_web_server(web: dict[str, Any], fn: Callable) -> None:
+    """`@modal.web_server(port)`: the function starts a server (and returns, or keeps
+    serving in its own thread); the container is ready once 127.0.0.1:`port` accepts a
+    connection, and fails to start after `startup_timeout` (as Modal's)."""
+    import socket
+    import threading
+    import time
+
+    port, limit = int(web["port"]), float(web.get("startup_timeout_s") or 5.0)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as e:  # reported below if the port never opens
+            failed.append(e)
+    threading.Thread(target=run, name="web-server", daemon=True).start()
+    deadline = time.monotonic() + limit
+    while True:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if failed:
+            raise failed[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"@modal.web_server: nothing listened on port {port} within startup_timeout="
+                f"{limit:g}s: start the server on 0.0.0.0:{port} (or 127.0.0.1) in the "
+                "function, e.g. with subprocess.Popen, or raise startup_timeout")
+        time.sleep(0.05)
+
+
 def _text(value: Any) -> str:
     return value.decode("latin-1") if isinstance(value, (bytes, bytearray)) else str(value)
 

@@ -99,7 +99,8 @@ class WebIngress:
             if fn is None:
                 await error_response(scope, send, 404, f"no web endpoint {label!r}\n")
                 return
-        await functions.serve_web(fn, scope, receive, send, root_path, self.max_body)
+        await functions.serve_web(fn, scope, receive, send, root_path, self.max_body,
+                                  proxy=_port_proxy(scope, receive, root_path))
 
     async def _authorized(self, scope: dict[str, Any], fn: dict[str, Any]) -> bool:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
@@ -111,3 +112,23 @@ class WebIngress:
         if who.scope == "app":
             return who.target == fn["app_id"]
         return who.scope == "user" and who.name == fn["owner"]
+
+
+def _port_proxy(scope: dict[str, Any], receive: Any, root_path: str) -> Any:
+    """How a `@web_server` endpoint's request reaches the server in its container: the
+    sandbox port proxy (HTTP, or the WebSocket bridge), with the app's own headers."""
+    from starlette.requests import Request
+    from starlette.websockets import WebSocket
+
+    from .routes import bridge_websocket, proxy_http
+
+    async def proxy(sandbox_id: str, port: int, send: Any) -> None:
+        path = scope["path"][len(root_path):] or "/"
+        if scope["type"] == "websocket":
+            await bridge_websocket(WebSocket(scope, receive, send), sandbox_id, port,
+                                   prefix=root_path, path=path, keep_auth=True)
+            return
+        response = await proxy_http(Request(scope, receive), sandbox_id, port, path,
+                                    prefix=root_path, keep_auth=True)
+        await response(scope, receive, send)
+    return proxy

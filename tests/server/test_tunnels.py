@@ -6,6 +6,8 @@ the sandbox, a real client here)."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import httpx
@@ -18,64 +20,14 @@ import sandbox_service as sbx
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("server")]
 
 PORT = 8090
-# An HTTP server that echoes what it got, and a WebSocket echo server on the same port
-# (RFC 6455 by hand: the image has no websockets package), both stdlib only.
-APP = r'''
-import base64, hashlib, http.server, json, struct
-
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        if self.headers.get("Upgrade", "").lower() == "websocket":
-            return self.ws()
-        body = json.dumps({"path": self.path, "auth": self.headers.get("Authorization"),
-                           "prefix": self.headers.get("X-Forwarded-Prefix")}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def ws(self):
-        key = self.headers["Sec-WebSocket-Key"]
-        accept = base64.b64encode(hashlib.sha1(
-            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
-        self.send_response(101)
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
-        if self.headers.get("Sec-WebSocket-Protocol"):
-            self.send_header("Sec-WebSocket-Protocol",
-                             self.headers["Sec-WebSocket-Protocol"].split(",")[0].strip())
-        self.end_headers()
-        r, w = self.rfile, self.wfile
-        while True:
-            b1, b2 = r.read(2)
-            op, n = b1 & 15, b2 & 127
-            if n == 126:
-                n = struct.unpack("!H", r.read(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", r.read(8))[0]
-            mask = r.read(4)
-            data = bytes(c ^ mask[i % 4] for i, c in enumerate(r.read(n)))
-            if op == 8:
-                w.write(b"\x88\x02" + data[:2]); w.flush(); return
-            if op in (1, 2):
-                if data == b"path":
-                    data = self.path.encode()
-                head = bytes([0x80 | op])
-                head += bytes([len(data)]) if len(data) < 126 else (
-                    b"\x7e" + struct.pack("!H", len(data)) if len(data) < 65536
-                    else b"\x7f" + struct.pack("!Q", len(data)))
-                w.write(head + data); w.flush()
-
-http.server.ThreadingHTTPServer(("0.0.0.0", PORT), H).serve_forever()
-'''.replace("PORT", str(PORT))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "functions", "apps"))
+from fnapp_webserver import ECHO  # noqa: E402  (an HTTP and WebSocket echo server)
 
 
 @pytest.fixture(scope="module")
 def web():
-    sb = sbx.Sandbox.create("python3", "-c", APP, encrypted_ports=[PORT], timeout=300)
+    sb = sbx.Sandbox.create("python3", "-c", ECHO, str(PORT), encrypted_ports=[PORT], timeout=300)
     t = sb.tunnels()[PORT]
     deadline = time.monotonic() + 60
     while httpx.get(t.url + "/ready").status_code == 502 and time.monotonic() < deadline:

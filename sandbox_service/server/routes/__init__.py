@@ -26,13 +26,14 @@ from ._exec_ws import ws_router
 from ._functions import functions_router
 from ._images import images_router
 from ._kv import kv_router
-from ._ports import ports_router
+from ._ports import ports_router, proxy_http
 from ._ports_ws import ports_ws_router
 from ._sandboxes import router as sandboxes_router
 from ._secrets import secrets_router
 from ._tokens import tokens_router
 from ._tunnels import tunnels_router
 from ._volumes import volumes_router
+from ._ws_bridge import bridge as bridge_websocket
 
 ROUTERS = (sandboxes_router, audit_router, tokens_router, images_router, secrets_router,
            ws_router, ports_router, ports_ws_router, contexts_router, functions_router, kv_router,
@@ -45,4 +46,4 @@ def include_routes(app: FastAPI) -> None:
         app.include_router(r)
 
 
-__all__ = ["ROUTERS", "audit_request", "include_routes"]
+__all__ = ["ROUTERS", "audit_request", "bridge_websocket", "include_routes", "proxy_http"]

@@ -61,11 +61,6 @@ class AppsMixin:
         labels: dict[str, str] = {}
         for spec in body.functions:
             if spec.web is not None:
-                if spec.web.kind == "server":
-                    raise E.InvalidRequestError(
-                        f"{spec.name}: @modal.web_server is not available yet: serve the app "
-                        "with @modal.asgi_app or @modal.wsgi_app, or run the server in a "
-                        "Sandbox with encrypted_ports=[port]")
                 name = f"{spec.name}-{spec.web.attr}" if spec.web.attr else spec.name
                 label = self.web_label_for(name, app.display_name or app.name, owner,
                                            spec.web.model_dump(), body.mode)

@@ -100,8 +100,11 @@ class WebMixin:
                 "web_latency_ms": {"p50": pick(0.5), "p99": pick(0.99)} if pick else {}}
 
     async def serve_web(self, fn: dict[str, Any], scope: dict[str, Any], receive: Callable,
-                        send: Callable, root_path: str, max_body: int) -> None:
-        """Relay one request (or WebSocket) to a container of `fn`; answer errors here."""
+                        send: Callable, root_path: str, max_body: int,
+                        proxy: Callable | None = None) -> None:
+        """Relay one request (or WebSocket) to a container of `fn`; answer errors here.
+        A `@web_server` endpoint's request goes to its port instead: `proxy(sandbox_id,
+        port, send)` (the port proxy, given by the ingress) answers it."""
         t0, status = time.monotonic(), [0]
 
         async def send_meter(msg: dict) -> None:
@@ -113,24 +116,64 @@ class WebMixin:
                 status[0] = 403  # refused before it was accepted
             await send(msg)
         try:
-            await self._relay_web(fn, scope, receive, send_meter, root_path, max_body)
+            if fn["spec"]["web"]["kind"] == "server":
+                assert proxy is not None
+                await self._relay_port(fn, scope, send_meter, proxy)
+            else:
+                await self._relay_web(fn, scope, receive, send_meter, root_path, max_body)
         finally:  # no answer at all: the client went away first (nginx's 499)
             self._meter(fn, status[0] or 499, time.monotonic() - t0)
 
-    async def _relay_web(self, fn: dict[str, Any], scope: dict[str, Any], receive: Callable,
-                         send: Callable, root_path: str, max_body: int) -> None:
+    async def _acquire(self, fn: dict[str, Any], scope: dict[str, Any],
+                       send: Callable) -> tuple[Any, Any]:
+        """(pool, container connection) with room for this request, or (pool, None) once
+        the error is answered."""
         spec = fn["spec"]
         pool = self._pool(fn, None)
         startup = float(spec.get("startup_timeout_s") or spec.get("timeout_s") or 300) + 30
         try:
-            conn = await pool.web_acquire(startup)
+            return pool, await pool.web_acquire(startup)
         except ContainerStartError as e:
             await error_response(scope, send, 503, f"the endpoint's container could not "
                                  f"start:\n{e}\n")
-            return
         except asyncio.TimeoutError:
             await error_response(scope, send, 503, "no container of this endpoint became "
                                  f"ready within {startup:.0f}s: try again\n")
+        return pool, None
+
+    async def _relay_port(self, fn: dict[str, Any], scope: dict[str, Any], send: Callable,
+                          proxy: Callable) -> None:
+        """A `@web_server` request: to the port its container's server listens on."""
+        pool, conn = await self._acquire(fn, scope, send)
+        if conn is None:
+            return
+        spec = fn["spec"]
+        started = [False]
+
+        async def tracked(msg: dict) -> None:
+            started[0] = started[0] or msg["type"] in ("http.response.start",
+                                                       "websocket.accept", "websocket.close")
+            await send(msg)
+        try:
+            await asyncio.wait_for(proxy(conn.sandbox_id, int(spec["web"]["port"]), tracked),
+                                   float(spec.get("timeout_s") or 300))
+        except asyncio.TimeoutError:
+            if not started[0]:
+                await error_response(scope, send, 504, "the endpoint did not answer within "
+                                     f"its timeout ({spec.get('timeout_s')}s)\n")
+        except E.SandboxError as e:
+            if not started[0]:
+                await error_response(scope, send, e.http_status if e.http_status >= 500
+                                     else 502, "the endpoint's server could not be reached: "
+                                     f"{e.message}\n")
+        finally:
+            pool.web_release(conn)
+
+    async def _relay_web(self, fn: dict[str, Any], scope: dict[str, Any], receive: Callable,
+                         send: Callable, root_path: str, max_body: int) -> None:
+        spec = fn["spec"]
+        pool, conn = await self._acquire(fn, scope, send)
+        if conn is None:
             return
         conn.next_rid += 1
         rid = conn.next_rid

@@ -384,7 +384,9 @@ class FunctionService(AppsMixin, WebMixin):
             memory_mib=spec.memory_mib, disk_mib=spec.disk_mib, app_id=fn["app_id"],
             tags={FUNCTION_TAG: fn["function_id"], "sbx.function_name": fn["name"]},
             block_network=spec.block_network, cidr_allowlist=spec.cidr_allowlist,
-            secret_names=list(spec.secret_names), volumes=list(spec.volumes))
+            secret_names=list(spec.secret_names), volumes=list(spec.volumes),
+            encrypted_ports=[spec.web.port] if spec.web and spec.web.kind == "server"
+            and spec.web.port else [])
         rec = await self.manager.create(req, owner=fn["owner"],
                                         mounts=((sdk, "/.sbx/sdk"), (deps, "/.sbx/sdk-deps")))
         self.logs.follow(fn["app_id"], rec.sandbox_id)
