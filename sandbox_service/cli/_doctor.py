@@ -211,6 +211,20 @@ def _home_checks() -> list[Check]:
     out.append(Check("disk quota", WARN, f"per-sandbox disks are off: {why}",
                      "sandboxes write to memory; ephemeral_disk= is refused") if why else
                Check("disk quota", OK, "loop devices, ext4 and overlayfs available"))
+    try:
+        quota_mib = int(os.environ.get("SBX_VOLUME_QUOTA_MIB") or 10 * 1024)
+    except ValueError:
+        quota_mib = 10 * 1024
+    if why:
+        out.append(Check("volumes", WARN, f"volume quotas are not enforced: {why}",
+                         "volumes are plain directories; a principal can fill the disk"))
+    elif quota_mib << 20 > free:
+        out.append(Check("volumes", WARN, f"SBX_VOLUME_QUOTA_MIB={quota_mib} is more than "
+                         f"the {gib}", "each principal's volumes are a sparse image of that "
+                         "size: if the host disk fills first, volume writes fail with I/O "
+                         "errors; lower it or free space"))
+    else:
+        out.append(Check("volumes", OK, f"{quota_mib} MiB per principal (SBX_VOLUME_QUOTA_MIB)"))
     return out
 
 
