@@ -153,6 +153,7 @@ def test_functions_share_a_volume(server):
         with m.vol.batch_upload() as batch:
             batch.put_file(io.BytesIO(b"from the client"), "client.txt")
         assert m.read.remote("client.txt") == "from the client"
+        assert "client.txt" in m.Reader().names_at_start.remote()  # @app.cls, in @enter
         # four containers at once, each writing its own file
         assert len(list(m.writer.starmap([(w, 200) for w in range(4)]))) == 4
         for w in range(4):

@@ -79,3 +79,14 @@ def upload_from_inside(name):
     with v.batch_upload(force=True) as batch:
         batch.put_file(io.BytesIO(b"from inside"), "inside/hello.txt")
     return [e.path for e in v.listdir("/inside")], b"".join(v.read_file("inside/hello.txt"))
+
+
+@app.cls(volumes={"/data": vol})
+class Reader:
+    @modal.enter()
+    def load(self):
+        self.names = sorted(os.listdir("/data"))  # a model loaded from a volume, once
+
+    @modal.method()
+    def names_at_start(self):
+        return self.names
