@@ -38,6 +38,7 @@ from ._sandbox import sandbox
 from ._secret import secret
 from ._shell import shell
 from ._token import token
+from ._volume import volume_group
 
 
 @click.group(cls=SbxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,6 +84,7 @@ main.add_command(doctor)
 main.add_command(image)
 main.add_command(mcp)
 main.add_command(queue_group)
+main.add_command(volume_group)
 main.add_command(sandbox)
 main.add_command(secret)
 main.add_command(shell)
