@@ -36,9 +36,9 @@ def function_step(raw_f: Any, *, args: Sequence[Any], kwargs: dict[str, Any] | N
             "module-level `def` that prepares the image and pass it")
     if volumes or network_file_systems:
         raise E.InvalidRequestError(
-            "run_function(volumes=...) is not available yet: image builds cannot mount "
-            "volumes; download into the image (the default), or into a volume from a "
-            "function once volumes land")
+            "run_function(volumes=...) is not supported: image builds mount no volume; "
+            "download into the image (the default), or into a volume from a function "
+            "with volumes={...}")
     if gpu:
         warnings.warn(f"run_function(gpu={gpu!r}): image builds here run without a GPU; "
                       "the function runs on CPU", stacklevel=3)

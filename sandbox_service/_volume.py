@@ -102,6 +102,11 @@ class _AsyncVolume(_AsyncKvObject):
     async def listdir(self, path: str = "/", *, recursive: bool = False) -> list[FileEntry]:
         data = await self._call("GET", "files", params={"path": path,
                                                          "recursive": str(recursive).lower()})
+        if data.get("truncated"):
+            import warnings
+
+            warnings.warn(f"the listing of {path!r} stopped at {len(data['entries'])} entries: "
+                          "list its subdirectories one by one", stacklevel=3)
         return [FileEntry(path=e["path"], type=_TYPES.get(e["type"], FileEntryType.UNSPECIFIED),
                           mtime=int(e["mtime"]), size=e["size"]) for e in data["entries"]]
 
@@ -190,8 +195,27 @@ class BatchUpload:
                 self.put_file(sub, remote / sub.relative_to(local).as_posix())
 
     async def _send(self) -> None:
+        if not self._force:  # refuse the whole batch before uploading anything (Modal's rule)
+            await self._refuse_existing()
         for local, remote, mode in self._files:
             await self._volume._put(local, remote, self._force, mode)
+
+    async def _refuse_existing(self) -> None:
+        from .wire import volume_path_parts
+
+        def norm(path: str) -> str:
+            return "/".join(volume_path_parts(path))
+        existing: set[str] = set()
+        for parent in sorted({"/".join(volume_path_parts(r)[:-1]) for _, r, _ in self._files}):
+            try:
+                existing |= {norm(e.path) for e in await self._volume.listdir(parent or "/")}
+            except (E.NotFoundError, E.SandboxFileError):
+                pass  # no such directory yet (or a file: the upload says so)
+        clash = [r for _, r, _ in self._files if norm(r) in existing]
+        if clash:
+            more = f" and {len(clash) - 1} more" if len(clash) > 1 else ""
+            raise FileExistsError(f"{clash[0]!r}{more} already exist in the volume: nothing "
+                                  "was uploaded; pass force=True to overwrite")
 
     def __enter__(self) -> "BatchUpload":
         return self

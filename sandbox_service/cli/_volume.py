@@ -13,6 +13,7 @@ import time
 
 import click
 
+from ..wire import volume_path_parts
 from ._common import SbxGroup, api_call, fail, format_age, print_json, table
 
 
@@ -83,17 +84,40 @@ def put(name: str, local_path: str, remote_path: str, force: bool) -> None:
     """Upload a file or a directory (recursively). A REMOTE_PATH ending with / keeps the
     file's name under it."""
     vol = _vol(name)
+    is_dir = os.path.isdir(local_path)
+    if not is_dir and remote_path.endswith("/"):
+        remote_path += os.path.basename(local_path)
+    if is_dir and not force:  # refuse before uploading anything, not halfway through
+        _refuse_existing(vol, local_path, remote_path)
     try:
         with vol.batch_upload(force=force) as batch:
-            if os.path.isdir(local_path):
+            if is_dir:
                 batch.put_directory(local_path, remote_path)
             else:
-                if remote_path.endswith("/"):
-                    remote_path += os.path.basename(local_path)
                 batch.put_file(local_path, remote_path)
     except FileExistsError as e:
-        fail(f"{e} (use --force)")
+        fail(str(e) if "--force" in str(e) else f"{e} (use --force to overwrite)")
     click.echo(f"uploaded {local_path} to {name}:{remote_path}")
+
+
+def _norm(path: str) -> str:
+    return "/".join(volume_path_parts(path))
+
+
+def _refuse_existing(vol, local_dir: str, remote_dir: str) -> None:
+    from ..wire import errors as E
+
+    try:
+        there = {_norm(e.path) for e in vol.listdir(remote_dir, recursive=True)}
+    except E.NotFoundError:
+        return
+    mine = (_norm(f"{remote_dir}/{os.path.relpath(os.path.join(d, f), local_dir)}")
+            for d, _, fs in os.walk(local_dir) for f in fs)
+    clash = sorted(p for p in mine if p in there)
+    if clash:
+        more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+        fail(f"{', '.join(clash[:3])}{more} already exist{'s' if len(clash) == 1 else ''} in "
+             "the volume: nothing was uploaded; pass --force to overwrite")
 
 
 @volume_group.command("get")
@@ -102,38 +126,64 @@ def put(name: str, local_path: str, remote_path: str, force: bool) -> None:
 @click.argument("local_destination", default=".")
 @click.option("-f", "--force", is_flag=True, help="overwrite local files that exist")
 def get(name: str, remote_path: str, local_destination: str, force: bool) -> None:
-    """Download a file (`-` writes it to stdout) or a directory, recursively."""
+    """Download a file (`-` writes it to stdout) or a directory, recursively. Symlinks
+    written by containers are skipped, never followed."""
     vol = _vol(name)
-    entries = vol.listdir(remote_path, recursive=True)
-    single = len(entries) == 1 and entries[0].path.strip("/") == remote_path.strip("/") \
-        and entries[0].type.name == "FILE"
+    base = _norm(remote_path)
+    data = api_call("GET", f"/v1/volumes/{_lookup(name)}/files",
+                    params={"path": remote_path, "recursive": "true"})
+    if data.get("truncated"):
+        fail(f"{remote_path} holds more entries than one listing returns: get its "
+             "subdirectories one by one")
+    entries = data["entries"]
+    one = entries[0] if len(entries) == 1 and _norm(entries[0]["path"]) == base else None
+    if one is not None and one["type"] != "file":
+        fail(f"{remote_path} is a {one['type']}: only files and directories can be downloaded")
     if local_destination == "-":
-        if not single:
-            fail(f"{remote_path} is not a file: only a file can go to stdout")
+        if one is None:
+            fail(f"{remote_path} is a directory: only a file can go to stdout")
         for chunk in vol.read_file(remote_path):
             sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
         return
-    base = remote_path.strip("/")
-    files = [e for e in entries if e.type.name == "FILE"]
-    if single:
-        pairs = [(files[0].path, os.path.join(local_destination, os.path.basename(base))
-                  if os.path.isdir(local_destination) else local_destination)]
+    if one is not None:
+        into = os.path.isdir(local_destination) or local_destination.endswith(("/", os.sep))
+        pairs = [(one["path"], os.path.join(local_destination, os.path.basename(base))
+                  if into else local_destination)]
+        top = None
     else:  # a directory: LOCAL/<its name>/<paths below it>
-        top = os.path.basename(base)
-        pairs = [(e.path, os.path.join(local_destination, top,
-                                       os.path.relpath(e.path, base) if base else e.path))
-                 for e in files]
-    for src, target in pairs:
-        if os.path.exists(target) and not force:
+        top = os.path.join(local_destination, os.path.basename(base))
+        pairs = [(e["path"], os.path.join(top, os.path.relpath(_norm(e["path"]), base or ".")))
+                 for e in entries if e["type"] == "file"]
+        skipped = [e["path"] for e in entries if e["type"] not in ("file", "directory")]
+        if skipped:
+            click.echo(f"sbx: skipping {len(skipped)} symlink(s) or special file(s), e.g. "
+                       f"{skipped[0]}", err=True)
+    for _, target in pairs:
+        if os.path.lexists(target) and not force:
             fail(f"{target} exists (use --force to overwrite it)")
-    for src, target in pairs:
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        tmp = target + ".sbx-part"
+    try:
+        if top is not None:
+            os.makedirs(top, exist_ok=True)
+        for src, target in pairs:
+            _download(vol, src, target)
+            click.echo(f"{name}:{src} -> {target}")
+    except OSError as e:
+        fail(f"cannot write {e.filename or local_destination}: {e.strerror or e}")
+
+
+def _download(vol, src: str, target: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    tmp = f"{target}.sbx-part-{os.getpid()}"
+    try:
         with open(tmp, "wb") as f:
             vol.read_file_into_fileobj(src, f)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise IsADirectoryError(21, "a directory is in the way", target)
         os.replace(tmp, target)
-        click.echo(f"{name}:{src} -> {target}")
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 @volume_group.command("rm")
@@ -165,6 +215,7 @@ def cp(name: str, paths: tuple[str, ...], recursive: bool) -> None:
 def delete(name: str, yes: bool, allow_missing: bool) -> None:
     """Delete the named volume and every file in it."""
     from ..wire import errors as E
+    from ._common import stdin_is_tty
 
     try:
         oid = _lookup(name)
@@ -173,7 +224,7 @@ def delete(name: str, yes: bool, allow_missing: bool) -> None:
             return
         fail(f"no Volume named {name!r}")
     if not yes:
-        if not sys.stdin.isatty():
+        if not stdin_is_tty():
             fail(f"deleting {name!r} removes all its files: pass --yes to confirm")
         click.confirm(f"Delete volume {name!r} and all its files?", abort=True)
     api_call("DELETE", f"/v1/volumes/{oid}")

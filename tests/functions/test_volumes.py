@@ -56,10 +56,11 @@ def test_volume_api_from_the_client(server, tmp_path):
     assert vol.read_file_into_fileobj("big/blob.bin", buf) == 3 << 20
     assert buf.getvalue() == b"x" * (3 << 20)
     # no overwrite without force; force replaces
-    with pytest.raises(FileExistsError, match="force=True"):
-        with vol.batch_upload() as batch:
+    with pytest.raises(FileExistsError, match="nothing was uploaded"):
+        with vol.batch_upload() as batch:  # all or nothing: the new file is not written
+            batch.put_file(io.BytesIO(b"fresh"), "fresh.txt")
             batch.put_file(io.BytesIO(b"new"), "top.txt")
-    assert b"".join(vol.read_file("top.txt")) == b"A"
+    assert b"".join(vol.read_file("top.txt")) == b"A" and "fresh.txt" not in _tree(vol)
     with vol.batch_upload(force=True) as batch:
         batch.put_file(io.BytesIO(b"new"), "top.txt")
     assert b"".join(vol.read_file("top.txt")) == b"new"

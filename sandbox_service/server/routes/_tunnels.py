@@ -64,7 +64,7 @@ async def tunnel_root(token: str, request: Request):
 
 
 @tunnels_router.api_route("/tunnels/{token}/{path:path}", methods=METHODS,
-                          summary="A declared port of a sandbox, by its unguessable token")
+                          include_in_schema=False)  # for browsers; docs/network.md
 async def tunnel(token: str, path: str, request: Request):
     """No Authorization header needed: the token names the sandbox and port and proves the
     server made it. The request, Authorization header included, goes to the port."""
