@@ -83,6 +83,20 @@ def _private(path: str):
                              0o600), "w")
 
 
+# The sandbox's own /etc/hosts (as Docker writes one): its hostname resolves, so `sudo`,
+# `hostname -f` and JVMs do not stall or complain. Writable: the file is the sandbox's own.
+HOSTS = ("127.0.0.1\tlocalhost\n127.0.1.1\tsandbox\n"
+         "::1\tlocalhost ip6-localhost ip6-loopback\n")
+
+
+def _hosts_file(base: str) -> str:
+    path = os.path.join(base, "hosts")
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                           | os.O_CLOEXEC, 0o644), "w") as f:
+        f.write(HOSTS)
+    return path
+
+
 class RuntimeUnavailable(RuntimeFault):
     """runsc is missing or unusable; the message says how to fix it."""
 
@@ -233,6 +247,9 @@ class GVisorRuntime(Runtime):
                     spec, mounts=((self.net.resolv_conf(
                         pinned=spec.egress_allowlist is not None or bool(spec.egress_domains)),
                                      "/etc/resolv.conf"), *spec.mounts))
+            if not spec.writable_rootfs:  # not in image builds: it would land in the layer
+                spec = dataclasses.replace(spec, volumes=(
+                    (_hosts_file(base), "/etc/hosts", False), *spec.volumes))
             config = build_spec(spec, rootfs=rootfs, agent_dir=self.agent_dir,
                                 run_dir=os.path.join(base, "run"),
                                 cgroups_path=self._cgroup(cid), python=python,

@@ -489,3 +489,19 @@ def test_coreutils_ls_and_stat_work(sandbox):
     assert "seen.txt" in out.split()
     code, out, err = run(sandbox, "stat", "-c", "%s", "/tmp/seen.txt")
     assert (code, out, err) == (0, "3\n", "")
+
+
+def test_login_shells_su_and_the_hostname(sandbox):
+    """What a new user tries: `su -` (which clears the environment, and with it any
+    LD_PRELOAD workaround) still runs `stat` and `ls`; the hostname resolves (sudo and
+    JVMs look it up); /etc/hosts is the sandbox's own and writable."""
+    code, out, err = run(sandbox, "sh", "-c",
+                         "su - nobody -s /bin/sh -c 'stat -c %n /tmp && ls / >/dev/null && "
+                         "echo ok'")
+    assert (code, out.strip()) == (0, "/tmp\nok"), err
+    code, out, err = run(sandbox, "python3", "-c",
+                         "import socket; n = socket.gethostname(); "
+                         "print(n, socket.gethostbyname(n))")
+    assert (code, out) == (0, "sandbox 127.0.1.1\n"), err
+    code, out, err = run(sandbox, "sh", "-c", "echo '10.1.2.3 db' >> /etc/hosts && getent hosts db")
+    assert code == 0 and "10.1.2.3" in out, err

@@ -156,7 +156,7 @@ def test_lifetime_timeout_still_enforced_after_restart(server):
         server.restart(kill=True)
         assert sb.wait() == 124
         assert sb.info.state == "timeout"
-        assert time.monotonic() - t0 < 20
+        assert time.monotonic() - t0 < 60  # 6 s, plus a restart on a busy CI machine
     finally:
         _terminate_quietly(sb)
 
