@@ -29,7 +29,7 @@ from ._compat import build_statx_shim, is_glibc
 from ._fallback import RunscExec
 from ._netns import EgressNetworks, NetworkSetupError
 from ._runsc import Features, Profile, Runsc, RunscError, detect_features, find_runsc
-from ._spec import AGENT_MOUNT, build_spec
+from ._spec import AGENT_MOUNT, RUN_MOUNT, build_spec
 
 log = logging.getLogger("sbx.runtime.gvisor")
 
@@ -472,7 +472,20 @@ class GVisorRuntime(Runtime):
         agent = self._require_agent(cid, "a file-system snapshot")
         upper = os.path.join(self._dir(cid), "disk", "upper")  # with a disk (_disk.py)
         return await export_changes(agent, base_rootfs, dest_dir,
-                                    upper=upper if os.path.isdir(upper) else None)
+                                    upper=upper if os.path.isdir(upper) else None,
+                                    exclude=self._bind_targets(cid))
+
+    def _bind_targets(self, cid: str) -> list[str]:
+        """Where the container has host files bound in (its /etc/hosts, a pinned
+        resolv.conf, volumes): not part of its filesystem, so never in a snapshot (Docker's
+        commit leaves /etc/hosts out the same way). /tmp on a disk is the rootfs's own."""
+        try:
+            with open(os.path.join(self._dir(cid), "bundle", "config.json")) as f:
+                mounts = json.load(f).get("mounts", [])
+        except (OSError, ValueError):
+            return []
+        return sorted({m["destination"] for m in mounts if m.get("type") == "bind"
+                       and m.get("destination") not in ("/tmp", AGENT_MOUNT, RUN_MOUNT)})
 
     async def close(self) -> None:
         """Server shutdown: sandboxes keep running; only an empty cgroup parent goes."""

@@ -118,8 +118,10 @@ def _dest(tmp_path, name="dest"):
 # ---- real sandboxes ---------------------------------------------------------------------
 
 async def test_untouched_sandbox_matches_the_image_to_the_nanosecond(box, rootfs):
-    base = await asyncio.to_thread(rootfs_manifest, rootfs)
-    full, unreadable = await sandbox_manifest(box.agent)
+    binds = box.rt._bind_targets(box.cid)
+    assert binds == ["/etc/hosts"]  # the sandbox's own, bound from the host
+    base = await asyncio.to_thread(rootfs_manifest, rootfs, binds)
+    full, unreadable = await sandbox_manifest(box.agent, exclude=binds)
     assert unreadable == []
     # what gVisor shows of an untouched image file is the host's lstat, ns included
     for p in ("/exp/f", "/exp/l", "/exp", "/etc/passwd", "/usr/bin/python3"):
@@ -260,6 +262,29 @@ async def test_bind_mounts_are_excluded(runtime, rootfs, tmp_path):
         assert res.deleted == []
         full, _ = await sandbox_manifest(b.agent)
         assert "/mnt/data/secret" in full  # what exclude is for
+    finally:
+        await runtime.destroy(cid)
+
+
+async def test_the_runtime_leaves_hosts_and_volumes_out(runtime, rootfs, tmp_path):
+    """runtime.export_changes (what snapshots call) excludes every host bind: the
+    sandbox's /etc/hosts and a writable volume, edited or not."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    cid = new_id("sandbox")
+    await runtime.create(ContainerSpec(cid, rootfs, volumes=((str(vol), "/data", False),)))
+    try:
+        b = Box(runtime, cid)
+        await b.sh("echo 10.0.0.9 db >> /etc/hosts && echo kept > /data/v && echo x > /exp/new"
+                   " && touch /etc/new-conf")
+        assert (vol / "v").read_bytes() == b"kept\n"
+        dest = _dest(tmp_path)
+        res = await runtime.export_changes(cid, rootfs, dest)
+        assert _read(os.path.join(dest, "exp/new")) == b"x\n"
+        assert os.path.exists(os.path.join(dest, "etc/new-conf"))
+        assert not os.path.lexists(os.path.join(dest, "etc/hosts"))
+        assert not os.path.lexists(os.path.join(dest, "data"))
+        assert res.deleted == []
     finally:
         await runtime.destroy(cid)
 
