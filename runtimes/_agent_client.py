@@ -223,8 +223,11 @@ class AgentClient:
         async def once() -> dict:
             reader, writer = await _open(self.socket_path)
             try:
-                writer.write(proto.encode_json(proto.REQ, {"op": "ping"}))
-                await writer.drain()
+                try:
+                    writer.write(proto.encode_json(proto.REQ, {"op": "ping"}))
+                    await writer.drain()
+                except (ConnectionError, RuntimeError) as e:  # it died as we wrote
+                    raise AgentUnavailable(f"agent closed the connection: {e}") from None
                 ftype, payload = await read_frame(reader)
                 if ftype is None:
                     raise AgentUnavailable("agent closed the connection")

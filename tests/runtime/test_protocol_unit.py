@@ -111,3 +111,20 @@ def test_the_host_never_follows_a_link_to_the_agent_socket(tmp_path):
             asyncio.run(AgentClient(str(tmp_path / "agent.sock")).ping(5))
     finally:
         other.close()
+
+
+def test_a_ping_to_an_agent_dying_under_it_is_agent_unavailable(monkeypatch):
+    """The agent's end closed between the connect and the ping (its sandbox is being
+    destroyed): the ping fails as AgentUnavailable, never as a bare ConnectionError, so
+    the exec route reports the command killed (137) instead of dropping the client's
+    WebSocket."""
+    from runtimes import _agent_client
+
+    async def open_dead(_path):
+        mine, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        peer.close()
+        return await asyncio.open_unix_connection(sock=mine)
+
+    monkeypatch.setattr(_agent_client, "_open", open_dead)
+    with pytest.raises(AgentUnavailable, match="closed the connection"):
+        asyncio.run(AgentClient("/nonexistent").ping(5))

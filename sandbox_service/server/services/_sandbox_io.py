@@ -95,7 +95,7 @@ class SandboxIO:
                     await self.runtime.probe(sandbox_id)
                 except AgentUnresponsive as e:
                     dead_agent = str(e)
-                except AgentUnavailable:
+                except (AgentUnavailable, OSError):  # gone as we asked: it stopped
                     pass
             if dead_agent:
                 await self._finish(live, "failed", exit_codes.KILLED, dead_agent)
