@@ -54,7 +54,7 @@ def row(name: str, ms: list[float], baseline_name: str = "", base: list[float] |
 class RawRunsc:
     """The baseline: the same hardened bundle driven with plain runsc commands."""
 
-    def __init__(self, rootfs: str, workdir: str):
+    def __init__(self, rootfs: str, workdir: str, platform: str):
         from runtimes import ContainerSpec
         from runtimes.gvisor import AGENT_DIR
         from runtimes.gvisor._spec import build_spec
@@ -68,7 +68,8 @@ class RawRunsc:
         spec["linux"].pop("cgroupsPath")
         with open(os.path.join(self.bundle, "config.json"), "w") as f:
             json.dump(spec, f)
-        self.flags = ["runsc", "--root", self.root, "--network=none", "--overlay2=root:memory"]
+        self.flags = ["runsc", "--root", self.root, f"--platform={platform}", "--network=none",
+                      "--overlay2=root:memory"]
         self.n = 0
 
     def run(self, *args: str, check: bool = True) -> None:
@@ -118,7 +119,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--parallel", type=int, default=20)
+    ap.add_argument("--platform", default="auto", help="SBX_PLATFORM for the server and the "
+                    "same platform for raw runsc (auto: what the server picks)")
     args = ap.parse_args()
+    from runtimes.gvisor import detect_features, find_runsc
+
+    features = asyncio.run(detect_features(find_runsc() or "runsc"))
+    platform = features.platform(args.platform)
+    os.environ["SBX_PLATFORM"] = platform
+    print(f"runsc: {features.version}, platform {platform}", flush=True)
     home = tempfile.mkdtemp(prefix="sbx-bench-", dir="/tmp")
     server = Server(home)
     server.start()
@@ -131,7 +140,7 @@ def main() -> None:
         image_dir = os.path.join(home, "images")
         rootfs = next(os.path.join(image_dir, d, "rootfs") for d in os.listdir(image_dir)
                       if d.startswith("im-"))
-        raw = RawRunsc(rootfs, os.path.join(home, "raw"))
+        raw = RawRunsc(rootfs, os.path.join(home, "raw"), platform)
         runs = args.runs
 
         # create -> first exec done: from the warm pool (a pause lets it refill, as between

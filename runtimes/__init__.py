@@ -18,6 +18,14 @@ from ._base import (
                     Runtime,
 )
 from ._errors import RuntimeFault
+from ._gpu import (
+                    GpuAllocationError,
+                    GpuAllocator,
+                    GpuDevice,
+                    NoGpus,
+                    Nvml,
+                    host_inventory,
+)
 from ._hostcmd import (
                     CommandResult,
                     HostCommandError,
@@ -34,4 +42,5 @@ from .agent.sbxagent import exits as exit_codes
 __all__ = ["AgentError", "AgentUnavailable", "AgentUnresponsive", "CommandResult",
            "ContainerSpec", "ContainerStatus", "ExecSpec", "ExecStream", "ExitFrame",
            "ExportError", "FileStat", "HostCommandError", "Runtime", "RuntimeFault", "run_command", "run_sync",
-           "VolumeDisks", "exit_codes", "spawn", "start_command", "stop_command"]
+           "VolumeDisks", "exit_codes", "GpuAllocationError", "GpuAllocator", "GpuDevice",
+           "NoGpus", "Nvml", "host_inventory", "spawn", "start_command", "stop_command"]

@@ -45,6 +45,9 @@ class ContainerSpec:
     # Volumes: (host directory, path inside, read_only). Read-write binds of a directory on
     # a nodev,nosuid ext4 (_volume_disk.py) that only this container's principal uses.
     volumes: tuple[tuple[str, str, bool], ...] = ()
+    # Whole GPUs (runtimes.GpuDevice) this container may use, allocated by the caller
+    # (GpuAllocator); empty for none.
+    gpus: tuple = ()
 
 
 @dataclasses.dataclass
@@ -122,6 +125,8 @@ class Runtime(abc.ABC):
     name: str = "abstract"
     # Why ContainerSpec.disk_mib cannot be honoured here (None: it can); set by start().
     disk_quota_unavailable: str | None = "this runtime has no disk quotas"
+    # why GPU containers cannot run (ContainerSpec.gpus), None when they can
+    gpu_unavailable: str | None = "this runtime has no GPU support"
 
     async def start(self) -> None:
         """Detect host features and prepare host state; the server calls it once, first.

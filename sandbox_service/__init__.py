@@ -16,6 +16,8 @@ from .wire import (  # the errors: stdlib only
     AuthenticationError,
     ConflictError,
     ExecTimeoutError,
+    GpuBusyError,
+    GpuUnavailableError,
     ImageBuildError,
     InvalidRequestError,
     NotFoundError,
@@ -75,6 +77,7 @@ __all__ += ["Cls", "Error", "Function", "FunctionCall", "Obj", "Retries", "batch
             "exception", "exit", "is_local", "method", "parameter"]
 __all__ += ["Dict", "Queue", "Volume"]  # storage (Modal's names)
 __all__ += ["Cron", "Period"]  # schedules
+__all__ += ["GpuBusyError", "GpuUnavailableError"]  # GPUs
 __all__ += ["asgi_app", "fastapi_endpoint", "web_endpoint", "web_server", "wsgi_app"]  # web
 Error = SandboxError
 

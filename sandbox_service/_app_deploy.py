@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import sys
 from typing import Any
 
@@ -29,16 +28,18 @@ OPTION_NAMES = {
     "scaledown_window", "single_use_containers", "block_network", "cidr_allowlist",
     "restrict_modal_access", "max_inputs", "allow_concurrent_inputs", "target_inputs",
 }
-_GPU = re.compile(r"^(any|[A-Za-z0-9]+(-[0-9]+GB)?)(:[1-8])?$", re.IGNORECASE)
 CODE_ROOT = "/root"
 
 
 def check_gpu(gpu: Any) -> None:
-    items = gpu if isinstance(gpu, list) else [gpu]
-    for g in items:
-        if not isinstance(g, str) or not _GPU.match(g):
-            raise E.InvalidRequestError(f"gpu={g!r} is not a GPU type: write 'H100', "
-                                        "'A100-80GB:2', 'any', or a list of them")
+    """Modal's grammar ('H100', 'A100-80GB:2', 'any', or a list of fallbacks), checked
+    before any network (wire.parse_gpus, the server's parser)."""
+    from .wire import parse_gpus
+
+    try:
+        parse_gpus(gpu)
+    except ValueError as e:
+        raise E.InvalidRequestError(str(e)) from None
 
 
 def check_global(obj: Any, serialized: bool, what: str) -> None:

@@ -64,8 +64,10 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
         if unsupported:
             raise E.InvalidRequestError(
                 f"Sandbox.create() does not support {', '.join(sorted(unsupported))} yet")
-        if gpu is not None:
-            raise E.InvalidRequestError("gpu= is not available yet on this server: leave it unset")
+        if gpu is not None and not isinstance(gpu, str):  # Modal's Sandbox takes one type
+            raise E.InvalidRequestError(
+                f"Sandbox.create(gpu={gpu!r}): give one GPU type such as 'H100', "
+                "'A100-80GB:2' or 'any' (lists of fallbacks are for functions)")
         if isinstance(memory, tuple):
             memory = memory[1]  # Modal's (request, limit): the limit is what we enforce
         if isinstance(cpu, tuple):
@@ -94,6 +96,8 @@ class _AsyncSandbox(_InterpreterMixin):  # + create_context, run_code, ... (_int
             from ._volume import mounts_of
 
             body["volumes"] = await mounts_of(volumes, "Sandbox.create")
+        if gpu is not None:  # whole GPUs through gVisor's nvproxy (docs/gpu.md)
+            body["gpu"] = gpu
         if domain_allowlist is not None:  # names resolved and reached only through DNS pinning
             body["domain_allowlist"] = list(domain_allowlist)
         req = wire_model(SandboxCreate, **body)

@@ -17,6 +17,8 @@ ExecTimeoutError = _E.ExecTimeoutError
 ExecutionError = _E.ExecutionError
 FunctionCancelledError = _E.FunctionCancelledError
 FunctionTimeoutError = _E.FunctionTimeoutError
+GpuBusyError = _E.GpuBusyError
+GpuUnavailableError = _E.GpuUnavailableError
 ImageBuildError = _E.ImageBuildError
 InvalidRequestError = _E.InvalidRequestError
 NotFoundError = _E.NotFoundError
@@ -80,7 +82,8 @@ class PendingDeprecationError(UserWarning):
 __all__ = [
     "AuthError", "AuthenticationError", "ClientClosed", "ConflictError", "ConnectionError",
     "DeprecationError", "DeserializationError", "Error", "ExecTimeoutError", "ExecutionError",
-    "FunctionCancelledError", "FunctionTimeoutError", "ImageBuildError", "InputCancellation",
+    "FunctionCancelledError", "FunctionTimeoutError", "GpuBusyError", "GpuUnavailableError",
+    "ImageBuildError", "InputCancellation",
     "InteractiveTimeoutError", "InvalidError", "InvalidRequestError", "ModuleNotMountable",
     "MountUploadTimeoutError", "NotFoundError", "OutputExpiredError", "PayloadTooLargeError",
     "PendingDeprecationError", "PermissionDeniedError", "QuotaExceededError", "RemoteError",

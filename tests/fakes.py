@@ -18,6 +18,7 @@ the real agent's semantics (runtimes/agent/sbxagent/):
   restart as long as the same FakeRuntime is reused;
 - lifecycle hooks: `kill(cid, oom=...)` (the container dies: status not running, its
   commands are cut off with AgentUnavailable, destroy reports oom_killed),
+  `oom_kill_one(cid)` (an OOM kill inside a container that keeps running),
   `wedge(cid, why)` (its agent is unresponsive), `fail_next_create`.
 Not emulated: isolation, limits (memory, cpu, disk, nproc), users (uid/gid), network
 egress, pty (a pty request runs with pipes), interpreter contexts, snapshots
@@ -200,6 +201,7 @@ class FakeRuntime(Runtime):
                  disk_quota_unavailable: str | None = "the fake runtime has no disk quotas"):
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="sbx-fake-rt-")
         self.disk_quota_unavailable = disk_quota_unavailable
+        self.gpu_unavailable: str | None = None  # it "runs" GPU containers: spec.gpus recorded
         self.containers: dict[str, _Container] = {}
         self.port_map: dict[tuple[str, int], int] = {}  # (cid, port) -> host port
         self.fail_next_create: str | None = None
@@ -212,6 +214,11 @@ class FakeRuntime(Runtime):
         box = self.containers[cid]
         box.dead, box.oom = True, oom
         box.kill_all()
+
+    def oom_kill_one(self, cid: str) -> None:
+        """The kernel's OOM killer takes one process and the container runs on (what
+        systrap does when a process's stub is chosen): status says running and oom_killed."""
+        self.containers[cid].oom = True
 
     def wedge(self, cid: str, why: str = "its agent stopped answering (fake)") -> None:
         self.containers[cid].unresponsive = why

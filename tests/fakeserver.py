@@ -39,8 +39,9 @@ class FakeServer:
     same home, port and runtime (a new FakeRuntime with `fresh_runtime=True`: sandboxes
     the old one ran are gone, as after a host reboot)."""
 
-    def __init__(self, home: str, **settings):
+    def __init__(self, home: str, *, gpus=None, **settings):
         self.home = home
+        self.gpus = gpus  # a fake NVML inventory (runtimes.Nvml), None for the host's
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = settings
@@ -58,7 +59,8 @@ class FakeServer:
         kw = {"home": self.home, "port": self.port, "warm_pool": 0,
               "monitor_interval_s": 0.05, "collector_interval_s": 3600.0}
         kw.update(self.settings)
-        self.app = create_app(Settings(**kw), runtime=self.runtime, images=self.images)
+        self.app = create_app(Settings(**kw), runtime=self.runtime, images=self.images,
+                              gpus=self.gpus)
         self.token = self.app.state.token
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
                                 log_level="warning", lifespan="on", ws="websockets-sansio"

@@ -78,8 +78,9 @@ def _cap_pids(parent: str) -> None:
         log.warning("could not cap the sandboxes' tasks at %d in %s: %s", cap, path, e)
 
 
-def ensure_parent(parent: str) -> bool:
-    """Create the parent cgroups; return True when the device lockdown is in force."""
+def ensure_parent(parent: str, allow: tuple[str, ...] = DEVICE_ALLOW) -> bool:
+    """Create the parent cgroups; return True when the device lockdown is in force (the
+    devices in `allow` and no other: GPU containers' parent adds NVIDIA's)."""
     for d in _controller_dirs(parent):
         os.makedirs(d, exist_ok=True)
     _cap_pids(parent)
@@ -90,9 +91,9 @@ def ensure_parent(parent: str) -> bool:
     try:
         with open(os.path.join(dev, "devices.list")) as f:
             current = f.read().split()
-        if current != " ".join(DEVICE_ALLOW).split():
+        if current != " ".join(allow).split():
             _write(os.path.join(dev, "devices.deny"), "a")
-            for rule in DEVICE_ALLOW:
+            for rule in allow:
                 _write(os.path.join(dev, "devices.allow"), rule)
         with open(os.path.join(dev, "devices.list")) as f:
             return "a *:* rwm" not in f.read()

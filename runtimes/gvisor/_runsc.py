@@ -54,6 +54,20 @@ class Features:
         return date is not None and date < 20230601
 
     @property
+    def systrap(self) -> bool:
+        """The systrap platform (seccomp traps instead of ptrace stops; runsc's default
+        since mid-2023)."""
+        date = self.release_date
+        return date is not None and date >= 20230601
+
+    def platform(self, wanted: str) -> str:
+        """The platform to run: `wanted`, or for "auto" systrap where this runsc has it,
+        else ptrace."""
+        if wanted != "auto":
+            return wanted
+        return "systrap" if self.systrap else "ptrace"
+
+    @property
     def nvproxy(self) -> bool:
         return "nvproxy" in self.flags
 

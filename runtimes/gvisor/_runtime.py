@@ -22,9 +22,23 @@ import time
 from typing import AsyncIterator
 
 from .._agent_client import AgentClient, AgentError, AgentUnavailable, AgentUnresponsive
-from .._base import ContainerSpec, ContainerStatus, ExecSpec, ExecStream, FileStat, Runtime
+from .._base import (
+    ContainerSpec,
+    ContainerStatus,
+    ExecSpec,
+    ExecStream,
+    FileStat,
+    Runtime,
+)
 from .._errors import RuntimeFault
-from . import _cgroups, _disk, _procs, _rundir
+from . import _cgroups, _disk, _gpu_spec, _procs, _rundir
+from ._bundle_files import (
+    AGENT_DIR,
+    PYTHON_CANDIDATES,
+    hosts_file,
+    install_agent,
+    private_file,
+)
 from ._compat import build_statx_shim, is_glibc
 from ._fallback import RunscExec
 from ._netns import EgressNetworks, NetworkSetupError
@@ -33,68 +47,14 @@ from ._spec import AGENT_MOUNT, RUN_MOUNT, build_spec
 
 log = logging.getLogger("sbx.runtime.gvisor")
 
-AGENT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent")
 BOOT_TIMEOUT_S = 20.0
 # an agent silent this long gets SIGCONT from the host; then this long again to answer, or
 # it is declared unresponsive (a busy host can delay an answer: be generous before ending it)
 PING_TIMEOUT_S = 5.0
 REVIVED_PING_TIMEOUT_S = 15.0
-PYTHON_CANDIDATES = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
 
 
-def _install_agent(target: str) -> str:
-    """Copy the agent package into a directory of its own (the only thing the sandbox sees
-    there) with precompiled .pyc files: compiling at every boot costs ~20 ms under gVisor.
-    The .pyc files are used when the image's Python has the host's minor version;
-    otherwise the image's python3 compiles the sources itself."""
-    import compileall
-
-    src_pkg = os.path.join(AGENT_DIR, "sbxagent")
-    dst_pkg = os.path.join(target, "sbxagent")
-    os.makedirs(dst_pkg, mode=0o755, exist_ok=True)
-    changed = False
-    for name in sorted(os.listdir(src_pkg)):
-        if not name.endswith(".py"):
-            continue
-        with open(os.path.join(src_pkg, name), "rb") as f:
-            code = f.read()
-        dst = os.path.join(dst_pkg, name)
-        try:
-            with open(dst, "rb") as f:
-                if f.read() == code:
-                    continue
-        except OSError:
-            pass
-        tmp = dst + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(code)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-        changed = True
-    if changed or not os.path.isdir(os.path.join(dst_pkg, "__pycache__")):
-        compileall.compile_dir(dst_pkg, quiet=1, force=True,
-                               invalidation_mode=compileall.py_compile.PycInvalidationMode.UNCHECKED_HASH)
-    return target
-
-
-def _private(path: str):
-    """A new text file only the service's user can read (the spec holds secrets' values)."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                             0o600), "w")
-
-
-# The sandbox's own /etc/hosts (as Docker writes one): its hostname resolves, so `sudo`,
-# `hostname -f` and JVMs do not stall or complain. Writable: the file is the sandbox's own.
-HOSTS = ("127.0.0.1\tlocalhost\n127.0.1.1\tsandbox\n"
-         "::1\tlocalhost ip6-localhost ip6-loopback\n")
-
-
-def _hosts_file(base: str) -> str:
-    path = os.path.join(base, "hosts")
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                           | os.O_CLOEXEC, 0o644), "w") as f:
-        f.write(HOSTS)
-    return path
+NVPROXY = "--nvproxy=true"
 
 
 class RuntimeUnavailable(RuntimeFault):
@@ -109,7 +69,7 @@ class GVisorRuntime(Runtime):
     name = "gvisor"
 
     def __init__(self, state_dir: str, *, runsc_binary: str | None = None,
-                 platform: str = "ptrace", extra_flags: list[str] | None = None,
+                 platform: str = "auto", extra_flags: list[str] | None = None,
                  dns_upstream: str | None = None):
         self.state_dir = os.path.abspath(state_dir)
         self.binary = runsc_binary or find_runsc()
@@ -141,14 +101,18 @@ class GVisorRuntime(Runtime):
             raise RuntimeUnavailable(
                 f"{self.features.version or 'this runsc'} lacks --host-uds; install a runsc "
                 "from 2022 or later")
+        self.platform = self.features.platform(self.platform)
+        log.info("runsc %s, platform %s", self.features.version, self.platform)
         flags = [f"--platform={self.platform}", "--host-uds=create", *self.extra_flags]
         self.runsc = Runsc(self.binary, os.path.join(self.state_dir, "runsc"), flags,
                            profile_of=self._profile)
-        self.agent_dir = _install_agent(os.path.join(self.state_dir, "agent"))
+        self.agent_dir = install_agent(os.path.join(self.state_dir, "agent"))
         if self.features.statx_bug:
             self.statx_shim = await asyncio.to_thread(build_statx_shim, self.agent_dir)
         os.makedirs(os.path.join(self.state_dir, "sandboxes"), mode=0o700, exist_ok=True)
         self.devices_locked = _cgroups.ensure_parent(self.cgroup_parent)
+        self.gpu_unavailable = await _gpu_spec.gpu_unavailable(self.features.nvproxy,
+                                                               self.binary)
         self.disk_quota_unavailable = _disk.unavailable()
         if self.disk_quota_unavailable:
             log.warning("disk quotas are off: %s", self.disk_quota_unavailable)
@@ -163,7 +127,9 @@ class GVisorRuntime(Runtime):
         return os.path.join(self._dir(cid), "run", "agent.sock")
 
     def _cgroup(self, cid: str) -> str:
-        return f"/{self.cgroup_parent}/{cid}"
+        prof = self._profile(cid)
+        gpu = prof is not None and NVPROXY in prof.flags
+        return f"/{self.cgroup_parent}{'-gpu' if gpu else ''}/{cid}"
 
     def _agent(self, cid: str) -> AgentClient:
         return AgentClient(self._socket(cid), watchdog=lambda: self.probe(cid))
@@ -218,6 +184,8 @@ class GVisorRuntime(Runtime):
     async def create(self, spec: ContainerSpec) -> None:
         assert self.runsc, "call start() first"
         cid = spec.container_id
+        if spec.gpus and self.gpu_unavailable:  # before anything is made
+            raise RuntimeUnavailable(f"no GPU containers here: {self.gpu_unavailable}")
         base = self._dir(cid)
         os.makedirs(os.path.join(base, "bundle"), mode=0o700)
         os.makedirs(os.path.join(base, "run"), mode=0o700)
@@ -227,9 +195,9 @@ class GVisorRuntime(Runtime):
         disk = bool(spec.disk_mib) and not spec.writable_rootfs
         prof = Profile(("--network=sandbox" if spec.egress else "--network=none",
                         "--overlay2=none" if spec.writable_rootfs or disk
-                        else "--overlay2=root:memory"),
+                        else "--overlay2=root:memory", *((NVPROXY,) if spec.gpus else ())),
                        self.net.ns_path(cid) if spec.egress else None)
-        with _private(os.path.join(base, "meta.json")) as f:
+        with private_file(os.path.join(base, "meta.json")) as f:
             json.dump({"agent": bool(python), "created": time.time(),
                        "flags": list(prof.flags), "netns": prof.netns,
                        "disk_mib": spec.disk_mib if disk else None}, f)
@@ -249,13 +217,16 @@ class GVisorRuntime(Runtime):
                                      "/etc/resolv.conf"), *spec.mounts))
             if not spec.writable_rootfs:  # not in image builds: it would land in the layer
                 spec = dataclasses.replace(spec, volumes=(
-                    (_hosts_file(base), "/etc/hosts", False), *spec.volumes))
+                    (hosts_file(base), "/etc/hosts", False), *spec.volumes))
             config = build_spec(spec, rootfs=rootfs, agent_dir=self.agent_dir,
                                 run_dir=os.path.join(base, "run"),
                                 cgroups_path=self._cgroup(cid), python=python,
                                 preload=self._preload(spec.rootfs), netns=prof.netns,
                                 tmp_dir=tmp_dir)
-            with _private(os.path.join(base, "bundle", "config.json")) as f:
+            if spec.gpus:
+                _cgroups.ensure_parent(self.cgroup_parent + "-gpu", _gpu_spec.parent_allow())
+                _gpu_spec.add_gpus(config, list(spec.gpus))
+            with private_file(os.path.join(base, "bundle", "config.json")) as f:
                 json.dump(config, f)
             await self.runsc.call("run", "--detach", "--bundle", os.path.join(base, "bundle"),
                                   cid, cid=cid, boot=True, timeout=BOOT_TIMEOUT_S,
@@ -396,7 +367,7 @@ class GVisorRuntime(Runtime):
         assert self.runsc
         self._reap()
         seen = (self.runsc.known_ids() | _cgroups.children(self.cgroup_parent)
-                | self.net.known())
+                | _cgroups.children(self.cgroup_parent + "-gpu") | self.net.known())
         try:
             seen |= set(os.listdir(os.path.join(self.state_dir, "sandboxes")))
         except OSError:
@@ -491,6 +462,7 @@ class GVisorRuntime(Runtime):
         """Server shutdown: sandboxes keep running; only an empty cgroup parent goes."""
         self._reap()
         _cgroups.remove_parent(self.cgroup_parent)
+        _cgroups.remove_parent(self.cgroup_parent + "-gpu")
         await self.net.close()
 
     async def stats(self, cid: str) -> dict:

@@ -63,7 +63,8 @@ def check_runsc_release(version: str) -> Check:
         return Check("runsc release", WARN,
                      f"runsc of {date.isoformat()} has known vulnerabilities: "
                      f"{', '.join(OLD_CVES)} and a device-node escape (fixed 2026-08)",
-                     "this is likely Debian's old package; " + INSTALL_RUNSC)
+                     "Debian's packages lag gVisor's releases (2022-12 in Debian 12, "
+                     "2024-07 in Debian 13, what `make install` brings); " + INSTALL_RUNSC)
     if date < DEVICE_ESCAPE_FIXED:
         return Check("runsc release", WARN,
                      f"runsc of {date.isoformat()} predates the fix of a device-node escape "
@@ -105,10 +106,30 @@ def _has_gpu() -> bool:
 
 
 def _platform_check() -> Check:
-    kvm = os.path.exists("/dev/kvm")
-    detail = ("ptrace; /dev/kvm exists but the kvm platform is not used (it hangs under nested "
-              "virtualisation)" if kvm else "ptrace (no /dev/kvm)")
-    return Check("platform", OK, detail)
+    """The platform the server will run (SBX_PLATFORM, "auto" by default: systrap where
+    the runsc has it, else ptrace)."""
+    from runtimes.gvisor import detect_features, find_runsc
+
+    wanted = os.environ.get("SBX_PLATFORM", "auto").strip().lower() or "auto"
+    binary = os.environ.get("SBX_RUNSC") or find_runsc()
+    try:
+        feats = asyncio.run(asyncio.wait_for(detect_features(binary or "runsc"), 30))
+        chosen = feats.platform(wanted)
+    except (OSError, asyncio.TimeoutError, IndexError):
+        return Check("platform", WARN, f"SBX_PLATFORM={wanted}; runsc does not run",
+                     "fix the runsc check above")
+    how = "SBX_PLATFORM=" + wanted if wanted != "auto" else "auto"
+    if chosen == "kvm":
+        return Check("platform", WARN, f"kvm ({how})",
+                     "kvm hangs under nested virtualisation: unset SBX_PLATFORM unless this "
+                     "host is bare metal")
+    if chosen == "ptrace" and feats.systrap:
+        return Check("platform", WARN, f"ptrace ({how})",
+                     "systrap is faster on this runsc (docs/runtime.md): unset SBX_PLATFORM")
+    if chosen == "ptrace":
+        return Check("platform", WARN, f"ptrace ({how}): this runsc predates systrap",
+                     "a current runsc runs systrap: " + INSTALL_RUNSC)
+    return Check("platform", OK, f"{chosen} ({how})")
 
 
 def _cgroup_checks() -> list[Check]:

@@ -34,6 +34,7 @@ from ._web_ingress import WebIngress
 from .routes import audit_request, include_routes
 from .services import (
     FunctionService,
+    GpuService,
     ImageService,
     KvService,
     SandboxManager,
@@ -125,7 +126,9 @@ def begin_shutdown(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None, *, runtime=None, store: Store | None = None,
-               images=None) -> FastAPI:
+               images=None, gpus=None) -> FastAPI:
+    """The server. `runtime`, `store`, `images` and `gpus` (a `runtimes.Nvml` inventory:
+    NVML's view of the host by default) are injected for tests."""
     settings = settings or Settings.from_env()
     os.makedirs(settings.home, mode=0o700, exist_ok=True)
     if os.stat(settings.home).st_mode & 0o077:  # an older or hand-made SBX_HOME: tighten
@@ -162,6 +165,10 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                                  collector_interval_s=settings.collector_interval_s,
                                  warm_pool=settings.warm_pool,
                                  max_streams=settings.max_streams)
+        from runtimes import GpuAllocator, host_inventory
+
+        inventory = gpus if gpus is not None else await asyncio.to_thread(host_inventory)
+        manager.gpus = GpuService(GpuAllocator(settings.path("gpus.json"), inventory), runtime)
         app.state.audit = AuditLog(settings.path("audit.db"))
         app.state.keys = KeyStore(settings.path("keys.db"))
         await manager.start()  # reaps leftover build containers before layers are cleaned

@@ -16,6 +16,8 @@ from security import ResourcePolicy
 
 from .._config import DEFAULT_PORT, sbx_home
 
+PLATFORMS = ("auto", "systrap", "ptrace", "kvm")
+
 
 @dataclasses.dataclass(frozen=True)
 class McpSettings:
@@ -37,7 +39,9 @@ class Settings:
     port: int = DEFAULT_PORT
     token: str | None = None  # None: read or create SBX_HOME/token
     runsc_binary: str | None = None
-    platform: str = "ptrace"
+    # SBX_PLATFORM: gVisor's platform; "auto" takes systrap where the runsc has it (2023 and
+    # later), else ptrace (docs/runtime.md has the measurements behind the choice)
+    platform: str = "auto"
     monitor_interval_s: float = 0.5
     collector_interval_s: float = 30.0
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
@@ -76,6 +80,11 @@ class Settings:
         kwargs: dict = {}
         if env.get("SBX_RUNSC"):
             kwargs["runsc_binary"] = env["SBX_RUNSC"]
+        if env.get("SBX_PLATFORM", "").strip():
+            kwargs["platform"] = env["SBX_PLATFORM"].strip().lower()
+            if kwargs["platform"] not in PLATFORMS:
+                raise ValueError(f"SBX_PLATFORM={kwargs['platform']!r}: use one of "
+                                 f"{', '.join(PLATFORMS)}")
         if env.get("SBX_WARM_POOL"):
             kwargs["warm_pool"] = int(env["SBX_WARM_POOL"])
         if env.get("SBX_MAX_STREAMS"):

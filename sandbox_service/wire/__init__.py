@@ -13,6 +13,8 @@ from ._errors import (  # stdlib only: loaded at once
     AuthenticationError,
     ConflictError,
     ExecTimeoutError,
+    GpuBusyError,
+    GpuUnavailableError,
     ImageBuildError,
     InvalidRequestError,
     NotFoundError,
@@ -39,6 +41,11 @@ from ._frames import (  # stdlib only: loaded at once
     RUNNER_PORT,
     encode_frame,
 )
+from ._gpu import (  # stdlib only: loaded at once
+    GpuRequest,
+    parse_gpu,
+    parse_gpus,
+)
 from ._ids import (  # stdlib only: loaded at once
     is_id,
     new_id,
@@ -56,6 +63,8 @@ _LAZY = {
     'BlobsMissingRequest': '_images',
     'BlobsMissingResponse': '_images',
     'CONTEXT_ID': '_contexts',
+    'GpuDeviceInfo': '_api',
+    'GpuList': '_api',
     'CallCreate': '_functions',
     'CallCreated': '_functions',
     'CallInfo': '_functions',
@@ -168,6 +177,9 @@ __all__ = [
     "MAX_VOLUMES_PER_CONTAINER", "VolumeCopy", "VolumeFile", "VolumeListing", "VolumeMount",
     "VolumeUsage", "volume_path_parts",
     "TunnelInfo", "TunnelList",
+    # GPUs
+    "GpuBusyError", "GpuRequest", "GpuUnavailableError", "parse_gpu", "parse_gpus",
+    "GpuDeviceInfo", "GpuList",
 ]
 
 

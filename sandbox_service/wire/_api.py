@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ._gpu import parse_gpus
 from ._model import _Model
 from ._volumes import VolumeMount, check_mounts
 
@@ -153,11 +154,20 @@ class SandboxCreate(_Model):
                                          description="same as encrypted_ports (Modal's name)")
     volumes: list[VolumeMount] = Field(default_factory=list, description=(
         "volumes mounted read-write (or read-only) at their paths (docs/storage.md)"))
+    gpu: str | list[str] | None = Field(None, description=(
+        "GPUs in Modal's grammar: 'H100', 'A100-80GB:2', 'any'; a list is tried in order "
+        "(docs/gpu.md)"))
 
     _v_env = field_validator("env")(lambda cls, v: _check_env(v))
     _v_argv = field_validator("command")(lambda cls, v: _check_argv(v))
     _v_workdir = field_validator("workdir")(lambda cls, v: check_abs_path(v))
     _v_volumes = field_validator("volumes")(lambda cls, v: check_mounts(v))
+
+    @field_validator("gpu")
+    @classmethod
+    def _v_gpu(cls, v: str | list[str] | None) -> str | list[str] | None:
+        parse_gpus(v)  # ValueError says what to write
+        return v
 
     @model_validator(mode="after")
     def _v_ports(self) -> "SandboxCreate":
@@ -294,9 +304,30 @@ class SandboxInfo(_Model):
     cpu: float | None = None
     memory_mib: int
     disk_mib: int | None = None
+    gpus: list[str] = Field(default_factory=list,
+                            description="the GPUs it holds: model and UUID, e.g. 'H100 GPU-8f...'")
     has_command: bool = False
     encrypted_ports: list[int] = Field(default_factory=list)
     unencrypted_ports: list[int] = Field(default_factory=list)
+
+
+class GpuDeviceInfo(_Model):
+    index: int
+    name: str = Field(description="as NVML reports it, e.g. 'NVIDIA H100 80GB HBM3'")
+    uuid: str
+    memory_mib: int
+    mig: bool = Field(False, description="MIG mode on: not given to sandboxes (nvproxy)")
+    holder: str | None = Field(None, description="the sandbox holding it (yours only; "
+                                                 "'another principal' otherwise)")
+
+
+class GpuList(_Model):
+    gpus: list[GpuDeviceInfo]
+    driver_version: str | None = None
+    unavailable: str | None = Field(None, description="why GPU sandboxes cannot run here")
+    gpu_seconds: dict[str, float] = Field(
+        default_factory=dict, description="GPU-seconds used per principal (yours; an admin "
+                                          "sees everyone's)")
 
 
 class SandboxList(_Model):

@@ -133,6 +133,20 @@ class RuntimeUnavailableError(SandboxError):
     code, http_status = "runtime_unavailable", 503
 
 
+class GpuUnavailableError(RuntimeUnavailableError):
+    """This server cannot give the GPU asked for: it has none of that model, no GPU at all,
+    or a runsc or driver that cannot run GPU sandboxes. The message says which."""
+
+    code, http_status = "gpu_unavailable", 503
+
+
+class GpuBusyError(GpuUnavailableError):
+    """Every GPU of the model asked for is held by other sandboxes or containers now;
+    retry when one finishes."""
+
+    code, http_status = "gpu_busy", 503
+
+
 class ImageBuildError(SandboxError):
     """An image could not be built."""
 

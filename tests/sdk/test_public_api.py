@@ -24,6 +24,8 @@ EXPECTED = {
     "Dict", "Queue", "Volume",
     # schedules
     "Cron", "Period",
+    # GPUs
+    "GpuBusyError", "GpuUnavailableError",
     # web endpoints
     "asgi_app", "fastapi_endpoint", "web_endpoint", "web_server", "wsgi_app",
 }

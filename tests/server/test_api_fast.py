@@ -160,6 +160,31 @@ def test_container_oom_finishes_as_oom(fake_server, api, box):
     assert "out of memory (limit 1024 MiB)" in info["reason"]
 
 
+def test_an_oom_kill_inside_a_running_sandbox_ends_it_as_oom(fake_server, api, box):
+    """systrap: the kernel may kill one process's stub and leave the sandbox up; the
+    documented contract (memory limit -> state oom, exit 137) holds all the same."""
+    fake_server.runtime.oom_kill_one(box)
+    assert (api.get(f"/v1/sandboxes/{box}").json()["state"]) in ("running", "oom")
+    info = _wait_state(api, box)
+    assert (info["state"], info["exit_code"]) == ("oom", 137)
+    assert box not in fake_server.runtime.containers
+
+
+def test_a_command_killed_for_memory_is_an_oom_not_a_bare_exit_1(make_fake_server):
+    """The command's own exit (non-zero) arrives before the monitor looks: the exec still
+    answers sandbox_oom, and the sandbox is ended as oom."""
+    srv = make_fake_server(monitor_interval_s=3600)
+    with srv.api() as api:
+        sid = api.post("/v1/sandboxes", json={}).json()["sandbox_id"]
+        ok = api.post(f"/v1/sandboxes/{sid}/exec", json={"argv": ["sh", "-c", "exit 1"]})
+        assert ok.status_code == 200 and ok.json()["exit_code"] == 1  # no OOM: a plain exit
+        srv.runtime.oom_kill_one(sid)
+        r = api.post(f"/v1/sandboxes/{sid}/exec", json={"argv": ["sh", "-c", "exit 1"]})
+        _err(r, 409, "sandbox_oom")
+        info = api.get(f"/v1/sandboxes/{sid}").json()
+        assert (info["state"], info["exit_code"]) == ("oom", 137)
+
+
 def test_oom_under_a_running_exec_is_a_typed_409(fake_server, api, box):
     result = {}
 

@@ -95,6 +95,9 @@ async def _pump(ws: WebSocket, mgr, sandbox_id: str, stream) -> None:
         try:
             async for ev in stream.events():
                 if isinstance(ev, ExitFrame):
+                    oom = await mgr.oom_under(sandbox_id, ev.exit_code)
+                    if oom is not None:
+                        raise oom
                     await ws.send_text(ExitStatus(**dataclasses.asdict(ev)).model_dump_json())
                     break
                 message = _PREFIX[ev[0]] + ev[1]

@@ -25,6 +25,7 @@ from ...wire import (
     ExecResult,
     FileEntry,
     FileList,
+    GpuList,
     MkdirRequest,
     SandboxCreate,
     SandboxInfo,
@@ -76,6 +77,14 @@ async def info(request: Request) -> ServerInfo:
                       runsc_version=getattr(feats, "version", None),
                       devices_locked=getattr(rt, "devices_locked", None),
                       sandboxes_running=len(await _mgr(request).list()))
+
+
+@router.get("/v1/gpus", response_model=GpuList)
+async def gpus(request: Request) -> GpuList:
+    """The host's GPUs, which of them your sandboxes hold, and your GPU-seconds (an admin
+    sees every holder and every principal's count)."""
+    who = request.state.principal
+    return _mgr(request).gpus.listing(who.name, who.is_admin)
 
 
 # ---- sandboxes ---------------------------------------------------------------------------
@@ -221,6 +230,9 @@ async def exec_once(sandbox_id: str, body: ExecRequest, request: Request) -> Exe
                     truncated[name] = True
         except AgentUnavailable:
             raise await mgr.interrupted(sandbox_id) from None
+    oom = await mgr.oom_under(sandbox_id, exit_.exit_code)
+    if oom is not None:
+        raise oom
     return ExecResult(**dataclasses.asdict(exit_), stdout=bufs["stdout"].decode(errors="replace"),
                       stderr=bufs["stderr"].decode(errors="replace"),
                       stdout_truncated=truncated["stdout"], stderr_truncated=truncated["stderr"],

@@ -21,6 +21,7 @@ FastAPI.
 from ._contexts import ContextService
 from ._fn_web import error_response as web_error_response
 from ._functions import FUNCTION_TAG, FunctionService
+from ._gpus import GpuService
 from ._images import ImageService
 from ._kv import KvService
 from ._manager import SandboxManager
@@ -30,5 +31,5 @@ from ._secrets import SecretService, secret_meta
 from ._store import SQLiteStore, Store
 from ._volumes import VolumeService
 
-__all__ = ["FUNCTION_TAG", "AppRecord", "ContextService", "FunctionService", "ImageService", "KvService", "SQLiteStore", "SandboxManager",
+__all__ = ["FUNCTION_TAG", "AppRecord", "ContextService", "FunctionService", "GpuService", "ImageService", "KvService", "SQLiteStore", "SandboxManager",
            "SandboxRecord", "ScheduleService", "SecretService", "Store", "VolumeService", "secret_meta", "web_error_response"]

@@ -246,11 +246,11 @@ class Pool:
         self.poke()
 
     def _transient(self, e: BaseException) -> bool:
-        """A create refused for now (too many sandboxes, creates per minute): the inputs
-        stay queued and the pool tries again after a growing wait."""
+        """A create refused for now (too many sandboxes, creates per minute, every fitting
+        GPU held): the inputs stay queued and the pool tries again after a growing wait."""
         from ...wire import errors as E
 
-        if not isinstance(e, E.QuotaExceededError):
+        if not isinstance(e, (E.QuotaExceededError, E.GpuBusyError)):
             return False
         self.backoff_s = min(BACKOFF_S[1], max(BACKOFF_S[0], self.backoff_s * 2))
         self.backoff_until = time.monotonic() + self.backoff_s

@@ -372,10 +372,6 @@ class FunctionService(AppsMixin, WebMixin):
 
     async def create_container(self, fn: dict[str, Any], params_b64: str | None) -> str:
         spec = FunctionSpec(**fn["spec"])
-        if spec.gpu:
-            raise E.RuntimeUnavailableError(
-                f"{fn['name']} asks for gpu={spec.gpu!r}, and this server has no GPU support "
-                "yet: remove gpu= to run it on CPU")
         assert self._mount is not None
         sdk, deps = self._mount
         req = SandboxCreate(
@@ -384,7 +380,7 @@ class FunctionService(AppsMixin, WebMixin):
             memory_mib=spec.memory_mib, disk_mib=spec.disk_mib, app_id=fn["app_id"],
             tags={FUNCTION_TAG: fn["function_id"], "sbx.function_name": fn["name"]},
             block_network=spec.block_network, cidr_allowlist=spec.cidr_allowlist,
-            secret_names=list(spec.secret_names), volumes=list(spec.volumes),
+            secret_names=list(spec.secret_names), volumes=list(spec.volumes), gpu=spec.gpu,
             encrypted_ports=[spec.web.port] if spec.web and spec.web.kind == "server"
             and spec.web.port else [])
         rec = await self.manager.create(req, owner=fn["owner"],

@@ -36,6 +36,7 @@ from security import BLOCKED_V4, ResourcePolicy
 
 from ...wire import SandboxCreate, is_id, new_id
 from ...wire import errors as E
+from ._gpus import GpuService
 from ._pool import WarmPool
 from ._records import LIVE_STATES, SandboxRecord
 from ._sandbox_io import SandboxIO
@@ -78,6 +79,7 @@ class SandboxManager(SandboxIO):
         self.policy = policy or ResourcePolicy()
         self.secrets = SecretService(store, home)
         self.volumes: Any = None  # VolumeService, set by create_app
+        self.gpus = GpuService(None, runtime)  # create_app gives it the host's allocator
         self.tunnel_keys = TunnelKeys(home)
         self.logs_dir = os.path.join(home, "logs")
         os.makedirs(self.logs_dir, mode=0o700, exist_ok=True)
@@ -97,7 +99,8 @@ class SandboxManager(SandboxIO):
                         disk_mib: int | None = None,
                         domains: list[str] | None = None,
                         mounts: tuple[tuple[str, str], ...] = (),
-                        volumes: tuple[tuple[str, str, bool], ...] = ()) -> ContainerSpec:
+                        volumes: tuple[tuple[str, str, bool], ...] = (),
+                        gpus: tuple = ()) -> ContainerSpec:
         return ContainerSpec(container_id=cid, rootfs=image.rootfs,
                              env={**image.config.get("env", {}), **(env or {})},
                              egress=egress,
@@ -105,7 +108,8 @@ class SandboxManager(SandboxIO):
                              egress_domains=None if domains is None else tuple(domains),
                              memory_mib=memory_mib or self.policy.default_memory_mib, cpu=cpu,
                              nproc=self.policy.nproc, nofile=self.policy.nofile,
-                             disk_mib=disk_mib, mounts=tuple(mounts), volumes=volumes)
+                             disk_mib=disk_mib, mounts=tuple(mounts), volumes=volumes,
+                             gpus=gpus)
 
     def _pool_spec(self, cid: str, image: Any) -> ContainerSpec:
         """Pooled sandboxes have the default limits, the default disk included."""
@@ -174,6 +178,7 @@ class SandboxManager(SandboxIO):
             rec.finish("oom" if st.oom_killed else "lost", exit_codes.KILLED, reason)
             await self.store.put_sandbox(rec)
         await self.runtime.collect(self._known())
+        self.gpus.reconcile(set(self._live))
 
     async def _monitor_loop(self) -> None:
         while True:
@@ -197,7 +202,12 @@ class SandboxManager(SandboxIO):
               and time.monotonic() - live.last_activity >= rec.idle_timeout_s):
             await self._finish(live, "idle_timeout", exit_codes.TIMEOUT,
                                f"it was idle for {rec.idle_timeout_s:g}s")
-        elif not (await self.runtime.status(rec.sandbox_id)).running:
+        elif (st := await self.runtime.status(rec.sandbox_id)).oom_killed:
+            # the kernel's OOM killer took part of it (on systrap often one process's
+            # address-space stub, leaving the rest running): the whole sandbox ends as
+            # `oom`, as documented, never a sandbox with a process silently gone
+            await self._finish(live, "oom", exit_codes.KILLED, rec.oom_reason())
+        elif not st.running:
             await self._finish(live, "failed", exit_codes.KILLED, "the sandbox stopped on its own "
                                "(its init process was killed or it crashed)")
         elif (live.probe_task is None
@@ -273,9 +283,11 @@ class SandboxManager(SandboxIO):
                                   "another name or terminate it first")
         pooled = None
         if (self._pool and req.memory_mib in (None, self.policy.default_memory_mib)
-                and req.cpu is None and req.block_network and not mounts and not binds):  # pooled ones have no network
+                and req.cpu is None and req.block_network and not mounts and not binds
+                and req.gpu is None):  # pooled ones have no network and no GPU
             pooled = self._pool.take(image, disk)  # no await before _live holds it (collector)
         cid = pooled or new_id("sandbox")
+        gpus = self.gpus.take(cid, owner, req.gpu)  # before any await: no double booking
         rec = SandboxRecord(
             sandbox_id=cid, name=req.name, image=req.image, image_id=image.image_id,
             app_id=req.app_id, tags=dict(req.tags), created_at=time.time(),
@@ -284,7 +296,8 @@ class SandboxManager(SandboxIO):
             workdir=req.workdir or image.config.get("workdir"), owner=owner, disk_mib=disk,
             layer=image.layer, rootfs=image.rootfs, image_config=image.config, uid=uid, gid=gid,
             encrypted_ports=list(req.encrypted_ports),
-            unencrypted_ports=list(req.unencrypted_ports))
+            unencrypted_ports=list(req.unencrypted_ports),
+            gpus=[f"{d.name} {d.uuid}" for d in gpus])
         live = self._register(rec)
         stage = ""
         await self.store.put_sandbox(rec)
@@ -293,7 +306,7 @@ class SandboxManager(SandboxIO):
                                         egress=not req.block_network,
                                         allowlist=req.cidr_allowlist, disk_mib=disk,
                                         domains=req.domain_allowlist, mounts=mounts,
-                                        volumes=binds)
+                                        volumes=binds, gpus=tuple(gpus))
             if pooled:
                 try:
                     await self.runtime.set_env(cid, env)
@@ -314,6 +327,7 @@ class SandboxManager(SandboxIO):
         except BaseException as e:
             self._unregister(live)
             await self.runtime.destroy(cid)
+            self.gpus.give_back(cid)
             rec.finish("failed", None, f"boot failed: {e}")
             await self.store.put_sandbox(rec)
             if isinstance(e, AgentError):
@@ -399,10 +413,9 @@ class SandboxManager(SandboxIO):
             cid = rec.sandbox_id
             status = await self.runtime.destroy(cid)
             if status.oom_killed and state in ("failed", "exited", "terminated"):
-                state, exit_code = "oom", exit_codes.KILLED
-                reason = (f"it ran out of memory (limit {rec.memory_mib} MiB) and was "
-                          "killed: create it with more memory")
+                state, exit_code, reason = "oom", exit_codes.KILLED, rec.oom_reason()
             rec.finish(state, exit_code, reason)
+            self.gpus.give_back(cid)
             await self.store.put_sandbox(rec)
             self._unregister(live)
             live.done.set()
@@ -445,3 +458,4 @@ class SandboxManager(SandboxIO):
 
     def is_live(self, sandbox_id: str) -> bool:
         return sandbox_id in self._live
+

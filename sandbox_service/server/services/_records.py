@@ -50,6 +50,7 @@ class SandboxRecord:
     gid: int | None = None
     encrypted_ports: list[int] = field(default_factory=list)
     unencrypted_ports: list[int] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # "<NVML name> <uuid>" of each it holds
 
     @property
     def live(self) -> bool:
@@ -59,6 +60,10 @@ class SandboxRecord:
     def ports(self) -> set[int]:
         """The ports declared at create: the only ones the proxy forwards to."""
         return set(self.encrypted_ports) | set(self.unencrypted_ports)
+
+    def oom_reason(self) -> str:
+        return (f"it ran out of memory (limit {self.memory_mib} MiB) and was killed: create "
+                "it with more memory")
 
     def finish(self, state: str, exit_code: int | None, reason: str) -> None:
         self.state, self.exit_code, self.reason = state, exit_code, reason

@@ -109,6 +109,20 @@ class SandboxIO:
         return E.SandboxTerminatedError(
             f"sandbox {sandbox_id} stopped while the command ran: {rec.reason}")
 
+    async def oom_under(self, sandbox_id: str, exit_code: int) -> E.SandboxOOMError | None:
+        """A command that exited non-zero: when the kernel's OOM killer fired in the
+        sandbox (on systrap it may take only that command's address-space stub, which the
+        command sees as a bare exit 1), the sandbox ends as `oom` and the caller gets
+        SandboxOOMError, as with any memory-limit kill."""
+        live = self._live.get(sandbox_id)
+        if (exit_code == 0 or live is None
+                or not (await self.runtime.status(sandbox_id)).oom_killed):
+            return None
+        await self._finish(live, "oom", exit_codes.KILLED, live.rec.oom_reason())
+        rec = await self.get(sandbox_id)
+        return E.SandboxOOMError(f"sandbox {sandbox_id} {rec.reason}",
+                                 details={"exit_code": rec.exit_code})
+
     @contextlib.contextmanager
     def stream_slot(self):
         """Count one open agent stream against `max_streams`: with about 200 KiB held per
