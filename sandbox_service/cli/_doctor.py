@@ -132,6 +132,49 @@ def _platform_check() -> Check:
     return Check("platform", OK, f"{chosen} ({how})")
 
 
+def _gpu_checks() -> list[Check]:
+    """What `gpu=` would get here: the NVML inventory, whether this runsc's nvproxy can
+    serve the loaded driver, and the driver's user-space files the sandboxes are given."""
+    from runtimes import host_inventory
+    from runtimes.gvisor import detect_features, find_runsc, gpu_driver_mounts, gpu_unavailable
+
+    if not _has_gpu():
+        return [Check("GPUs", OK, "none (no /dev/nvidiactl): sandboxes and functions run on "
+                      "CPU and gpu= is refused with GpuUnavailableError")]
+    inv = host_inventory()
+    devices = inv.devices()
+    if not devices:
+        return [Check("GPUs", FAIL, getattr(inv, "why", "NVML lists no GPU"),
+                      "check the driver with nvidia-smi; docs/gpu.md")]
+    names: dict[str, int] = {}
+    for d in devices:
+        names[f"{d.name} ({d.memory_mib} MiB)"] = names.get(f"{d.name} ({d.memory_mib} MiB)", 0) + 1
+    detail = ", ".join(f"{n} x {k}" for k, n in names.items())
+    out = [Check("GPUs", OK, f"{detail}; driver {inv.driver_version()}")]
+    mig = [str(d.index) for d in devices if d.mig]
+    if mig:
+        out.append(Check("GPU MIG", WARN, f"GPU {', '.join(mig)} in MIG mode: not allocated",
+                         "whole GPUs only: disable MIG (nvidia-smi -mig 0) to use them"))
+    binary = os.environ.get("SBX_RUNSC") or find_runsc() or "runsc"
+
+    async def why() -> str | None:
+        feats = await detect_features(binary)
+        return await gpu_unavailable("nvproxy" in feats.flags, binary)
+    try:
+        reason = asyncio.run(asyncio.wait_for(why(), 60))
+    except (OSError, asyncio.TimeoutError, IndexError) as e:
+        reason = f"runsc does not run ({e or type(e).__name__})"
+    out.append(Check("GPU sandboxes", WARN, f"unavailable: {reason}", "docs/gpu.md")
+               if reason else Check("GPU sandboxes", OK, "runsc --nvproxy supports this driver"))
+    mounts = {dst.rsplit("/", 1)[-1] for _, dst in gpu_driver_mounts()}
+    lacking = [f for f in ("libcuda.so.1", "libnvidia-ml.so.1", "nvidia-smi") if f not in mounts]
+    out.append(Check("GPU driver files", WARN, f"not found on this host: {', '.join(lacking)}",
+                     "install the driver's user-space part (libcuda, libnvidia-ml, nvidia-smi)")
+               if lacking else Check("GPU driver files", OK,
+                                     f"{len(mounts)} libraries and tools, bound read-only"))
+    return out
+
+
 def _cgroup_checks() -> list[Check]:
     from runtimes.gvisor import CGROUP_ROOT, cgroup_version
 
@@ -289,7 +332,8 @@ def _server_check() -> Check:
 def run_checks() -> list[Check]:
     checks: list[Check] = []
     for name, fn in (("runsc", _runsc_checks), ("platform", lambda: [_platform_check()]),
-                     ("cgroups", _cgroup_checks), ("host", _host_checks),
+                     ("cgroups", _cgroup_checks), ("GPUs", _gpu_checks),
+                     ("host", _host_checks),
                      ("SBX_HOME", _home_checks), ("server", lambda: [_server_check()])):
         try:
             checks.extend(fn())
@@ -304,7 +348,7 @@ _COLORS = {OK: "green", WARN: "yellow", FAIL: "red"}
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def doctor(as_json: bool) -> None:
-    """Check that this machine can run sandboxes (runsc, cgroups, root, disk, server)."""
+    """Check that this machine can run sandboxes (runsc, cgroups, GPUs, root, disk, server)."""
     checks = run_checks()
     failed = any(c.status == FAIL for c in checks)
     if as_json:

@@ -219,3 +219,38 @@ async def test_refusals_say_why(tmp_path, monkeypatch):
     assert await _gpu_spec.gpu_unavailable(True, runsc) is None
     # a runsc that cannot list its drivers: not refused here (runsc checks at boot)
     assert await _gpu_spec.gpu_unavailable(True, _fake_runsc(tmp_path, "", 2)) is None
+
+
+def test_doctor_reports_the_gpus_and_why_gpu_sandboxes_are_refused(monkeypatch):
+    """`sbx doctor`'s GPU section on a fake GPU host: the inventory, MIG, nvproxy's answer
+    and the driver files."""
+    import runtimes
+    import runtimes.gvisor as gv
+    from runtimes.gvisor import Features
+    from sandbox_service.cli import _doctor
+
+    monkeypatch.setattr(_doctor, "_has_gpu", lambda: True)
+    monkeypatch.setattr(runtimes, "host_inventory", mixed)
+
+    async def feats(binary):
+        return Features(version="runsc version 0.0~20240729.0", flags=frozenset({"nvproxy"}))
+
+    async def refused(has_nvproxy, binary):
+        assert has_nvproxy
+        return "this runsc's nvproxy does not support driver 580.159.04"
+    monkeypatch.setattr(gv, "detect_features", feats)
+    monkeypatch.setattr(gv, "gpu_unavailable", refused)
+    monkeypatch.setattr(gv, "gpu_driver_mounts",
+                        lambda: [("/x/libcuda.so.550", "/usr/local/nvidia/lib64/libcuda.so.1")])
+    checks = {c.name: c for c in _doctor._gpu_checks()}
+    assert checks["GPUs"].status == "OK" and "NVIDIA H100" in checks["GPUs"].detail
+    assert "driver 550.90.07" in checks["GPUs"].detail
+    assert checks["GPU MIG"].status == "WARN"
+    assert checks["GPU sandboxes"].status == "WARN" and "580.159.04" in checks["GPU sandboxes"].detail
+    assert checks["GPU driver files"].status == "WARN"
+    assert "nvidia-smi" in checks["GPU driver files"].detail
+
+    async def served(has_nvproxy, binary):
+        return None
+    monkeypatch.setattr(gv, "gpu_unavailable", served)
+    assert {c.name: c for c in _doctor._gpu_checks()}["GPU sandboxes"].status == "OK"
