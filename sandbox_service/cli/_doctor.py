@@ -136,7 +136,12 @@ def _gpu_checks() -> list[Check]:
     """What `gpu=` would get here: the NVML inventory, whether this runsc's nvproxy can
     serve the loaded driver, and the driver's user-space files the sandboxes are given."""
     from runtimes import host_inventory
-    from runtimes.gvisor import detect_features, find_runsc, gpu_driver_mounts, gpu_unavailable
+    from runtimes.gvisor import (
+        detect_features,
+        find_runsc,
+        gpu_driver_mounts,
+        gpu_unavailable,
+    )
 
     if not _has_gpu():
         return [Check("GPUs", OK, "none (no /dev/nvidiactl): sandboxes and functions run on "
