@@ -5,6 +5,7 @@ app leaves behind when its run ends (nothing).
 
 from __future__ import annotations
 
+import os
 import time
 
 import fnapp_badenter as badenter
@@ -241,3 +242,20 @@ def test_no_function_container_left_of_any_other_app(app):
     failure as that test's xfail.)"""
     assert [c for c in fntest.containers() if c["app_id"] != app.app_id] == []
     assert [s for s in fntest.live_function_sandboxes() if s["app_id"] != app.app_id] == []
+
+
+# ---- GPUs on a host without one ---------------------------------------------------------------
+@pytest.mark.skipif(os.path.exists("/dev/nvidiactl"), reason="this host has an NVIDIA GPU")
+def test_gpu_functions_without_a_gpu_fail_fast_saying_why(server):
+    """Modal would queue such a call until a GPU frees up; here no GPU can ever come, so the
+    call fails at once with the reason (docs/gpu.md), for functions and classes alike."""
+    import fnapp_gpu as gpu
+
+    with fntest.running(gpu.app, grace_s=10):
+        t0 = time.monotonic()
+        with pytest.raises(ExecutionError, match="no NVIDIA GPU") as ei:
+            gpu.which_gpu.remote()
+        assert "Leave gpu unset" in str(ei.value)
+        with pytest.raises(ExecutionError, match="no NVIDIA GPU"):
+            gpu.Model().device.remote()
+        assert time.monotonic() - t0 < 30
