@@ -54,7 +54,12 @@ def row(name: str, ms: list[float], baseline_name: str = "", base: list[float] |
 class RawRunsc:
     """The baseline: the same hardened bundle driven with plain runsc commands."""
 
-    def __init__(self, rootfs: str, workdir: str, platform: str):
+    def __init__(self, rootfs: str, workdir: str, platform: str | None = None):
+        if platform is None:  # what the server picks (SBX_PLATFORM, else auto)
+            from runtimes.gvisor import detect_features, find_runsc
+
+            feats = asyncio.run(detect_features(find_runsc() or "runsc"))
+            platform = feats.platform(os.environ.get("SBX_PLATFORM", "auto"))
         from runtimes import ContainerSpec
         from runtimes.gvisor import AGENT_DIR
         from runtimes.gvisor._spec import build_spec
