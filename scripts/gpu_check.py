@@ -65,6 +65,9 @@ async def main(dry: bool, force_abi: str | None) -> int:
         print(f"REFUSED {rt.gpu_unavailable}")
         await rt.close()
         return 3
+    # runsc makes the spec's mount points (/.sbx/agent, /.sbx/run) in the rootfs directory
+    # itself, here the host's /: remove them afterwards if this run made them
+    made = [p for p in ("/.sbx/agent", "/.sbx/run", "/.sbx") if not os.path.exists(p)]
     cid = "sb-gpucheck" + os.urandom(4).hex()
     gpus = [] if dry else alloc.allocate(cid, "check", parse_gpus("any"))
     print(f"== allocated {[g.uuid for g in gpus]}", flush=True)
@@ -90,6 +93,11 @@ async def main(dry: bool, force_abi: str | None) -> int:
             print(open(log, errors="replace").read()[-3000:])
     finally:
         await rt.destroy(cid)
+        for path in made:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
         print(f"== released: {alloc.release(cid)} GPU-seconds; usage {alloc.usage()}")
         await rt.close()
     print("ALL PASSED" if not failed else f"{failed} step(s) FAILED")

@@ -15,21 +15,12 @@ import pytest
 
 import sandbox_service as sbx
 from runtimes import ContainerSpec, GpuDevice
-from runtimes.gvisor import GVisorRuntime, RuntimeUnavailable
+from runtimes.gvisor import RuntimeUnavailable
 from sandbox_service.wire._ids import new_id
 
 HAS_GPU = os.path.exists("/dev/nvidiactl")
 PROBE = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "gpu_probe.py")
 no_gpu_only = pytest.mark.skipif(HAS_GPU, reason="this host has an NVIDIA GPU")
-
-
-@pytest.fixture
-async def runtime(tmp_path_factory):
-    rt = GVisorRuntime(str(tmp_path_factory.mktemp("rt")))
-    await rt.start()
-    yield rt
-    await rt.collect(set())
-    await rt.close()
 
 
 @no_gpu_only

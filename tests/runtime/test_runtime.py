@@ -11,7 +11,6 @@ import subprocess
 import pytest
 
 from runtimes import ContainerSpec, ExecSpec, ExitFrame
-from runtimes.gvisor import GVisorRuntime
 from runtimes.gvisor import _cgroups
 from sandbox_service.wire._ids import new_id
 
@@ -19,16 +18,6 @@ from sandbox_service.wire._ids import new_id
 @pytest.fixture(scope="module")
 def base_rootfs(server):
     return glob.glob(os.path.join(server.home, "images", "im-*", "rootfs"))[0]
-
-
-@pytest.fixture
-async def runtime(tmp_path_factory):
-    state = tmp_path_factory.mktemp("rt")
-    rt = GVisorRuntime(str(state))
-    await rt.start()
-    yield rt
-    await rt.collect(set())
-    await rt.close()
 
 
 async def run(rt, cid, argv, **kw):
