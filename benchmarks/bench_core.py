@@ -8,7 +8,8 @@ from $SBX_IMAGE_CACHE when set), then prints a markdown table:
     + first `runsc exec echo`
   - exec `echo` round trip (SDK, WebSocket) vs the in-sandbox agent alone vs `runsc exec`
   - exec `python3 -c 'print(1)'` (SDK) vs `runsc exec`
-  - N sandboxes created in parallel (wall) and idle memory per sandbox (memory cgroup)
+  - N sandboxes created at once (default 30): each create's latency, failures and the wall
+    time, against N raw `runsc run --detach` at once; idle memory per sandbox (memory cgroup)
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def cgroup_memory(home: str, sandbox_id: str) -> int | None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--parallel", type=int, default=20)
+    ap.add_argument("--parallel", type=int, default=30)
     ap.add_argument("--platform", default="auto", help="SBX_PLATFORM for the server and the "
                     "same platform for raw runsc (auto: what the server picks)")
     args = ap.parse_args()
@@ -194,29 +195,55 @@ def main() -> None:
         raw.remove(cid)
         sb.terminate()
 
-        # parallel creates
-        async def many(n: int) -> tuple[float, list]:
+        # parallel creates: each create's own latency (p50 / p95) and how many failed,
+        # against as many raw `runsc run --detach` started together
+        async def many(n: int) -> tuple[float, list, list[float], int]:
+            async def one():
+                t0 = time.perf_counter()
+                sb = await sbx.Sandbox.create.aio()
+                return sb, (time.perf_counter() - t0) * 1000
             t = time.perf_counter()
-            sbs = await asyncio.gather(*[sbx.Sandbox.create.aio() for _ in range(n)])
-            return (time.perf_counter() - t) * 1000, sbs
+            got = await asyncio.gather(*[one() for _ in range(n)], return_exceptions=True)
+            wall = (time.perf_counter() - t) * 1000
+            ok = [g for g in got if not isinstance(g, BaseException)]
+            for g in got:
+                if isinstance(g, BaseException):
+                    print(f"  a parallel create failed: {type(g).__name__}: {g}", flush=True)
+            return wall, [sb for sb, _ in ok], [ms for _, ms in ok], n - len(ok)
 
-        wall, sbs = asyncio.run(many(args.parallel))
+        n = args.parallel
+        wall, sbs, each, failed = asyncio.run(many(n))
         time.sleep(2)
         mems = [m for m in (cgroup_memory(home, s.object_id) for s in sbs) if m]
         for s in sbs:
             s.terminate()
+        time.sleep(2)
+
+        def raw_one(i: int) -> tuple[subprocess.Popen, float]:
+            return subprocess.Popen([*raw.flags, "run", "--detach", "--bundle", raw.bundle,
+                                     f"par-{i:06d}"], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), \
+                time.perf_counter()
         t = time.perf_counter()
-        procs = [subprocess.Popen([*raw.flags, "run", "--detach", "--bundle", raw.bundle,
-                                   f"par-{i:06d}"], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for i in range(args.parallel)]
-        for p in procs:
-            p.wait()
+        procs = [raw_one(i) for i in range(n)]
+        raw_each: list[float] = []
+        pending = list(procs)
+        while pending:  # each process's own time from its start to its exit
+            for item in list(pending):
+                if item[0].poll() is not None:
+                    raw_each.append((time.perf_counter() - item[1]) * 1000)
+                    pending.remove(item)
+            time.sleep(0.002)
         raw_wall = (time.perf_counter() - t) * 1000
-        for i in range(args.parallel):
+        raw_failed = sum(p.returncode != 0 for p, _ in procs)
+        for i in range(n):
             raw.remove(f"par-{i:06d}")
-        rows.append(f"| {args.parallel} sandboxes created in parallel (wall) | {wall:.0f} | "
-                    f"{args.parallel} x runsc run --detach in parallel | {raw_wall:.0f} |")
+        rows.append(f"| {n} sandboxes created at once, each create "
+                    f"({failed} failed) | {statistics.median(each):.0f} / {pct(each, 0.95):.0f} | "
+                    f"{n} x runsc run --detach at once, each ({raw_failed} failed) | "
+                    f"{statistics.median(raw_each):.0f} / {pct(raw_each, 0.95):.0f} |")
+        rows.append(f"| {n} sandboxes created at once (wall) | {wall:.0f} | "
+                    f"{n} x runsc run --detach at once (wall) | {raw_wall:.0f} |")
         if mems:
             rows.append(f"| idle memory per sandbox (memory cgroup) | "
                         f"{statistics.median(mems) / 2**20:.1f} MiB | | |")
