@@ -129,17 +129,3 @@ def test_a_ping_to_an_agent_dying_under_it_is_agent_unavailable(monkeypatch):
     with pytest.raises(AgentUnavailable, match="closed the connection"):
         asyncio.run(AgentClient("/nonexistent").ping(5))
 
-
-def test_the_agents_own_user_is_spawned_without_a_user_switch():
-    """A uid/gid equal to the agent's own are dropped (Popen may vfork: half the cost of a
-    fork under gVisor); any other user is switched to explicitly."""
-    from runtimes.agent.sbxagent.procs import _as_requested
-
-    me, my_gid = os.getuid(), os.getgid()
-    if set(os.getgroups()) <= {my_gid}:
-        assert _as_requested(me, my_gid) == (None, None)
-    else:  # supplementary groups the command must not inherit: switch explicitly
-        assert _as_requested(me, my_gid) == (me, my_gid)
-    assert _as_requested(me + 1000, my_gid + 1000) == (me + 1000, my_gid + 1000)
-    assert _as_requested(me, my_gid + 1) == (me, my_gid + 1)
-    assert _as_requested(None, None) == (None, None)

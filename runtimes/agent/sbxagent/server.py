@@ -139,23 +139,10 @@ def serve(path):
     threading.Thread(target=REAPER.run, daemon=True).start()
     workers = Workers(srv)
     workers.start(2)
-    threading.Thread(target=_preload, daemon=True).start()
     while True:  # PID 1's main thread waits (signals need a live main thread), and puts a
         time.sleep(1.0)  # worker back in accept() if none could be spawned (RLIMIT_NPROC)
         if workers.idle == 0:
             workers._spawn()
-
-
-def _preload():
-    """Import what the first exec needs once the agent answers, not during that exec:
-    `subprocess` alone costs ~15-20 ms under gVisor, paid off the critical path here
-    (a pooled sandbox is idle until it is handed out; a cold one overlaps the API's answer)."""
-    try:
-        import subprocess  # noqa: F401
-        import fcntl  # noqa: F401  (ptys)
-        import termios  # noqa: F401
-    except Exception:
-        pass
 
 
 def _ignore_signal(signum, frame):
