@@ -4,8 +4,8 @@
 
 Starts its own `sbx serve` on a free port with a fresh SBX_HOME (the base image comes
 from $SBX_IMAGE_CACHE when set), then prints a markdown table:
-  - create -> first exec done (SDK; from the warm pool, and cold) vs `runsc run --detach`
-    + first `runsc exec echo`
+  - create -> first exec done (SDK; from the default profile's warm pool, cold, and from
+    the pool of a profile asked for before) vs `runsc run --detach` + first `runsc exec echo`
   - exec `echo` round trip (SDK, WebSocket) vs the in-sandbox agent alone vs `runsc exec`
   - exec `python3 -c 'print(1)'` (SDK) vs `runsc exec`
   - N sandboxes created at once (default 30): each create's latency, failures and the wall
@@ -135,7 +135,7 @@ def main() -> None:
     os.environ["SBX_PLATFORM"] = platform
     print(f"runsc: {features.version}, platform {platform}", flush=True)
     home = tempfile.mkdtemp(prefix="sbx-bench-", dir="/tmp")
-    server = Server(home)
+    server = Server(home, product_defaults=True)
     server.start()
     os.environ.update(SBX_URL=server.url, SBX_TOKEN=server.token)
     import sandbox_service as sbx
@@ -165,7 +165,18 @@ def main() -> None:
             sdk_create()()
             return (time.perf_counter() - t) * 1000
         warm = [warm_one() for _ in range(max(5, runs // 3))]
-        cold = timed(sdk_create(memory=1000), max(5, runs // 3))
+        # cold: a memory size never asked for before each time (a profile asked for once
+        # gets a warm pool of its own, which the next row measures)
+        sizes = iter(range(1001, 2000))
+        cold = timed(lambda: sdk_create(memory=next(sizes))(), max(5, runs // 3))
+        sdk_create(memory=700)()  # the first of its kind: cold, and now demand
+
+        def demand_one():
+            time.sleep(1.0)  # not timed: that profile's pool refills
+            t = time.perf_counter()
+            sdk_create(memory=700)()
+            return (time.perf_counter() - t) * 1000
+        demand = [demand_one() for _ in range(max(5, runs // 3))]
         for sb in sdk_create.sbs:
             sb.terminate()
 
@@ -180,6 +191,8 @@ def main() -> None:
             raw.remove(cid)
         rows.append(row("create -> first exec done (warm pool)", warm, "runsc run --detach + exec echo", raw_cold_ms))
         rows.append(row("create -> first exec done (cold boot)", cold, "runsc run --detach + exec echo", raw_cold_ms))
+        rows.append(row("create -> first exec done (memory=700, asked for before: its own warm pool)",
+                        demand, "runsc run --detach + exec echo", raw_cold_ms))
 
         sb = sbx.Sandbox.create()
         cid = raw.boot()

@@ -126,7 +126,7 @@ def main() -> None:
     ap.add_argument("--disk-mib", type=int, default=4096)
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="sbx-bench-", dir="/tmp")
-    server = Server(home)
+    server = Server(home, product_defaults=True)
     server.start()
     try:
         import httpx

@@ -394,7 +394,7 @@ def main() -> None:
     signal.signal(signal.SIGHUP, _on_signal)
 
     home = tempfile.mkdtemp(prefix="sbx-benchfn-", dir="/tmp")
-    server = Server(home)
+    server = Server(home, product_defaults=True)
     rep = Report()
     interrupted: BaseException | None = None
     load0 = os.getloadavg()[0]

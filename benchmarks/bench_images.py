@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--builds", type=int, default=3)
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="sbx-benchimg-", dir="/tmp")
-    server = Server(home)
+    server = Server(home, product_defaults=True)
     server.start()
     os.environ.update(SBX_URL=server.url, SBX_TOKEN=server.token)
     import sandbox_service as sbx

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="sbx-bench-", dir="/tmp")
-    srv = Server(home)
+    srv = Server(home, product_defaults=True)
     srv.start()
     os.environ.update(SBX_URL=srv.url, SBX_TOKEN=srv.token)
     import sandbox_service as sbx

@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--ops", type=int, default=500)
     n = ap.parse_args().ops
     home = tempfile.mkdtemp(prefix="sbx-benchkv-", dir="/tmp")
-    server = Server(home)
+    server = Server(home, product_defaults=True)
     rows: list[tuple[str, str]] = []
     try:
         server.start()

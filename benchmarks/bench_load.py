@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--skip-streams", action="store_true")
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="sbx-bench-", dir="/tmp")
-    server = Server(home)
+    server = Server(home, product_defaults=True)
     base_env = server.env
     server.env = lambda: {**base_env(), "SBX_MAX_STREAMS": str(max(1024, args.streams * 2)),
                           "SBX_MAX_SANDBOXES": "1000", "SBX_CREATES_PER_MINUTE": "100000",

@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--name", default="deb.debian.org")
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="sbx-bench-sec-", dir="/tmp")
-    server = Server(home)
+    server = Server(home, product_defaults=True)
     server.start()
     os.environ.update(SBX_URL=server.url, SBX_TOKEN=server.token)
     import sandbox_service as sbx

@@ -68,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     home = tempfile.mkdtemp(prefix="sbx-benchvol-", dir="/tmp")
     os.environ["SBX_VOLUME_QUOTA_MIB"] = "4096"
-    server = Server(home)
+    server = Server(home, product_defaults=True)
     try:
         server.start()
         os.environ.update(SBX_URL=server.url, SBX_TOKEN=server.token)

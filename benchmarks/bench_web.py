@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     n = ap.parse_args().requests
     home = tempfile.mkdtemp(prefix="sbx-benchweb-", dir="/tmp")
-    server = Server(home)
+    server = Server(home, product_defaults=True)
     rows: list[tuple[str, str, str]] = []
     try:
         server.start()

@@ -202,6 +202,10 @@ class Runtime(abc.ABC):
     async def stats(self, container_id: str) -> dict:
         return {}
 
+    def memory_bytes(self, container_id: str) -> int | None:
+        """The container's memory use now, cheaply (no subprocess), or None if unknown."""
+        return None
+
     async def probe(self, container_id: str) -> None:
         """Check that the container's agent answers, reviving it if the runtime can.
         Raises AgentUnresponsive when it does not (then `unresponsive` says why), or

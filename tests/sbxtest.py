@@ -31,8 +31,9 @@ def free_port() -> int:
 class Server:
     """A real server process. `restart(kill=True)` simulates a crash."""
 
-    def __init__(self, home: str):
+    def __init__(self, home: str, *, product_defaults: bool = False):
         self.home = home
+        self.product_defaults = product_defaults  # benchmarks: no test-only settings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -47,6 +48,10 @@ class Server:
         env = dict(os.environ)
         env.update(SBX_HOME=self.home, SBX_URL=self.url)
         env.pop("SBX_TOKEN", None)
+        # the default profile's pool only: no pool boots in the background for every
+        # profile a test touches (test_warm_pool.py's `demand` server has them)
+        if not self.product_defaults:
+            env.setdefault("SBX_WARM_POOL_MAX", "2")
         return env
 
     def start(self, timeout_s: float = 900) -> None:

@@ -119,6 +119,17 @@ def oom_killed(rel: str) -> bool:
     return False
 
 
+def memory_bytes(rel: str) -> int | None:
+    """The memory cgroup's current use (v1 memory.usage_in_bytes / v2 memory.current)."""
+    name = "memory.current" if version() == 2 else "memory.usage_in_bytes"
+    base = CGROUP_ROOT if version() == 2 else os.path.join(CGROUP_ROOT, "memory")
+    try:
+        with open(os.path.join(base, rel.strip("/"), name)) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def pids(rel: str) -> set[int]:
     out: set[int] = set()
     for d in _controller_dirs(rel):

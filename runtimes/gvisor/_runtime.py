@@ -465,6 +465,9 @@ class GVisorRuntime(Runtime):
         _cgroups.remove_parent(self.cgroup_parent + "-gpu")
         await self.net.close()
 
+    def memory_bytes(self, cid: str) -> int | None:
+        return _cgroups.memory_bytes(self._cgroup(cid))
+
     async def stats(self, cid: str) -> dict:
         assert self.runsc
         rc, out, _ = await self.runsc.call("events", "--stats", cid, cid=cid, timeout=10,

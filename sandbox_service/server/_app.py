@@ -164,6 +164,8 @@ def create_app(settings: Settings | None = None, *, runtime=None, store: Store |
                                  monitor_interval_s=settings.monitor_interval_s,
                                  collector_interval_s=settings.collector_interval_s,
                                  warm_pool=settings.warm_pool,
+                                 warm_pool_max=settings.warm_pool_max,
+                                 warm_pool_memory_mib=settings.warm_pool_memory_mib,
                                  max_streams=settings.max_streams)
         from runtimes import GpuAllocator, host_inventory
 

@@ -45,7 +45,11 @@ class Settings:
     monitor_interval_s: float = 0.5
     collector_interval_s: float = 30.0
     max_upload_bytes: int = 2 * 1024 * 1024 * 1024
-    warm_pool: int = 2  # pre-booted default sandboxes; 0 turns the pool off
+    warm_pool: int = 2  # pre-booted default sandboxes; 0 turns the pools off
+    # SBX_WARM_POOL_MAX / SBX_WARM_POOL_MEMORY_MIB: all warm pools together (the default
+    # profile's and those sized from demand); default 2 per CPU core
+    warm_pool_max: int = dataclasses.field(default_factory=lambda: 2 * (os.cpu_count() or 1))
+    warm_pool_memory_mib: int = 1024
     # open exec/port/cell streams on the server (each holds at most ~192 KiB: docs/limits.md)
     max_streams: int = 1024
     # a client that reads none of its stream's output for this long loses the stream
@@ -85,8 +89,10 @@ class Settings:
             if kwargs["platform"] not in PLATFORMS:
                 raise ValueError(f"SBX_PLATFORM={kwargs['platform']!r}: use one of "
                                  f"{', '.join(PLATFORMS)}")
-        if env.get("SBX_WARM_POOL"):
-            kwargs["warm_pool"] = int(env["SBX_WARM_POOL"])
+        for var, field in (("SBX_WARM_POOL", "warm_pool"), ("SBX_WARM_POOL_MAX", "warm_pool_max"),
+                           ("SBX_WARM_POOL_MEMORY_MIB", "warm_pool_memory_mib")):
+            if env.get(var, "").strip():
+                kwargs[field] = int(env[var])
         if env.get("SBX_MAX_STREAMS"):
             kwargs["max_streams"] = int(env["SBX_MAX_STREAMS"])
         if env.get("SBX_FUNCTION_MAX_CONTAINERS"):

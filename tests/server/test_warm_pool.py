@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+
+import pytest
+from sbxtest import Server
 
 import sandbox_service as sbx
 
@@ -68,3 +73,53 @@ def test_pooled_sandbox_with_command_and_workdir(server, api):
                             timeout=60)
     assert sb.wait() == 0
     assert sb.stdout.read() == "/srv/app\ny\n"
+
+
+@pytest.fixture(scope="module")
+def demand():
+    """A server of its own whose pools follow demand: 1 default, 3 in all."""
+    home = tempfile.mkdtemp(prefix="sbx-tp-", dir="/tmp")
+    srv = Server(home)
+    base_env = srv.env
+
+    def env():
+        e = base_env()
+        e.update(SBX_WARM_POOL="1", SBX_WARM_POOL_MAX="3")
+        return e
+    srv.env = env
+    saved = {k: os.environ.get(k) for k in ("SBX_URL", "SBX_TOKEN")}
+    srv.start()
+    os.environ["SBX_URL"], os.environ["SBX_TOKEN"] = srv.url, srv.token  # the SDK's target
+    try:
+        yield srv
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        srv.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_profile_asked_for_is_pooled_with_its_own_limits(demand):
+    _wait_pool(demand, set(), n=1, timeout_s=120)  # the default profile's one
+    first = sbx.Sandbox.create(memory=300, timeout=60)  # cold: the first of its kind
+    first.terminate()
+    pool = _wait_pool(demand, {first.object_id}, n=2)  # the default one and one of 300 MiB
+    sb = sbx.Sandbox.create(memory=300, timeout=60)
+    try:
+        assert sb.object_id in pool, "the second create of that profile must be warm"
+        assert sb.info.memory_mib == 300
+        total_kib = int(sb.exec("sh", "-c", "grep MemTotal /proc/meminfo | tr -s ' ' | "
+                                "cut -d' ' -f2").stdout.read())
+        assert 250 * 1024 <= total_kib <= 300 * 1024, total_kib  # booted with its limit
+        other = sbx.Sandbox.create(timeout=60)  # the default profile's, still there
+        try:
+            assert other.object_id in pool and other.object_id != sb.object_id
+            assert int(other.exec("sh", "-c", "grep MemTotal /proc/meminfo | tr -s ' ' | "
+                                  "cut -d' ' -f2").stdout.read()) > 900 * 1024
+        finally:
+            other.terminate()
+    finally:
+        sb.terminate()

@@ -13,6 +13,6 @@ across server restarts.
 
 
 def main():
-    from .server import main as _main
+    from .boot import main as _main
 
     _main()

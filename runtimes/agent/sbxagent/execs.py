@@ -5,7 +5,6 @@ Part of the in-sandbox agent (runtimes layer, runs INSIDE gVisor as PID 1). Stdl
 Python 3.9+; must not import anything outside this package.
 """
 
-import json
 import os
 import selectors
 import signal
@@ -15,6 +14,7 @@ import time
 
 from .procs import Process, exit_code_of
 from . import exits
+from .jsonc import loads
 from .proto import (DRAIN_GRACE_S, EOF, ERR, EXIT, IN, READ_CHUNK, RESIZE, SIG,
                     STARTED, _close_quiet, recv_frame)
 
@@ -94,12 +94,12 @@ def _exec_loop(conn, proc):
                         else:
                             stdin_state = "eof_pending"
                     elif ftype == SIG:
-                        proc.signal(int(json.loads(payload)["signal"]))
+                        proc.signal(int(loads(payload)["signal"]))
                     elif ftype == RESIZE and proc.pty:
                         import fcntl
                         import termios
 
-                        size = json.loads(payload)
+                        size = loads(payload)
                         fcntl.ioctl(proc.stdin_fd, termios.TIOCSWINSZ,
                                     struct.pack("HHHH", size["rows"], size["cols"], 0, 0))
                 elif tag == "stdin":

@@ -5,10 +5,11 @@ Part of the in-sandbox agent (runtimes layer, runs INSIDE gVisor as PID 1). Stdl
 Python 3.9+; must not import anything outside this package.
 """
 
-import json
 import os
 import struct
 import threading
+
+from .jsonc import dumps
 
 HEADER = struct.Struct(">BI")
 MAX_FRAME = 16 * 1024 * 1024
@@ -35,7 +36,7 @@ def encode(ftype, payload=b""):
 
 
 def encode_json(ftype, obj):
-    return encode(ftype, json.dumps(obj, separators=(",", ":")).encode())
+    return encode(ftype, dumps(obj).encode())
 
 
 def recv_exact(sock, n):
@@ -81,7 +82,7 @@ class Conn:
             return False
 
     def send_json(self, ftype, obj):
-        return self.send(ftype, json.dumps(obj, separators=(",", ":")).encode())
+        return self.send(ftype, dumps(obj).encode())
 
 
 def _close_quiet(fd):

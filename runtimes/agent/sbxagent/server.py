@@ -1,23 +1,22 @@
-"""The agent's socket server and entry point.
+"""The agent's socket server: workers, one handler per connection.
 
 Control channel: a Unix socket in a per-sandbox directory bind-mounted from the host
 (runsc --host-uds=create), so a restarted server reconnects to running sandboxes. One
-connection per request, handled by reused worker threads.
+connection per request, handled by reused worker threads. PID 1 starts in boot.py,
+which listens and answers the first ping before this module is even imported.
 
 Part of the in-sandbox agent (runtimes layer, runs INSIDE gVisor as PID 1). Stdlib only,
 Python 3.9+; must not import anything outside this package.
 """
 
-import json
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 
 from .execs import handle_exec
 from .files import handle_file
+from .jsonc import loads
 from .mainproc import handle_main
 from .ports import handle_port
 from .procs import REAPER
@@ -25,12 +24,24 @@ from .proto import REQ, RESP, Conn, recv_frame
 from .snapshot import handle_snapshot
 
 def handle(sock):
-    conn = Conn(sock)
+    """One connection accepted by a worker: its first frame is the request."""
     try:
         ftype, payload = recv_frame(sock)
+    except (OSError, ValueError):
+        ftype = payload = None
+    handle_first(sock, ftype, payload)
+
+
+def handle_first(sock, ftype, payload):
+    """One connection whose first frame was read (by a worker, or by boot.py's early loop:
+    then `sock` is a file descriptor)."""
+    if not isinstance(sock, socket.socket):
+        sock = socket.socket(fileno=sock)
+    conn = Conn(sock)
+    try:
         if ftype != REQ:
             return
-        req = json.loads(payload)
+        req = loads(payload)
         op = req.get("op")
         if op == "ping":
             conn.send_json(RESP, {"ok": True, "pid": os.getpid(), "agent": 1})
@@ -128,31 +139,29 @@ class Workers:
                 self.idle += 1
 
 
-def serve(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(128)  # ready: the host may connect now; the rest starts while it does
+def preload():
+    """What the first exec, file operation or pty would import: loaded here, in boot.py's
+    background load, so no handler imports while another thread does and the first exec
+    does not pay for it (`subprocess` alone is ~15-20 ms under gVisor)."""
+    import fcntl  # noqa: F401  (ptys)
+    import subprocess  # noqa: F401
+    import termios  # noqa: F401
+
+
+def start_workers(listen_fd):
+    """The reaper and the workers, accepting on the (already listening) socket `listen_fd`
+    through a socket object of their own."""
+    srv = socket.socket(fileno=os.dup(listen_fd))
     threading.Thread(target=REAPER.run, daemon=True).start()
     workers = Workers(srv)
     workers.start(2)
-    while True:  # PID 1's main thread waits (signals need a live main thread), and puts a
-        time.sleep(1.0)  # worker back in accept() if none could be spawned (RLIMIT_NPROC)
+    return workers
+
+
+def main_loop(workers):
+    """PID 1's main thread waits (signals need a live main thread), and puts a worker back
+    in accept() if none could be spawned (RLIMIT_NPROC)."""
+    while True:
+        time.sleep(1.0)
         if workers.idle == 0:
             workers._spawn()
-
-
-def _ignore_signal(signum, frame):
-    pass
-
-
-def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else "/.sbx/run/agent.sock"
-    # PID 1 must not die of these, but must not *ignore* them either: an ignored signal
-    # stays ignored across exec, and every command would inherit that. A handler resets.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _ignore_signal)
-    serve(path)

@@ -29,10 +29,10 @@ Part of the in-sandbox agent (runtimes layer, runs INSIDE gVisor as PID 1). Stdl
 Python 3.9+; must not import anything outside this package.
 """
 
-import json
 import os
 import stat
 
+from .jsonc import dumps, loads
 from .proto import DATA, EOF, HEADER, READ_CHUNK, RESP, recv_frame
 
 SKIP_TOP = frozenset(("/proc", "/sys", "/dev", "/.sbx"))
@@ -109,7 +109,7 @@ def _manifest(conn, req):
     buf = []
     size = 0
     for rec in walk("/", same, exclude):
-        line = json.dumps(rec, separators=(",", ":"))
+        line = dumps(rec)
         buf.append(line)
         size += len(line) + 1
         if size >= FRAME_TARGET:
@@ -139,9 +139,9 @@ def _read_lines(conn):
             raise ValueError("list from the host too large")
         lines = (pending + payload).split(b"\n")
         pending = lines.pop()
-        out.extend(json.loads(line) for line in lines if line)
+        out.extend(loads(line) for line in lines if line)
     if pending.strip():
-        out.append(json.loads(pending))
+        out.append(loads(pending))
     return out
 
 

@@ -37,7 +37,7 @@ from security import BLOCKED_V4, ResourcePolicy
 from ...wire import SandboxCreate, is_id, new_id
 from ...wire import errors as E
 from ._gpus import GpuService
-from ._pool import WarmPool
+from ._pool import Profile, WarmPool
 from ._records import LIVE_STATES, SandboxRecord
 from ._sandbox_io import SandboxIO
 from ._secrets import SecretService
@@ -72,6 +72,7 @@ class SandboxManager(SandboxIO):
     def __init__(self, *, runtime: Runtime, store: Store, images: Any, home: str,
                  policy: ResourcePolicy | None = None, monitor_interval_s: float = 0.5,
                  collector_interval_s: float = 30.0, warm_pool: int = 0,
+                 warm_pool_max: int | None = None, warm_pool_memory_mib: int = 1024,
                  max_streams: int = 1024):
         self.runtime = runtime
         self.store = store
@@ -90,7 +91,10 @@ class SandboxManager(SandboxIO):
         self._streams = 0  # agent streams held open for clients (exec, ports, cells)
         self._creates: dict[str, list[float]] = {}  # principal -> create times (last minute)
         self._tasks: list[asyncio.Task] = []
-        self._pool = WarmPool(runtime, warm_pool, self._pool_spec) if warm_pool > 0 else None
+        self._pool = WarmPool(
+            runtime, warm_pool, self._pool_spec, max_total=warm_pool_max,
+            memory_budget_mib=warm_pool_memory_mib, pin=self._pin_image,
+            unpin=self.images.layers.unpin) if warm_pool > 0 else None
 
     def _container_spec(self, cid: str, image: Any, env: dict[str, str] | None = None,
                         memory_mib: int | None = None, cpu: float | None = None,
@@ -111,10 +115,16 @@ class SandboxManager(SandboxIO):
                              disk_mib=disk_mib, mounts=tuple(mounts), volumes=volumes,
                              gpus=gpus)
 
-    def _pool_spec(self, cid: str, image: Any) -> ContainerSpec:
-        """Pooled sandboxes have the default limits, the default disk included."""
-        return self._container_spec(cid, image, disk_mib=self.policy.disk(
-            None, self.runtime.disk_quota_unavailable))
+    def _pool_spec(self, cid: str, image: Any, profile: Profile) -> ContainerSpec:
+        """A pooled sandbox: its profile's limits, no network, no volumes, no GPU."""
+        return self._container_spec(cid, image, memory_mib=profile.memory_mib,
+                                    cpu=profile.cpu, disk_mib=profile.disk_mib)
+
+    def _pin_image(self, image: Any) -> list[str]:
+        """Keep a pooled sandbox's image layers from image GC (as _register does)."""
+        layers = self.images.layers.chain(image.layer) if image.layer else []
+        self.images.layers.pin(layers)
+        return layers
 
     def _known(self) -> set[str]:
         return (set(self._live) | (self._pool.ids() if self._pool else set())
@@ -150,7 +160,9 @@ class SandboxManager(SandboxIO):
             log.error("%s", e.message)
             return
         if self._pool:
-            self._pool.refill(image)
+            self._pool.set_default(image, Profile(
+                image.image_id, self.policy.memory(None), self.policy.cpu(None),
+                self.policy.disk(None, self.runtime.disk_quota_unavailable)))
 
     async def stop(self) -> None:
         """Stop background work. Running sandboxes keep running for the next server."""
@@ -282,10 +294,10 @@ class SandboxManager(SandboxIO):
             raise E.ConflictError(f"a running sandbox is already named {req.name!r}: pick "
                                   "another name or terminate it first")
         pooled = None
-        if (self._pool and req.memory_mib in (None, self.policy.default_memory_mib)
-                and req.cpu is None and req.block_network and not mounts and not binds
-                and req.gpu is None):  # pooled ones have no network and no GPU
-            pooled = self._pool.take(image, disk)  # no await before _live holds it (collector)
+        if (self._pool and req.block_network and not mounts and not binds
+                and req.gpu is None):  # pooled ones have no network, volumes or GPU
+            # no await before _live holds it (collector); a miss still counts as demand
+            pooled = self._pool.take(image, Profile(image.image_id, memory, cpu, disk))
         cid = pooled or new_id("sandbox")
         gpus = self.gpus.take(cid, owner, req.gpu)  # before any await: no double booking
         rec = SandboxRecord(
