@@ -110,14 +110,17 @@ def test_a_profile_asked_for_gets_a_pool_of_its_own_with_its_limits():
         pool, _ = _pool(rt)
         pool.set_default(IMG, DEFAULT)
         await _settle(pool)
-        assert pool.take(OTHER, CUSTOM) is None  # first time: cold, but now it is demand
+        assert pool.take(OTHER, CUSTOM) is None  # first time: cold, and no pool for a one-off
         await _settle(pool)
-        assert pool.ready() == {DEFAULT: 2, CUSTOM: 1}
+        assert pool.ready() == {DEFAULT: 2}
+        assert pool.take(OTHER, CUSTOM) is None  # second time: cold, now it is demand
+        await _settle(pool)
+        assert pool.ready() == {DEFAULT: 2, CUSTOM: 2}, "two asked for in the window"
         cid = pool.take(OTHER, CUSTOM)
         assert cid is not None
         assert (rt.specs[cid].rootfs, rt.specs[cid].cpu) == ("/nonexistent", 1.0)
         await _settle(pool)
-        assert pool.ready() == {DEFAULT: 2, CUSTOM: 2}, "two asked for in the window"
+        assert pool.ready() == {DEFAULT: 2, CUSTOM: 3}
         await pool.close()
     asyncio.run(go())
 
@@ -160,8 +163,9 @@ def test_demand_expires_and_its_sandboxes_are_destroyed():
         pool, pins = _pool(rt, clock=clock)
         pool.set_default(IMG, DEFAULT)
         pool.take(OTHER, CUSTOM)
+        pool.take(OTHER, CUSTOM)
         await _settle(pool)
-        assert pool.ready() == {DEFAULT: 2, CUSTOM: 1}
+        assert pool.ready() == {DEFAULT: 2, CUSTOM: 2}
         clock.now += DEMAND_WINDOW_S + 1
         pool.rebalance()
         await _settle(pool)
@@ -179,9 +183,11 @@ def test_the_most_recent_demand_wins_when_the_cap_is_reached():
         pool, _ = _pool(rt, size=1, max_total=2, clock=clock)
         pool.set_default(IMG, DEFAULT)
         pool.take(IMG, SMALL)
+        pool.take(IMG, SMALL)
         await _settle(pool)
         assert pool.ready() == {DEFAULT: 1, SMALL: 1}
         clock.now += 1
+        pool.take(OTHER, CUSTOM)
         pool.take(OTHER, CUSTOM)
         await _settle(pool)
         assert pool.ready() == {DEFAULT: 1, CUSTOM: 1}

@@ -104,9 +104,11 @@ def demand():
 
 def test_a_profile_asked_for_is_pooled_with_its_own_limits(demand):
     _wait_pool(demand, set(), n=1, timeout_s=120)  # the default profile's one
-    first = sbx.Sandbox.create(memory=300, timeout=60)  # cold: the first of its kind
-    first.terminate()
-    pool = _wait_pool(demand, {first.object_id}, n=2)  # the default one and one of 300 MiB
+    firsts = []
+    for _ in range(2):  # cold: a profile gets a pool once it is asked for twice
+        firsts.append(sbx.Sandbox.create(memory=300, timeout=60).object_id)
+        sbx.Sandbox.from_id(firsts[-1]).terminate()
+    pool = _wait_pool(demand, set(firsts), n=3)  # the default one and two of 300 MiB
     sb = sbx.Sandbox.create(memory=300, timeout=60)
     try:
         assert sb.object_id in pool, "the second create of that profile must be warm"

@@ -10,14 +10,16 @@ sandbox.
 Sizing, from recent demand:
 - the default profile (the base image at the default limits) always keeps `size`
   (SBX_WARM_POOL) ready;
-- every profile keeps as many ready as were created with it in the last DEMAND_WINDOW_S
-  (a profile asked for once gets one; a batch of 10 gets up to 10), and none once it has
-  not been asked for in that long: its pooled sandboxes are destroyed;
+- any other profile created at least MIN_DEMAND times in the last DEMAND_WINDOW_S keeps as
+  many ready as were created with it in that window (a batch of 10 gets up to 10), and
+  none once it has not been asked for in that long: its pooled sandboxes are destroyed.
+  A profile used once gets nothing (measured: a pool boot for every one-off size stole
+  the CPU of the creates that followed on 2 cores);
 - all pools together stay within `max_total` (SBX_WARM_POOL_MAX) sandboxes and
   `memory_budget_mib` (SBX_WARM_POOL_MEMORY_MIB) of memory, measured from the pooled
   sandboxes' own cgroups. The default profile's floor comes first, then the profiles asked
   for most recently. An idle sandbox is not free: ~20 MiB and, on gVisor's systrap
-  platform, ~4% of a core each (measured; docs/runtime.md).
+  platform, ~4% of a core each (measured: README, Benchmarks).
 
 Must not import FastAPI or a concrete runtime.
 """
@@ -38,6 +40,7 @@ from ...wire import new_id
 log = logging.getLogger("sbx.server.pool")
 REFILL_DELAY_S = 0.25  # a take's replacement waits this long: the caller's exec goes first
 DEMAND_WINDOW_S = 60.0
+MIN_DEMAND = 2  # creates of a profile in the window before it gets a pool
 MAX_BOOTING = 2  # pool boots at once (background work: user creates come first)
 TRIM_INTERVAL_S = 5.0
 GUESS_MIB = 32  # a pooled sandbox's memory before it has been measured
@@ -129,7 +132,8 @@ class WarmPool:
             if not times:
                 del self._demand[prof]
                 continue
-            wanted.append((times[-1], prof, len(times)))
+            if len(times) >= MIN_DEMAND:
+                wanted.append((times[-1], prof, len(times)))
         wanted.sort(key=lambda w: -w[0])  # most recently asked for first
         out: dict[Profile, int] = {}
         left = self.max_total
