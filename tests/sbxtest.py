@@ -5,11 +5,14 @@ benchmarks can import it by a name no other conftest.py shadows.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -94,3 +97,26 @@ class Server:
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"},
                             timeout=120)
+
+
+@contextlib.contextmanager
+def own_server(prefix: str, **env: str):
+    """A real server of a test module's own, with `env` added to its environment; the SDK
+    points at it (SBX_URL, SBX_TOKEN) until the block ends, then at what it did before."""
+    home = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    srv = Server(home)
+    base_env = srv.env
+    srv.env = lambda: {**base_env(), **env}
+    saved = {k: os.environ.get(k) for k in ("SBX_URL", "SBX_TOKEN")}
+    try:
+        srv.start()
+        os.environ["SBX_URL"], os.environ["SBX_TOKEN"] = srv.url, srv.token
+        yield srv
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        srv.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -9,14 +9,11 @@ stream (its command is killed)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 
 import pytest
 from rawws import drain, open_unread_exec
-from sbxtest import Server
+from sbxtest import own_server
 
 import sandbox_service as sbx
 
@@ -33,29 +30,9 @@ def _rss_kib(pid: int) -> int:
 @pytest.fixture(scope="module")
 def tight(server):
     """A server of its own: few streams allowed, a short stall limit."""
-    home = tempfile.mkdtemp(prefix="sbx-tb-", dir="/tmp")
-    srv = Server(home)
-    base_env = srv.env
-
-    def env():
-        e = base_env()
-        e.update(SBX_MAX_STREAMS=str(STREAMS), SBX_STREAM_STALL_S=str(STALL_S),
-                 SBX_WARM_POOL="0")
-        return e
-    srv.env = env
-    saved = {k: os.environ.get(k) for k in ("SBX_URL", "SBX_TOKEN")}
-    srv.start()
-    os.environ["SBX_URL"], os.environ["SBX_TOKEN"] = srv.url, srv.token  # the SDK's target
-    try:
+    with own_server("sbx-tb-", SBX_MAX_STREAMS=str(STREAMS), SBX_STREAM_STALL_S=str(STALL_S),
+                    SBX_WARM_POOL="0") as srv:
         yield srv
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_unread_streams_hold_little_memory_then_are_dropped(tight):

@@ -21,10 +21,10 @@ import tempfile
 import time
 
 import pytest
+from sbxnet import PublicHost, ip
+from sbxtest import REPO, own_server
 
 import sandbox_service as sbx
-from sbxnet import PublicHost, ip
-from sbxtest import REPO, Server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -207,28 +207,8 @@ def _dns_ok(addr: str) -> bool:
 @pytest.fixture(scope="module")
 def dserver(net):
     """A server whose resolver forwards to the test DNS server; the SDK points at it."""
-    home = tempfile.mkdtemp(prefix="sbx-td-", dir="/tmp")
-    srv = Server(home)
-    base_env = srv.env
-
-    def env():
-        e = base_env()
-        e.update(SBX_DNS_UPSTREAM=net.dns.addr, SBX_WARM_POOL="0")
-        return e
-    srv.env = env
-    saved = {k: os.environ.get(k) for k in ("SBX_URL", "SBX_TOKEN")}
-    srv.start()
-    os.environ["SBX_URL"], os.environ["SBX_TOKEN"] = srv.url, srv.token
-    try:
+    with own_server("sbx-td-", SBX_DNS_UPSTREAM=net.dns.addr, SBX_WARM_POOL="0") as srv:
         yield srv
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 class _Results(list):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 
 import pytest
-from sbxtest import Server
+from sbxtest import own_server
 
 import sandbox_service as sbx
 
@@ -78,28 +76,8 @@ def test_pooled_sandbox_with_command_and_workdir(server, api):
 @pytest.fixture(scope="module")
 def demand():
     """A server of its own whose pools follow demand: 1 default, 3 in all."""
-    home = tempfile.mkdtemp(prefix="sbx-tp-", dir="/tmp")
-    srv = Server(home)
-    base_env = srv.env
-
-    def env():
-        e = base_env()
-        e.update(SBX_WARM_POOL="1", SBX_WARM_POOL_MAX="3")
-        return e
-    srv.env = env
-    saved = {k: os.environ.get(k) for k in ("SBX_URL", "SBX_TOKEN")}
-    srv.start()
-    os.environ["SBX_URL"], os.environ["SBX_TOKEN"] = srv.url, srv.token  # the SDK's target
-    try:
+    with own_server("sbx-tp-", SBX_WARM_POOL="1", SBX_WARM_POOL_MAX="3") as srv:
         yield srv
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_a_profile_asked_for_is_pooled_with_its_own_limits(demand):
