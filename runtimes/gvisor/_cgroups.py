@@ -102,12 +102,16 @@ def ensure_parent(parent: str, allow: tuple[str, ...] = DEVICE_ALLOW) -> bool:
         return False
 
 
+def _memory_file(rel: str, v2: str, v1: str) -> str:
+    """A file of the memory cgroup `rel`: named `v2` on cgroup v2, `v1` on v1."""
+    if version() == 2:
+        return os.path.join(CGROUP_ROOT, rel.strip("/"), v2)
+    return os.path.join(CGROUP_ROOT, "memory", rel.strip("/"), v1)
+
+
 def oom_killed(rel: str) -> bool:
     """True if the memory cgroup's OOM killer fired (v1 oom_control / v2 memory.events)."""
-    if version() == 2:
-        path, key = os.path.join(CGROUP_ROOT, rel.strip("/"), "memory.events"), "oom_kill"
-    else:
-        path, key = os.path.join(CGROUP_ROOT, "memory", rel.strip("/"), "memory.oom_control"), "oom_kill"
+    path, key = _memory_file(rel, "memory.events", "memory.oom_control"), "oom_kill"
     try:
         with open(path) as f:
             for line in f:
@@ -121,10 +125,8 @@ def oom_killed(rel: str) -> bool:
 
 def memory_bytes(rel: str) -> int | None:
     """The memory cgroup's current use (v1 memory.usage_in_bytes / v2 memory.current)."""
-    name = "memory.current" if version() == 2 else "memory.usage_in_bytes"
-    base = CGROUP_ROOT if version() == 2 else os.path.join(CGROUP_ROOT, "memory")
     try:
-        with open(os.path.join(base, rel.strip("/"), name)) as f:
+        with open(_memory_file(rel, "memory.current", "memory.usage_in_bytes")) as f:
             return int(f.read())
     except (OSError, ValueError):
         return None

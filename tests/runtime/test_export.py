@@ -57,13 +57,9 @@ def rootfs(server, tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-async def runtime(tmp_path_factory):
-    rt = GVisorRuntime(str(tmp_path_factory.mktemp("rt")))
-    await rt.start()
-    yield rt
-    await rt.collect(set())
-    await rt.close()
+@pytest.fixture
+def runtime(module_runtime):
+    return module_runtime  # one runtime for the module (tests/runtime/conftest.py)
 
 
 class Box:

@@ -93,7 +93,8 @@ class SandboxManager(SandboxIO):
         self._tasks: list[asyncio.Task] = []
         self._pool = WarmPool(
             runtime, warm_pool, self._pool_spec, max_total=warm_pool_max,
-            memory_budget_mib=warm_pool_memory_mib, pin=self._pin_image,
+            memory_budget_mib=warm_pool_memory_mib,
+            pin=lambda image: self._pin_layers(image.layer),
             unpin=self.images.layers.unpin) if warm_pool > 0 else None
 
     def _container_spec(self, cid: str, image: Any, env: dict[str, str] | None = None,
@@ -120,9 +121,10 @@ class SandboxManager(SandboxIO):
         return self._container_spec(cid, image, memory_mib=profile.memory_mib,
                                     cpu=profile.cpu, disk_mib=profile.disk_mib)
 
-    def _pin_image(self, image: Any) -> list[str]:
-        """Keep a pooled sandbox's image layers from image GC (as _register does)."""
-        layers = self.images.layers.chain(image.layer) if image.layer else []
+    def _pin_layers(self, layer: str | None) -> list[str]:
+        """Pin an image's layer chain in the one LayerStore, so image GC keeps it while a
+        sandbox (live or pooled) uses it; returns what to unpin."""
+        layers = self.images.layers.chain(layer) if layer else []
         self.images.layers.pin(layers)
         return layers
 
@@ -134,9 +136,7 @@ class SandboxManager(SandboxIO):
         """Track a creating or running sandbox; its image's layers are pinned in the one
         LayerStore while it lives, so image GC keeps them (no hook between services)."""
         live = self._live[rec.sandbox_id] = _Live(rec)
-        if rec.layer:
-            live.layers = self.images.layers.chain(rec.layer)
-            self.images.layers.pin(live.layers)
+        live.layers = self._pin_layers(rec.layer)
         return live
 
     def _unregister(self, live: _Live) -> None:

@@ -137,7 +137,7 @@ class WarmPool:
         wanted.sort(key=lambda w: -w[0])  # most recently asked for first
         out: dict[Profile, int] = {}
         left = self.max_total
-        budget = self.memory_budget_mib - 0.0
+        budget = float(self.memory_budget_mib)
         each = self._mib_each()
         if self._default is not None and self.size:
             n = min(self.size, left)  # the floor ignores the memory budget
