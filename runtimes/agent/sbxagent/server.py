@@ -142,10 +142,16 @@ class Workers:
 def preload():
     """What the first exec, file operation or pty would import: loaded here, in boot.py's
     background load, so no handler imports while another thread does and the first exec
-    does not pay for it (`subprocess` alone is ~15-20 ms under gVisor)."""
-    import fcntl  # noqa: F401  (ptys)
+    does not pay for it (`subprocess` alone is ~15-20 ms under gVisor). A module this
+    image's Python lacks (termios, fcntl: ptys only) fails the request that needs it, as it
+    would without the preload, never the whole agent."""
     import subprocess  # noqa: F401
-    import termios  # noqa: F401
+
+    for name in ("fcntl", "termios"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
 
 
 def start_workers(listen_fd):
